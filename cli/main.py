@@ -1,0 +1,20 @@
+"""The `flywheel` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import stack
+
+app = typer.Typer(
+    name="flywheel",
+    help="Embedding Flywheel: run the stack, publish and replay events, search, train and roll out.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command("up")(stack.up)
+app.command("down")(stack.down)
+app.command("status")(stack.status)
+
+if __name__ == "__main__":
+    app()

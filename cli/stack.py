@@ -1,0 +1,69 @@
+"""`flywheel up`, `down` and `status`: the local stack."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.api_keys import ensure_local_admin_key
+from core.config import get_settings
+from infra import stack
+from infra.process import Component, PrerequisiteMissing, StartupFailed
+
+console = Console(stderr=True)
+ComponentNames = Annotated[
+    list[str] | None, typer.Argument(help="Only these components (default: all).", show_default=False)
+]
+
+
+def up(names: ComponentNames = None) -> None:
+    """Start every component and service in the background (idempotent) and return."""
+    settings = get_settings()
+    began = time.monotonic()
+
+    def report(component: Component) -> None:
+        console.print(f"[green]ready[/] {component.name:<10} {component.url}")
+
+    try:
+        with console.status("starting the stack..."):
+            stack.up(settings, names, on_started=report)
+    except (PrerequisiteMissing, StartupFailed, ValueError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from error
+    key = ensure_local_admin_key(settings.api_key_file, settings.api_key_store)
+    console.print(
+        f"\nStack up in {time.monotonic() - began:.0f}s. Gateway: {settings.gateway_url}/docs\n"
+        f"Admin API key: {settings.api_key_file} ({key[:6]}...)\n"
+        f"State and logs: {settings.state_dir}"
+    )
+
+
+def down(names: ComponentNames = None) -> None:
+    """Stop what `up` started, by PID, services first."""
+    settings = get_settings()
+    try:
+        stack.down(settings, names)
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from error
+    console.print("stack stopped")
+
+
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Health of every component and service; exits 0 only when all are healthy."""
+    rows = stack.status(get_settings())
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        table = Table("name", "healthy", "pid", "url", "detail")
+        for row in rows:
+            mark = "[green]yes[/]" if row["healthy"] else "[red]no[/]"
+            table.add_row(str(row["name"]), mark, str(row["pid"] or "-"), str(row["url"]), str(row["detail"]))
+        Console().print(table)
+    if not all(row["healthy"] for row in rows):
+        raise typer.Exit(1)

@@ -1,0 +1,6 @@
+"""The deployer service. Its subscribers are wired here as its issue lands."""
+
+from consumers.service import create_app, create_broker
+
+broker, registry = create_broker("deployer")
+app = create_app("deployer", broker, registry)

@@ -1,0 +1,6 @@
+"""The improver service. Its subscribers are wired here as its issue lands."""
+
+from consumers.service import create_app, create_broker
+
+broker, registry = create_broker("improver")
+app = create_app("improver", broker, registry)

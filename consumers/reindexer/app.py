@@ -1,0 +1,6 @@
+"""The reindexer service. Its subscribers are wired here as its issue lands."""
+
+from consumers.service import create_app, create_broker
+
+broker, registry = create_broker("reindexer")
+app = create_app("reindexer", broker, registry)

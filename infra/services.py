@@ -1,0 +1,54 @@
+"""The platform's own processes: one per consumer service, and the gateway."""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+
+from core.config import REPO_ROOT, Settings
+from infra.process import Component, Health
+
+
+class AsgiService(Component):
+    """A uvicorn-served ASGI app of ours, probed over HTTP."""
+
+    def __init__(self, settings: Settings, name: str, app_path: str, port: int, probe: str) -> None:
+        super().__init__(settings)
+        self.name = name
+        self.app_path = app_path
+        self.port = port
+        self.probe = probe
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", self.app_path,
+            "--host", self.settings.host, "--port", str(self.port),
+            "--no-access-log", "--timeout-graceful-shutdown", "30",
+        ]
+
+    def cwd(self) -> str:
+        return str(REPO_ROOT)
+
+    def check(self) -> Health:
+        try:
+            response = httpx.get(self.url + self.probe, timeout=5)
+        except httpx.HTTPError as error:
+            return Health(False, f"cannot connect: {error!r}")
+        if response.status_code >= 400:
+            return Health(False, f"{self.probe} answered {response.status_code}")
+        return Health(True, f"{self.probe} answered {response.status_code}")
+
+
+def consumer_service(settings: Settings, name: str, index: int) -> AsgiService:
+    return AsgiService(
+        settings, name, f"consumers.{name}.app:app", settings.services_base_port + index, "/health"
+    )
+
+
+def gateway_service(settings: Settings) -> AsgiService:
+    return AsgiService(settings, "gateway", "gateway.main:app", settings.gateway_port, "/healthz")
