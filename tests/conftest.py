@@ -1,0 +1,93 @@
+"""Session-wide real components for integration and e2e tests.
+
+The test stack has its own state directory and ports, so a running `make up` is untouched.
+Each component starts on first use and is stopped at the end of the session, also when
+tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.config import REPO_ROOT, Settings
+from infra.ferretdb import FerretDB
+from infra.kafka import Kafka
+from infra.mlflow_server import MLflowServer
+from infra.postgres import Postgres
+from infra.process import Component
+from infra.stack import all_components
+
+# Two suites may run side by side (e.g. two worktrees) with their own offset and directory.
+PORT_OFFSET = int(os.environ.get("FLYWHEEL_TEST_PORT_OFFSET", "0"))
+TEST_STATE_DIR = Path(os.environ.get("FLYWHEEL_TEST_STATE_DIR", REPO_ROOT / ".flywheel-test"))
+
+
+def make_test_settings() -> Settings:
+    o = PORT_OFFSET
+    return Settings(
+        state_dir=TEST_STATE_DIR,
+        tools_dir=REPO_ROOT / ".flywheel" / "tools",
+        kafka_port=39092 + o,
+        kafka_controller_port=39093 + o,
+        postgres_port=35433 + o,
+        mongo_port=37017 + o,
+        mlflow_port=35000 + o,
+        triton_http_port=38000 + o,
+        triton_grpc_port=38001 + o,
+        triton_metrics_port=38002 + o,
+        gateway_port=38080 + o,
+        services_base_port=38090 + o,
+        kafka_partitions=3,
+        startup_timeout_s=240,
+    )
+
+
+@pytest.fixture(scope="session")
+def test_settings() -> Iterator[Settings]:
+    settings = make_test_settings()
+    # Leftovers of an interrupted run: stop them by PID, then start from empty state.
+    for component in all_components(settings):
+        component.stop()
+    shutil.rmtree(settings.state_dir, ignore_errors=True)
+    settings.state_dir.mkdir(parents=True)
+    yield settings
+
+
+def _run(component: Component) -> Iterator[Component]:
+    component.start()
+    try:
+        yield component
+    finally:
+        component.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(test_settings: Settings) -> Iterator[Component]:
+    yield from _run(Kafka(test_settings))
+
+
+@pytest.fixture(scope="session")
+def postgres(test_settings: Settings) -> Iterator[Component]:
+    yield from _run(Postgres(test_settings))
+
+
+@pytest.fixture(scope="session")
+def mongodb(test_settings: Settings) -> Iterator[Component]:
+    yield from _run(FerretDB(test_settings))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(test_settings: Settings) -> Iterator[Component]:
+    yield from _run(MLflowServer(test_settings))
+
+
+@pytest.fixture(scope="session")
+def triton(test_settings: Settings) -> Iterator[Component]:
+    from infra.triton import Triton
+
+    yield from _run(Triton(test_settings))
