@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down status test test-unit lint clean
+.PHONY: install system-deps up down status test test-unit lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# kcat is only used by the tests (publishing from a non-Python Kafka client).
+system-deps:
+	@command -v kcat >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq kcat >/dev/null; \
+	  else echo "kcat is missing: sudo apt-get install kcat (its tests are skipped)"; fi; }
 
 up: install
 	$(BIN)/flywheel up
@@ -23,7 +29,7 @@ down:
 status: install
 	$(BIN)/flywheel status
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 test-unit: install

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
 
     startup_timeout_s: float = 120.0
 
+    # Indexing: records per batch, and token-aware chunking of long texts.
+    indexer_batch_size: int = 256
+    indexer_batch_timeout_ms: int = 100
+    chunk_max_tokens: int = 200
+    chunk_overlap_tokens: int = 32
+    # Backoff before a batch is retried after a transient failure (Triton, PostgreSQL down).
+    retry_backoff_s: float = 1.0
+
     # Where components run elsewhere (compose, a cluster), these replace host:port.
     kafka_bootstrap_servers: str = ""
     postgres_url: str = ""

@@ -110,7 +110,7 @@ class Kafka(Component):
             return Health(False, f"broker port closed: {error}")
         try:
             topics = asyncio.run(_list_topics(self.settings.bootstrap_servers))
-        except (KafkaError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, KafkaError, OSError) as error:
             return Health(False, f"metadata request failed: {error!r}")
         missing = [name for name in TOPICS if name not in topics]
         detail = f"KRaft broker up, {len(topics)} topics"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -157,6 +158,7 @@ class Component(ABC):
                     time.sleep(0.1)
             # Children of the component (e.g. Triton's Python stubs) share its session.
             _signal_group(pid, signal.SIGKILL)
+            _reap(pid)
         self.pid_file.unlink(missing_ok=True)
 
     def status(self) -> dict[str, object]:
@@ -177,11 +179,15 @@ class Component(ABC):
             return "(no log)"
 
 
+def _reap(pid: int) -> None:
+    """Collect the exit status when the component is our own child, so no zombie stays."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass

@@ -1,0 +1,103 @@
+"""Local NVIDIA Triton Inference Server serving the embedder through the Python backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.models import base_model_dir
+from infra.process import Component, Health
+from infra.triton_dist import install_triton, server_environment, triton_dist, write_stub_env
+from infra.triton_repo import build_model_repository, model_versions
+
+BASE_VERSION = 1
+
+
+class Triton(Component):
+    name = "triton"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.triton_http_url}"
+
+    @property
+    def model_repository(self) -> Path:
+        return self.settings.triton_repository
+
+    @property
+    def stub_env(self) -> Path:
+        return self.settings.state_dir / "triton-stub-env"
+
+    @property
+    def shm_prefix(self) -> str:
+        # Per stack, so a test stack and a dev stack never share regions.
+        return f"flywheel{self.settings.triton_grpc_port}_"
+
+    def prepare(self) -> None:
+        write_stub_env(self.stub_env, install_triton(self.settings.tools_dir))
+        # Regions a killed server left behind (the server is not running when prepare runs).
+        for stale in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            stale.unlink(missing_ok=True)
+        s = self.settings
+        if not model_versions(self.model_repository, s.triton_model_name):
+            build_model_repository(
+                self.model_repository,
+                base_model_dir(s),
+                s.triton_model_name,
+                BASE_VERSION,
+                s.triton_max_batch_size,
+                s.triton_preferred_batch_sizes,
+            )
+
+    def command(self) -> list[str]:
+        s = self.settings
+        dist = triton_dist(s.tools_dir)
+        return [
+            str(dist.binary),
+            f"--model-repository={self.model_repository}",
+            "--model-control-mode=explicit",
+            f"--load-model={s.triton_model_name}",
+            f"--backend-directory={dist.backends_dir}",
+            f"--cache-directory={dist.caches_dir}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--http-address={s.host}",
+            f"--http-port={s.triton_http_port}",
+            f"--grpc-address={s.host}",
+            f"--grpc-port={s.triton_grpc_port}",
+            f"--metrics-address={s.host}",
+            f"--metrics-port={s.triton_metrics_port}",
+            "--exit-timeout-secs=10",
+            "--log-verbose=0",
+        ]
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **server_environment(triton_dist(self.settings.tools_dir), self.stub_env),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+
+    def check(self) -> Health:
+        import tritonclient.http as httpclient
+
+        name = self.settings.triton_model_name
+        try:
+            client = httpclient.InferenceServerClient(
+                self.settings.triton_http_url, connection_timeout=2.0, network_timeout=5.0
+            )
+            try:
+                if not client.is_server_ready():
+                    return Health(False, "server not ready")
+                index = client.get_model_repository_index()
+            finally:
+                client.close()
+        except Exception as exc:  # refused while starting, timeouts
+            return Health(False, f"unreachable: {exc}")
+        ready = sorted(
+            int(m["version"])
+            for m in index
+            if m.get("name") == name and m.get("state") == "READY" and m.get("version")
+        )
+        if not ready:
+            states = [f"{m.get('version')}:{m.get('state')}" for m in index if m.get("name") == name]
+            return Health(False, f"model {name} not ready ({', '.join(states) or 'not loaded'})")
+        return Health(True, f"model {name} ready, versions {ready}")

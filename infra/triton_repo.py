@@ -1,0 +1,131 @@
+"""Builds the Triton model repository for the embedder.
+
+Layout: `<repo>/<model_name>/config.pbtxt` and one numeric directory per model version,
+`<repo>/<model_name>/<version>/model.py` with the sentence-transformers files in
+`<version>/model/`. A version directory appears atomically (built aside, then renamed) and is
+never rewritten, so Triton never loads a half-copied version.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.models import TRITON_INPUT, TRITON_OUTPUT
+
+MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
+INPUT_NAME = TRITON_INPUT
+OUTPUT_NAME = TRITON_OUTPUT
+MAX_QUEUE_DELAY_US = 2000
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def model_config(
+    model_name: str,
+    max_batch_size: int,
+    preferred_batch_sizes: Sequence[int],
+    *,
+    instance_kind: str,
+    versions: Sequence[int] | None = None,
+) -> str:
+    preferred = sorted({b for b in preferred_batch_sizes if 0 < b <= max_batch_size})
+    # All versions on disk are served unless told otherwise: during a rollout the previous
+    # version keeps answering queries while the corpus is re-embedded with the new one.
+    policy = (
+        f"specific {{ versions: [{', '.join(str(v) for v in sorted(versions))}] }}" if versions else "all { }"
+    )
+    return f"""name: "{model_name}"
+backend: "python"
+max_batch_size: {max_batch_size}
+version_policy: {{ {policy} }}
+input [
+  {{
+    name: "{INPUT_NAME}"
+    data_type: TYPE_STRING
+    dims: [ 1 ]
+  }}
+]
+output [
+  {{
+    name: "{OUTPUT_NAME}"
+    data_type: TYPE_FP32
+    dims: [ -1 ]
+  }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ {", ".join(str(b) for b in preferred)} ]
+  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
+}}
+instance_group [
+  {{
+    count: 1
+    kind: {instance_kind}
+  }}
+]
+"""
+
+
+def write_model_config(
+    repo_dir: Path,
+    model_name: str,
+    max_batch_size: int,
+    preferred_batch_sizes: Sequence[int],
+    *,
+    instance_kind: str | None = None,
+    versions: Sequence[int] | None = None,
+) -> Path:
+    """Write `<repo>/<model_name>/config.pbtxt` atomically; KIND_GPU when torch sees a GPU."""
+    kind = instance_kind or ("KIND_GPU" if gpu_available() else "KIND_CPU")
+    path = repo_dir / model_name / "config.pbtxt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        model_config(model_name, max_batch_size, preferred_batch_sizes, instance_kind=kind, versions=versions)
+    )
+    tmp.replace(path)
+    return path
+
+
+def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: Path) -> Path:
+    """Place a sentence-transformers directory as `<version>/`; an existing version is kept."""
+    if version < 1:
+        raise ValueError(f"model versions are positive integers, not {version}")
+    target = repo_dir / model_name / str(version)
+    if (target / "model.py").is_file():
+        return target
+    if not (model_dir / "modules.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a sentence-transformers model directory")
+    staging = repo_dir / model_name / f".{version}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(model_dir, staging / "model", ignore=shutil.ignore_patterns(".git*", "README.md"))
+    shutil.copy2(MODEL_PY, staging / "model.py")
+    staging.rename(target)
+    return target
+
+
+def model_versions(repo_dir: Path, model_name: str) -> list[int]:
+    """The complete numeric versions present in the repository, ascending."""
+    root = repo_dir / model_name
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "model.py").is_file())
+
+
+def build_model_repository(
+    repo_dir: Path,
+    model_dir: Path,
+    model_name: str,
+    version: int,
+    max_batch_size: int,
+    preferred_batch_sizes: Sequence[int],
+) -> Path:
+    """Write the model's config and its version `version`; returns the version directory."""
+    target = add_model_version(repo_dir, model_name, version, model_dir)
+    write_model_config(repo_dir, model_name, max_batch_size, preferred_batch_sizes)
+    return target
