@@ -53,6 +53,7 @@ class FerretDB(Component):
 
     def check(self) -> Health:
         try:
+            client: MongoClient[dict[str, object]]
             with MongoClient(self.url, serverSelectionTimeoutMS=1500) as client:
                 info = client.server_info()
         except PyMongoError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -31,8 +32,8 @@ class AsgiService(Component):
             "--no-access-log", "--timeout-graceful-shutdown", "30",
         ]
 
-    def cwd(self) -> str:
-        return str(REPO_ROOT)
+    def cwd(self) -> Path:
+        return REPO_ROOT
 
     def check(self) -> Health:
         try:

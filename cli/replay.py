@@ -1,0 +1,144 @@
+"""`flywheel replay`: move a group back in time, or copy a time slice into another topic."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from tqdm import tqdm
+
+from cli.common import Bootstrap, MaxRate, Progress, bootstrap_or_default, err, fail, out
+from core.config import get_settings
+from producers.replay import CopyOutcome, CopyRequest, ReplayError, copy_slice, reset_group
+from producers.replay_plan import CopyState, PartitionReset
+from producers.timespec import BadTime, from_ms, parse_time
+
+TIME_HELP = "ISO 8601 (no zone = UTC), 'now', or relative: -30m, -2h, -1d."
+
+
+def _time(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except BadTime as error:
+        raise fail(f"{option}: {error}") from None
+
+
+def replay(
+    topic: Annotated[str, typer.Option("--topic", "-t", help="The topic to replay.")],
+    since: Annotated[str, typer.Option("--from", help=f"Start of the slice. {TIME_HELP}")],
+    until: Annotated[
+        str | None, typer.Option("--to", help=f"End of the slice (exclusive). {TIME_HELP}")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", "-g", help="Move this consumer group's offsets.")
+    ] = None,
+    into: Annotated[str | None, typer.Option("--into", help="Copy the slice into this topic.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --group: show the plan, change nothing.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option("--name", help="With --into: name of the resumable copy (default: T--T2).")
+    ] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="With --into: discard saved progress.")] = False,
+    keep_timestamps: Annotated[
+        bool, typer.Option("--keep-timestamps", help="With --into: keep the records' original timestamps.")
+    ] = False,
+    max_rate: MaxRate = None,
+    bootstrap: Bootstrap = None,
+    progress: Progress = True,
+) -> None:
+    """Replay a topic from a point in time.
+
+    With --group: move the group's committed offsets to the first event at or after --from
+    on every partition (a partition with nothing after --from moves to its end). The group's
+    consumers must be stopped. With --into: copy [--from, --to) into another topic, keeping
+    keys, headers and per-partition order; rerun the same command to resume after a crash.
+    """
+    if (group is None) == (into is None):
+        raise fail("give exactly one of --group (move offsets) or --into (copy a slice)")
+    start = _time(since, "--from")
+    assert start is not None
+    end = _time(until, "--to")
+    servers = bootstrap_or_default(bootstrap)
+    if group is not None:
+        _reset(servers, topic, group, start, end, dry_run)
+    else:
+        assert into is not None
+        if dry_run:
+            raise fail("--dry-run applies to --group only")
+        _copy(
+            servers, topic, into, start, end or parse_time("now"), name, restart, keep_timestamps,
+            max_rate, progress,
+        )
+
+
+def _reset(
+    servers: str, topic: str, group: str, start: datetime, end: datetime | None, dry_run: bool
+) -> None:
+    try:
+        plan = asyncio.run(reset_group(servers, topic, group, start, end, dry_run=dry_run))
+    except ReplayError as error:
+        raise fail(str(error), 1) from error
+    out.print(_reset_table(topic, group, plan, dry_run))
+    again = sum(max(row.again, 0) for row in plan)
+    verb = "would consume" if dry_run else "will consume"
+    out.print(f"group {group} {verb} {again} event(s) again.", highlight=False)
+    if dry_run:
+        out.print("dry run: no offsets changed.")
+
+
+def _reset_table(topic: str, group: str, plan: list[PartitionReset], dry_run: bool) -> Table:
+    title = f"{'plan for ' if dry_run else ''}{group} on {topic}"
+    table = Table(title=title)
+    for column in ("partition", "current", "new", "end", "again"):
+        table.add_column(column, justify="right")
+    windowed = any(row.window_end is not None for row in plan)
+    if windowed:
+        table.add_column("in window", justify="right")
+    for row in plan:
+        cells = [str(row.partition), "-" if row.current is None else str(row.current),
+                 str(row.new), str(row.end), str(row.again)]
+        if windowed:
+            cells.append(str(row.in_window))
+        table.add_row(*cells)
+    return table
+
+
+def _copy(
+    servers: str, topic: str, into: str, start: datetime, end: datetime, name: str | None,
+    restart: bool, keep_timestamps: bool, max_rate: float | None, progress: bool,
+) -> None:
+    job = name or f"{topic}--{into}"
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", job):
+        raise fail(f"--name {job!r}: use letters, digits, '.', '_' and '-' only")
+    state_path = get_settings().state_dir / "replay" / f"{job}.json"
+    request = CopyRequest(topic, into, start, end, keep_timestamps=keep_timestamps, max_rate=max_rate)
+    bar = tqdm(unit="ev", desc=f"{topic} -> {into}", disable=not progress, file=sys.stderr)
+
+    def started(state: CopyState, outcome: CopyOutcome) -> None:
+        window = f"[{from_ms(state.from_ms):%Y-%m-%dT%H:%M:%SZ}, {from_ms(state.to_ms):%Y-%m-%dT%H:%M:%SZ})"
+        err.print(f"{outcome.value}: copy {job} of {topic} {window} into {into} (state: {state_path})",
+                  highlight=False)
+        bar.reset(total=state.total)
+        bar.update(sum(state.next[p] - r.start for p, r in state.ranges.items()))
+
+    try:
+        with bar:
+            state, outcome = asyncio.run(copy_slice(
+                servers, state_path, request, restart=restart, on_start=started, on_progress=bar.update,
+            ))
+    except ReplayError as error:
+        raise fail(str(error), 1) from error
+    if outcome is CopyOutcome.ALREADY_COMPLETE:
+        out.print(f"copy {job} was already complete; pass --restart (or another --name) to copy again.")
+        return
+    out.print(f"copied {state.copied} event(s) into {into}"
+              + (f", skipped {state.skipped} outside the time window" if state.skipped else "") + ".",
+              highlight=False)

@@ -1,0 +1,277 @@
+"""`flywheel replay`: move a consumer group back in time, or copy a time slice to another topic.
+
+The planning is pure (producers.replay_plan); this module only talks to Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from producers.publisher import DEFAULT_COMPRESSION
+from producers.ratelimit import limiter
+from producers.replay_plan import (
+    CopyState,
+    PartitionReset,
+    load_state,
+    plan_reset,
+    plan_slice,
+    save_state,
+    target_partition,
+)
+from producers.timespec import to_ms
+
+ORIGIN_HEADER = "flywheel-replay-origin"
+_UNKNOWN_TOPIC = 3
+
+
+class ReplayError(RuntimeError):
+    """A replay cannot be done as asked; the message says why."""
+
+
+class GroupActiveError(ReplayError):
+    """The group has members: moving its offsets now would race with them."""
+
+
+@dataclass
+class _Kafka:
+    bootstrap: str
+    admin: AIOKafkaAdminClient
+    consumer: AIOKafkaConsumer  # group-less, for offset look-ups and fetching
+
+    async def partitions(self, topic: str) -> list[int]:
+        described = await self.admin.describe_topics([topic])
+        if not described or described[0]["error_code"] == _UNKNOWN_TOPIC or not described[0]["partitions"]:
+            raise ReplayError(f"topic {topic!r} does not exist")
+        return sorted(p["partition"] for p in described[0]["partitions"])
+
+    async def offsets_at(self, topic: str, partitions: list[int], ms: int) -> dict[int, int | None]:
+        found = await self.consumer.offsets_for_times({TopicPartition(topic, p): ms for p in partitions})
+        return {tp.partition: (None if hit is None else hit.offset) for tp, hit in found.items()}
+
+    async def end_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        ends = await self.consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+
+@asynccontextmanager
+async def _connect(bootstrap: str) -> AsyncIterator[_Kafka]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        await admin.start()
+        await consumer.start()
+    except KafkaConnectionError as error:
+        await consumer.stop()
+        await admin.close()
+        raise ReplayError(f"cannot reach Kafka at {bootstrap}: {error}") from error
+    try:
+        yield _Kafka(bootstrap, admin, consumer)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+# --- (a) move a group's offsets ------------------------------------------------------------
+async def active_members(admin: AIOKafkaAdminClient, group: str) -> list[str]:
+    """``client_id@host`` of every member of the group (empty when nobody is in it)."""
+    members = []
+    for response in await admin.describe_consumer_groups([group]):
+        for described in response.groups:
+            error_code, _group, _state, _protocol_type, _protocol, group_members = described[:6]
+            if error_code:
+                raise ReplayError(f"cannot describe group {group!r}: Kafka error code {error_code}")
+            members += [f"{m[1]}@{m[2].lstrip('/')}" for m in group_members]
+    return members
+
+
+async def reset_group(
+    bootstrap: str, topic: str, group: str, since: datetime, until: datetime | None = None,
+    *, dry_run: bool = False,
+) -> list[PartitionReset]:
+    """Move ``group`` on ``topic`` to the first offset at or after ``since`` on every partition."""
+    async with _connect(bootstrap) as kafka:
+        partitions = await kafka.partitions(topic)
+        members = await active_members(kafka.admin, group)
+        if members and not dry_run:
+            raise GroupActiveError(
+                f"group {group!r} has {len(members)} active member(s) ({', '.join(sorted(members))}); "
+                "stop its consumers, then replay (use --dry-run to preview)"
+            )
+        tps = [TopicPartition(topic, p) for p in partitions]
+        committed_raw = await kafka.admin.list_consumer_group_offsets(group, partitions=tps)
+        committed = {
+            tp.partition: (meta.offset if meta.offset >= 0 else None) for tp, meta in committed_raw.items()
+        }
+        at_from = await kafka.offsets_at(topic, partitions, to_ms(since))
+        at_to = await kafka.offsets_at(topic, partitions, to_ms(until)) if until is not None else None
+        end = await kafka.end_offsets(topic, partitions)
+        plan = plan_reset(partitions, committed, at_from, end, at_to)
+        if not dry_run:
+            await _commit(bootstrap, group, topic, plan)
+        return plan
+
+
+async def _commit(bootstrap: str, group: str, topic: str, plan: list[PartitionReset]) -> None:
+    committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    offsets = {TopicPartition(topic, row.partition): row.new for row in plan}
+    committer.assign(list(offsets))
+    await committer.start()
+    try:
+        await committer.commit(offsets)
+    except KafkaError as error:
+        # The broker refuses commits from outside the group once members have joined.
+        raise GroupActiveError(f"Kafka refused the new offsets for group {group!r}: {error!r}") from error
+    finally:
+        await committer.stop()
+
+
+# --- (b) copy a slice into another topic ---------------------------------------------------
+class CopyOutcome(Enum):
+    STARTED = "started"
+    RESUMED = "resumed"
+    ALREADY_COMPLETE = "already complete"
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    topic: str
+    into: str
+    since: datetime
+    until: datetime
+    keep_timestamps: bool = False
+    max_rate: float | None = None
+    batch_size: int = 500
+
+
+async def copy_slice(
+    bootstrap: str,
+    state_path: Path,
+    request: CopyRequest,
+    *,
+    restart: bool = False,
+    on_start: Callable[[CopyState, CopyOutcome], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    before_checkpoint: Callable[[CopyState], None] | None = None,
+) -> tuple[CopyState, CopyOutcome]:
+    """Copy [since, until) of ``topic`` into ``request.into``, resuming from ``state_path``.
+
+    Progress is written only after the batch it records was acked, so a crash re-sends at
+    most one batch (at-least-once) and never leaves a gap.
+    """
+    if request.topic == request.into:
+        raise ReplayError("--into must name another topic")
+    async with _connect(bootstrap) as kafka:
+        source_partitions = await kafka.partitions(request.topic)
+        target_count = len(await kafka.partitions(request.into))
+        state = None if restart else load_state(state_path)
+        if state is not None and (state.topic, state.into) != (request.topic, request.into):
+            raise ReplayError(
+                f"{state_path} holds a copy of {state.topic} into {state.into}; "
+                "pass another --name, or --restart to discard it"
+            )
+        if state is not None and state.complete:
+            if on_start:
+                on_start(state, CopyOutcome.ALREADY_COMPLETE)
+            return state, CopyOutcome.ALREADY_COMPLETE
+        outcome = CopyOutcome.RESUMED if state is not None else CopyOutcome.STARTED
+        if state is None:
+            from_ms, to_ms_ = to_ms(request.since), to_ms(request.until)
+            if from_ms >= to_ms_:
+                raise ReplayError("--from must be before --to")
+            ranges = plan_slice(
+                source_partitions,
+                await kafka.offsets_at(request.topic, source_partitions, from_ms),
+                await kafka.offsets_at(request.topic, source_partitions, to_ms_),
+                await kafka.end_offsets(request.topic, source_partitions),
+            )
+            state = CopyState(state_path.stem, request.topic, request.into, from_ms, to_ms_, ranges)
+            save_state(state_path, state)
+        if on_start:
+            on_start(state, outcome)
+        await _copy(kafka, state, state_path, request, target_count, on_progress, before_checkpoint)
+        return state, outcome
+
+
+async def _copy(
+    kafka: _Kafka,
+    state: CopyState,
+    state_path: Path,
+    request: CopyRequest,
+    target_count: int,
+    on_progress: Callable[[int], None] | None,
+    before_checkpoint: Callable[[CopyState], None] | None,
+) -> None:
+    remaining = state.remaining()
+    if not remaining:
+        return
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap, enable_auto_commit=False, auto_offset_reset="none",
+        isolation_level="read_committed", max_poll_records=request.batch_size,
+    )
+    writer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap, enable_idempotence=True, acks="all",
+        compression_type=DEFAULT_COMPRESSION, linger_ms=5, max_batch_size=256 * 1024,
+    )
+    tps = {p: TopicPartition(state.topic, p) for p in remaining}
+    reader.assign(list(tps.values()))
+    await reader.start()
+    await writer.start()
+    limit = limiter(request.max_rate)
+    try:
+        for p, tp in tps.items():
+            reader.seek(tp, state.next[p])
+        active = set(remaining)
+        while active:
+            batch = await reader.getmany(
+                *(tps[p] for p in active), timeout_ms=1000, max_records=request.batch_size
+            )
+            acks: list[asyncio.Future[object]] = []
+            seen: dict[int, int] = {}
+            skipped = 0
+            for tp, records in batch.items():
+                stop = state.ranges[tp.partition].stop
+                for record in records:
+                    if record.offset >= stop:
+                        break
+                    seen[tp.partition] = record.offset + 1
+                    if not state.from_ms <= record.timestamp < state.to_ms:
+                        skipped += 1
+                        continue
+                    await limit()
+                    origin = f"{tp.topic}/{tp.partition}/{record.offset}".encode()
+                    headers = [*record.headers, (ORIGIN_HEADER, origin)]
+                    acks.append(await writer.send(
+                        state.into, record.value, key=record.key, headers=headers,
+                        partition=target_partition(tp.partition, target_count),
+                        timestamp_ms=record.timestamp if request.keep_timestamps else None,
+                    ))
+            await asyncio.gather(*acks)  # every send of the batch acked before it is recorded
+            for p in list(active):
+                position = await reader.position(tps[p])
+                done_to = max(seen.get(p, state.next[p]), min(position, state.ranges[p].stop))
+                seen[p] = done_to
+                if done_to >= state.ranges[p].stop:
+                    active.discard(p)
+            if not acks and not skipped and seen == {p: state.next[p] for p in seen}:
+                continue
+            if before_checkpoint:
+                before_checkpoint(state)
+            state.next.update(seen)
+            state.copied += len(acks)
+            state.skipped += skipped
+            save_state(state_path, state)
+            if on_progress:
+                on_progress(len(acks) + skipped)
+    finally:
+        await writer.stop()
+        await reader.stop()

@@ -1,0 +1,69 @@
+"""The envelope every event value carries, flat beside the payload fields.
+
+One JSON object per Kafka value: ``{"event_id": ..., "type": ..., "schema_version": ...,
+"occurred_at": ..., "tenant": ..., "source": ..., <payload fields>}``. W3C trace context
+travels in the Kafka headers, not in the value.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import ClassVar
+from uuid import UUID, uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.compat import VERSION_PATTERN
+
+CURRENT_SCHEMA_VERSION = "1.0"
+DEFAULT_TENANT = "default"
+UNKNOWN_SOURCE = "unknown"
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    # Names of the envelope fields, in the order they are documented.
+    ENVELOPE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "event_id", "type", "schema_version", "occurred_at", "tenant", "source",
+    )
+
+    event_id: UUID = Field(
+        default_factory=uuid4,
+        description="Unique id of this event: the idempotency key. Consumers ignore repeats.",
+    )
+    type: str = Field(description="The event type; decides the payload fields.")
+    schema_version: str = Field(
+        default=CURRENT_SCHEMA_VERSION,
+        pattern=VERSION_PATTERN,
+        description="MAJOR.MINOR of this event type's schema (see the compatibility policy).",
+    )
+    occurred_at: AwareDatetime = Field(
+        default_factory=utc_now,
+        description="When the event happened, ISO 8601 with a time zone.",
+    )
+    tenant: str = Field(
+        default=DEFAULT_TENANT, max_length=128, pattern=TENANT_PATTERN,
+        description="Tenant the event belongs to: letters, digits, '.', '_' or '-'.",
+    )
+    source: str = Field(
+        default=UNKNOWN_SOURCE, min_length=1, max_length=256,
+        description="The system that produced the event, e.g. 'gateway' or 'crm-sync'.",
+    )
+
+    @classmethod
+    def event_type(cls) -> str:
+        """The literal value of ``type`` for this event class."""
+        default = cls.model_fields["type"].default
+        if not isinstance(default, str):
+            raise TypeError(f"{cls.__name__} does not fix its event type")
+        return default
+
+    @classmethod
+    def current_version(cls) -> str:
+        return str(cls.model_fields["schema_version"].default)

@@ -1,0 +1,21 @@
+"""``reindex-requested``: re-embed the corpus with a model version. Key: ``model_version``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.envelope import Envelope
+
+
+class ReindexRequested(Envelope):
+    """Build the index of a model version by replaying content-upserted."""
+
+    type: Literal["reindex-requested"] = "reindex-requested"
+    model_version: str = Field(min_length=1, max_length=256, description="Target model version.")
+    source_topic: Literal["content-upserted"] = Field(
+        default="content-upserted", description="Topic replayed to rebuild the index."
+    )
+    from_offset: int = Field(default=0, ge=0, description="Replay from this offset on every partition.")
+    activate: bool = Field(default=True, description="Switch search to the new index once complete.")
