@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import stack
+from cli import publish, replay, schemas, search, stack
 
 app = typer.Typer(
     name="flywheel",
@@ -15,6 +15,11 @@ app = typer.Typer(
 app.command("up")(stack.up)
 app.command("down")(stack.down)
 app.command("status")(stack.status)
+app.command("publish")(publish.publish)
+app.command("load")(publish.load)
+app.command("replay")(replay.replay)
+app.command("search")(search.search)
+app.add_typer(schemas.app, name="schemas")
 
 if __name__ == "__main__":
     app()

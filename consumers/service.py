@@ -6,6 +6,8 @@ local runtime, compose and Kubernetes probe it the same way.
 
 from __future__ import annotations
 
+import logging
+
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -20,6 +22,7 @@ SERVICES = ("indexer", "sessions", "trainer", "deployer", "reindexer", "improver
 
 def create_broker(service: str, settings: Settings | None = None) -> tuple[KafkaBroker, CollectorRegistry]:
     settings = settings or get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = new_registry()
     provider = configure_tracing(f"flywheel-{service}")
     broker = KafkaBroker(

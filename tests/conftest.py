@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from consumers.service import SERVICES
+from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.triton_embedder import TritonEmbedder
+from core.bootstrap import build_embedder, build_store
 from core.config import REPO_ROOT, Settings
 from infra.ferretdb import FerretDB
 from infra.kafka import Kafka
 from infra.mlflow_server import MLflowServer
 from infra.postgres import Postgres
 from infra.process import Component
+from infra.services import consumer_service
 from infra.stack import all_components
+from producers.publisher import Publisher
 
 # Two suites may run side by side (e.g. two worktrees) with their own offset and directory.
 PORT_OFFSET = int(os.environ.get("FLYWHEEL_TEST_PORT_OFFSET", "0"))
@@ -91,3 +98,34 @@ def triton(test_settings: Settings) -> Iterator[Component]:
     from infra.triton import Triton
 
     yield from _run(Triton(test_settings))
+
+
+def _service(settings: Settings, name: str) -> Component:
+    return consumer_service(settings, name, SERVICES.index(name))
+
+
+@pytest.fixture(scope="session")
+def indexer_service(
+    kafka: Component, postgres: Component, triton: Component, test_settings: Settings
+) -> Iterator[Component]:
+    yield from _run(_service(test_settings, "indexer"))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def store(postgres: Component, test_settings: Settings) -> AsyncIterator[PgVectorStore]:
+    store = await build_store(test_settings)
+    yield store
+    await store.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def embedder(triton: Component, test_settings: Settings) -> AsyncIterator[TritonEmbedder]:
+    embedder = build_embedder(test_settings)
+    yield embedder
+    await embedder.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def publisher(kafka: Component, test_settings: Settings) -> AsyncIterator[Publisher]:
+    async with Publisher(test_settings.bootstrap_servers, source="tests") as publisher:
+        yield publisher

@@ -1,6 +1,113 @@
-"""The indexer service. Its subscribers are wired here as its issue lands."""
+"""The indexer service: content-upserted -> chunks -> Triton -> pgvector, then commit.
 
+Run: `uvicorn consumers.indexer.app:app`. Offsets are committed only after the batch is in
+PostgreSQL and its dead letters are acknowledged by Kafka; on a transient failure the
+batch is rewound and retried after a pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from faststream import AckPolicy
+from faststream.exceptions import NackMessage
+
+from consumers.dead_letters import DeadLetter, send_dead_letters
+from consumers.indexer.handlers import Delete, Operation, Upsert, index_batch
 from consumers.service import create_app, create_broker
+from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.triton_embedder import EmbedderUnavailable, TritonEmbedder
+from core.bootstrap import build_chunker, build_embedder, build_store, ensure_initial_version
+from core.chunking import Chunker
+from core.config import get_settings
+from schemas.codec import EventValidationError, decode_record, parse_content_key
+from schemas.content import ContentUpserted
+from schemas.registry import CONTENT_UPSERTED
 
-broker, registry = create_broker("indexer")
+log = logging.getLogger("flywheel.indexer")
+settings = get_settings()
+broker, registry = create_broker("indexer", settings)
+
+
+@dataclass
+class Dependencies:
+    store: PgVectorStore
+    embedder: TritonEmbedder
+    chunker: Chunker
+    dimensions: dict[str, int]
+
+
+deps: dict[str, Dependencies] = {}
+
+
+async def open_dependencies() -> None:
+    store = await build_store(settings)
+    embedder = build_embedder(settings)
+    dimensions = await ensure_initial_version(store, embedder)
+    deps["indexer"] = Dependencies(store, embedder, build_chunker(settings), dimensions)
+
+
+async def close_dependencies() -> None:
+    if "indexer" in deps:
+        await deps["indexer"].store.close()
+        await deps["indexer"].embedder.close()
+
+
+def parse_records(records: tuple[Any, ...]) -> tuple[list[tuple[Any, Operation]], list[DeadLetter]]:
+    """Each valid record with its operation; each invalid one as a dead letter."""
+    operations: list[tuple[Any, Operation]] = []
+    letters: list[DeadLetter] = []
+    for record in records:
+        try:
+            event = decode_record(record)
+            if event is None:
+                tenant, item_id = parse_content_key(record.key)
+                operations.append((record, Delete(tenant, item_id)))
+            else:
+                assert isinstance(event, ContentUpserted)
+                operations.append((record, Upsert(event)))
+        except (EventValidationError, ValueError) as error:
+            letters.append(DeadLetter(record, str(error), error))
+    return operations, letters
+
+
+async def raw_records(message: Any) -> Any:
+    return message.raw_message
+
+
+@broker.subscriber(
+    CONTENT_UPSERTED.name,
+    group_id="indexer",
+    batch=True,
+    max_records=settings.indexer_batch_size,
+    batch_timeout_ms=settings.indexer_batch_timeout_ms,
+    auto_offset_reset="earliest",
+    ack_policy=AckPolicy.NACK_ON_ERROR,
+    decoder=raw_records,
+)
+async def on_content(records: Any) -> None:
+    records = tuple(records)
+    parsed, letters = parse_records(records)
+    d = deps["indexer"]
+    try:
+        report = await index_batch([op for _, op in parsed], d.store, d.embedder, d.chunker, d.dimensions)
+    except (EmbedderUnavailable, psycopg.OperationalError) as error:
+        log.warning("transient failure, batch of %d will be retried: %s", len(records), error)
+        await asyncio.sleep(settings.retry_backoff_s)
+        raise NackMessage() from error
+    record_of = {id(op): record for record, op in parsed}
+    letters += [DeadLetter(record_of[id(upsert)], reason) for upsert, reason in report.rejected]
+    await send_dead_letters(broker, letters)
+    log.info(
+        "batch of %d: %d upserted, %d deleted, %d unchanged, %d dead letters",
+        len(records), report.upserted, report.deleted, report.skipped, len(letters),
+    )
+
+
 app = create_app("indexer", broker, registry)
+app.on_startup(open_dependencies)
+app.on_shutdown(close_dependencies)

@@ -1,0 +1,103 @@
+"""The embedder on NVIDIA Triton (gRPC, asyncio).
+
+Texts go out in requests of at most the model's max batch size, all in flight at once, so
+Triton's dynamic batcher can pack them; a briefly unavailable server is retried with bounded
+exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from core.domain import Embeddings
+from core.models import TRITON_INPUT as INPUT_NAME
+from core.models import TRITON_OUTPUT as OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+# gRPC status codes worth retrying: the server restarting, overloaded, or the model loading.
+_TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "not ready", "unavailable")
+
+
+class EmbedderUnavailable(RuntimeError):
+    """Triton did not answer within the retry budget: a transient failure, retry later."""
+
+
+class TritonEmbedder:
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        max_batch_size: int = 64,
+        retries: int = 5,
+        backoff_s: float = 0.2,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.url = url
+        self.model_name = model_name
+        self.max_batch_size = max_batch_size
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def embed(self, texts: Sequence[str], model_version: str) -> Embeddings:
+        if not texts:
+            return Embeddings(np.zeros((0, 0), dtype=np.float32), self.model_name, model_version)
+        batches = [texts[i : i + self.max_batch_size] for i in range(0, len(texts), self.max_batch_size)]
+        parts = await asyncio.gather(*(self._infer(batch, model_version) for batch in batches))
+        return Embeddings(np.concatenate(parts), self.model_name, model_version)
+
+    async def _infer(self, texts: Sequence[str], model_version: str) -> np.ndarray:
+        data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+        request = grpcclient.InferInput(INPUT_NAME, list(data.shape), "BYTES")
+        request.set_data_from_numpy(data)
+        output = grpcclient.InferRequestedOutput(OUTPUT_NAME)
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                result = await self._client.infer(
+                    self.model_name, [request], model_version=model_version,
+                    outputs=[output], client_timeout=self.timeout_s,
+                )
+                vectors = result.as_numpy(OUTPUT_NAME)
+                assert vectors is not None
+                return np.asarray(vectors, dtype=np.float32)
+            except InferenceServerException as error:
+                if not _is_transient(error) or attempt == self.retries:
+                    if _is_transient(error):
+                        raise EmbedderUnavailable(f"Triton at {self.url}: {error}") from error
+                    raise
+                log.warning("Triton unavailable (%s); retry %d in %.1fs", error, attempt + 1, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    async def ready(self, model_version: str | None = None) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self.model_name, model_version or ""))
+        except InferenceServerException:
+            return False
+
+
+def _is_transient(error: InferenceServerException) -> bool:
+    text = f"{error.status()} {error.message()}"
+    return any(marker in text for marker in _TRANSIENT)
+
+
+async def wait_until_ready(embedder: TritonEmbedder, version: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await embedder.ready(version):
+        if time.monotonic() > deadline:
+            raise EmbedderUnavailable(f"model {embedder.model_name} v{version} not ready after {timeout_s}s")
+        await asyncio.sleep(0.5)

@@ -1,0 +1,163 @@
+"""content-upserted -> indexer service -> Triton -> pgvector, and search over it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.triton_embedder import TritonEmbedder
+from core.config import Settings
+from core.domain import SearchQuery
+from core.search import search
+from infra.process import Component
+from producers.publisher import Publisher
+
+pytestmark = pytest.mark.integration
+
+DOCS = {
+    "cat": ("Cats", "The domestic cat is a small carnivorous mammal that purrs and hunts mice."),
+    "rocket": ("Rockets", "A rocket engine burns propellant to produce thrust and reach orbit."),
+    "bread": ("Bread", "Bread is baked from a dough of flour and water, leavened with yeast."),
+    "python": ("Python", "Python is a programming language with dynamic typing and garbage collection."),
+}
+
+
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+async def wait_for(predicate: Any, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.2)
+
+
+async def publish_docs(publisher: Publisher, who: str, **extra: Any) -> None:
+    await publisher.publish_many("content-upserted", [
+        {"id": id_, "title": title, "text": text, "version": 1, "tenant": who,
+         "metadata": {"topic": id_, "lang": "en"}, **extra}
+        for id_, (title, text) in DOCS.items()
+    ])
+
+
+async def indexed(store: PgVectorStore, who: str, count: int) -> None:
+    async def ready() -> bool:
+        return await store.count_items(who) == count
+    await wait_for(ready)
+
+
+async def test_published_content_becomes_searchable(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, embedder: TritonEmbedder
+) -> None:
+    who = tenant()
+    await publish_docs(publisher, who)
+    await indexed(store, who, len(DOCS))
+    result = await search(SearchQuery("a pet that purrs", 2, who), store, embedder)
+    assert result.hits[0].id == "cat"
+    assert result.model_version == await store.active_version()
+    assert result.hits[0].metadata == {"topic": "cat", "lang": "en"}
+
+    filtered = await search(SearchQuery("a pet that purrs", 3, who, {"topic": "bread"}), store, embedder)
+    assert [h.id for h in filtered.hits] == ["bread"]
+
+    hybrid = await search(SearchQuery("yeast flour dough", 3, who, mode="hybrid"), store, embedder)
+    assert hybrid.hits[0].id == "bread" and hybrid.mode == "hybrid"
+
+
+async def test_updates_deletes_and_stale_versions(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, embedder: TritonEmbedder
+) -> None:
+    who = tenant()
+    await publish_docs(publisher, who)
+    await indexed(store, who, len(DOCS))
+    await publisher.publish("content-upserted", {
+        "id": "rocket", "title": "Gardening", "text": "Roses need sun, water and pruning.",
+        "version": 2, "tenant": who})
+    await publisher.publish("content-upserted", {
+        "id": "rocket", "title": "Stale", "text": "An old version that must be ignored.",
+        "version": 1, "tenant": who})
+    await publisher.delete_content("python", tenant=who)
+
+    async def settled() -> bool:
+        found = await store.describe(who, ["rocket", "python"])
+        return "python" not in found and found.get("rocket", ("",))[0] == "Gardening"
+    await wait_for(settled)
+    result = await search(SearchQuery("pruning roses in the garden", 1, who), store, embedder)
+    assert [h.id for h in result.hits] == ["rocket"]
+    assert all(h.id != "python" for h in (await search(
+        SearchQuery("programming language", 4, who), store, embedder)).hits)
+
+
+async def test_same_ids_in_two_tenants_stay_apart(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, embedder: TritonEmbedder
+) -> None:
+    first, second = tenant(), tenant()
+    await publish_docs(publisher, first)
+    await publisher.publish("content-upserted", {
+        "id": "cat", "title": "Other cat", "text": "Heavy machinery: a Caterpillar bulldozer.",
+        "version": 1, "tenant": second})
+    await indexed(store, first, len(DOCS))
+    await indexed(store, second, 1)
+    hits = (await search(SearchQuery("bulldozer", 5, second), store, embedder)).hits
+    assert [(h.id, h.title) for h in hits] == [("cat", "Other cat")]
+    assert (await store.describe(first, ["cat"]))["cat"][0] == "Cats"
+
+
+async def test_precomputed_vector_is_stored_as_given(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore
+) -> None:
+    who = tenant()
+    version = await store.active_version()
+    vector = np.zeros(384, dtype=np.float32)
+    vector[7] = 1.0
+    await publisher.publish("content-upserted", {
+        "id": "imported", "text": "text that is not embedded", "version": 1, "tenant": who,
+        "vector": vector.tolist(), "model_version": version})
+    await indexed(store, who, 1)
+    assert version is not None
+    hits = await store.vector_search(version, who, vector, 1, {})
+    assert hits[0][0] == "imported" and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_invalid_events_go_to_the_dead_letter_topic_and_the_rest_is_indexed(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, test_settings: Settings
+) -> None:
+    who = tenant()
+    marker = uuid.uuid4().hex
+    producer = publisher._producer
+    assert producer is not None
+    await producer.send_and_wait("content-upserted", b"{not json", key=f"{who}/broken-{marker}".encode())
+    await producer.send_and_wait(
+        "content-upserted", b'{"id": "x", "version": 0, "text": ""}', key=f"{who}/x-{marker}".encode())
+    await publish_docs(publisher, who)
+    await indexed(store, who, len(DOCS))
+
+    consumer = AIOKafkaConsumer(
+        "content-upserted.dlq", bootstrap_servers=test_settings.bootstrap_servers,
+        auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    letters: dict[str, dict[str, str]] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while len(letters) < 2 and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    if r.key and marker in r.key.decode():
+                        letters[r.key.decode()] = {k: v.decode() for k, v in r.headers}
+    finally:
+        await consumer.stop()
+    assert set(letters) == {f"{who}/broken-{marker}", f"{who}/x-{marker}"}
+    assert "invalid JSON" in letters[f"{who}/broken-{marker}"]["dlq-error"]
+    reason = letters[f"{who}/x-{marker}"]["dlq-error"]
+    assert "version" in reason and "text" in reason
+    assert letters[f"{who}/x-{marker}"]["dlq-original-topic"] == "content-upserted"
