@@ -33,15 +33,11 @@ async def build_store(settings: Settings) -> PgVectorStore:
     return await PgVectorStore.connect(settings.postgres_dsn)
 
 
-async def ensure_initial_version(store: PgVectorStore, embedder: TritonEmbedder) -> dict[str, int]:
-    """On a fresh database, index with the base model: create and activate its version.
-
-    Returns the vector dimension of every known version.
-    """
+async def ensure_initial_version(store: PgVectorStore, embedder: TritonEmbedder) -> None:
+    """On a fresh database, index with the base model: create and activate its version."""
     if await store.active_version() is None:
         await wait_until_ready(embedder, BASE_MODEL_VERSION)
         probe = await embedder.embed(["dimension probe"], BASE_MODEL_VERSION)
         await store.ensure_version(BASE_MODEL_VERSION, int(probe.vectors.shape[1]), status="building")
         await store.activate(BASE_MODEL_VERSION)
         log.info("activated base model version %s", BASE_MODEL_VERSION)
-    return {row["version"]: row["dim"] for row in await store.list_versions()}

@@ -26,6 +26,10 @@ class VectorStore(Protocol):
 
     async def active_version(self) -> str | None: ...
 
+    async def dimensions(self) -> dict[str, int]:
+        """The vector dimension of every model version with an index."""
+        ...
+
     async def pending(
         self, wanted: dict[tuple[str, str], int], versions: Sequence[str]
     ) -> dict[str, set[tuple[str, str]]]:

@@ -38,7 +38,6 @@ class Dependencies:
     store: PgVectorStore
     embedder: TritonEmbedder
     chunker: Chunker
-    dimensions: dict[str, int]
 
 
 deps: dict[str, Dependencies] = {}
@@ -47,8 +46,8 @@ deps: dict[str, Dependencies] = {}
 async def open_dependencies() -> None:
     store = await build_store(settings)
     embedder = build_embedder(settings)
-    dimensions = await ensure_initial_version(store, embedder)
-    deps["indexer"] = Dependencies(store, embedder, build_chunker(settings), dimensions)
+    await ensure_initial_version(store, embedder)
+    deps["indexer"] = Dependencies(store, embedder, build_chunker(settings))
 
 
 async def close_dependencies() -> None:
@@ -94,7 +93,7 @@ async def on_content(records: Any) -> None:
     parsed, letters = parse_records(records)
     d = deps["indexer"]
     try:
-        report = await index_batch([op for _, op in parsed], d.store, d.embedder, d.chunker, d.dimensions)
+        report = await index_batch([op for _, op in parsed], d.store, d.embedder, d.chunker)
     except (EmbedderUnavailable, psycopg.OperationalError) as error:
         log.warning("transient failure, batch of %d will be retried: %s", len(records), error)
         await asyncio.sleep(settings.retry_backoff_s)

@@ -78,11 +78,15 @@ async def index_batch(
     store: VectorStore,
     embedder: Embedder,
     chunker: Chunker,
-    dimensions: dict[str, int],
+    versions: Sequence[str] | None = None,
 ) -> IndexReport:
+    """Index into `versions` (default: every writable version, as the live indexer does;
+    a reindex backfill passes only the version it builds)."""
     report = IndexReport()
+    targets = list(versions) if versions is not None else await store.writable_versions()
+    dimensions = await store.dimensions()
     for round_ in coalesce(operations):
-        await _index_round(round_, store, embedder, chunker, dimensions, report)
+        await _index_round(round_, store, embedder, chunker, targets, dimensions, report)
     return report
 
 
@@ -91,12 +95,12 @@ async def _index_round(
     store: VectorStore,
     embedder: Embedder,
     chunker: Chunker,
+    versions: list[str],
     dimensions: dict[str, int],
     report: IndexReport,
 ) -> None:
     upserts = [op for op in operations if isinstance(op, Upsert)]
     deletes = [op.key for op in operations if isinstance(op, Delete)]
-    versions = await store.writable_versions()
     pending = await store.pending({u.key: u.event.version for u in upserts}, versions) if upserts else {}
 
     chunk_sets: dict[str, list[ChunkVectors]] = {}

@@ -159,6 +159,9 @@ class PgVectorStore:
             )).fetchall()
         return [row[0] for row in rows]
 
+    async def dimensions(self) -> dict[str, int]:
+        return {row["version"]: row["dim"] for row in await self.list_versions()}
+
     async def list_versions(self) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(

@@ -29,7 +29,9 @@ class TaskStore:
     async def connect(cls, uri: str, database: str) -> TaskStore:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
         store = cls(client, database)
-        await store.tasks.create_index([("tenant", ASCENDING), ("type", ASCENDING), ("created_at", DESCENDING)])
+        await store.tasks.create_index(
+            [("tenant", ASCENDING), ("type", ASCENDING), ("created_at", DESCENDING)]
+        )
         return store
 
     async def close(self) -> None:

@@ -44,6 +44,9 @@ class FakeStore:
     async def active_version(self) -> str | None:
         return self.versions[0] if self.versions else None
 
+    async def dimensions(self) -> dict[str, int]:
+        return dict.fromkeys(self.chunks, 8)
+
     def _due(self, key: Key, item_version: int, version: str) -> bool:
         stored = self.items[key].version if key in self.items else 0
         embedded = self.chunks[version][key].item.version if key in self.chunks[version] else 0

@@ -25,7 +25,6 @@ class WordTokenizer:
 
 
 CHUNKER = Chunker(WordTokenizer(), ChunkingConfig(max_tokens=8, overlap_tokens=2))
-DIMS = {"1": 8, "2": 8}
 
 
 def upsert(
@@ -35,7 +34,7 @@ def upsert(
 
 
 async def run(ops: list[Any], store: FakeStore, embedder: FakeEmbedder | None = None) -> Any:
-    return await index_batch(ops, store, embedder or FakeEmbedder(), CHUNKER, DIMS)
+    return await index_batch(ops, store, embedder or FakeEmbedder(), CHUNKER)
 
 
 async def test_redelivered_batch_changes_nothing_and_embeds_nothing() -> None:
