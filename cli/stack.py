@@ -29,13 +29,14 @@ def up(names: ComponentNames = None) -> None:
     def report(component: Component) -> None:
         console.print(f"[green]ready[/] {component.name:<10} {component.url}")
 
+    # The gateway reads the hashed keys when it starts.
+    key = ensure_local_admin_key(settings.api_key_file, settings.api_key_store)
     try:
         with console.status("starting the stack..."):
             stack.up(settings, names, on_started=report)
     except (PrerequisiteMissing, StartupFailed, ValueError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from error
-    key = ensure_local_admin_key(settings.api_key_file, settings.api_key_store)
     console.print(
         f"\nStack up in {time.monotonic() - began:.0f}s. Gateway: {settings.gateway_url}/docs\n"
         f"Admin API key: {settings.api_key_file} ({key[:6]}...)\n"

@@ -17,6 +17,9 @@ class ApiKeyRecord(BaseModel):
     key_sha256: str
     tenant: str
     scopes: list[str]
+    # Per-key rate limit; None takes the gateway's default.
+    rate_per_s: float | None = None
+    burst: int | None = None
 
 
 def hash_key(key: str) -> str:

@@ -58,6 +58,18 @@ class Settings(BaseSettings):
 
     startup_timeout_s: float = 120.0
 
+    # --- Rollout: deployer and reindexer (issue 6) ---------------------------------------
+    # Deployer: the longest a Triton load may take, and how closely Triton's embeddings of
+    # the smoke-test texts must match the registered model's own (cosine) before rollout.
+    deploy_load_timeout_s: float = 600.0
+    deploy_min_cosine: float = 0.999
+    # Reindexer: records per backfill batch; at most this many events/s (0 = unlimited).
+    reindex_batch_size: int = 256
+    reindex_max_rate: float = 0.0
+    # A deploy or a backfill holds its message this long at most before Kafka reassigns it.
+    rollout_max_poll_interval_ms: int = 24 * 60 * 60 * 1000
+    # --- end of rollout settings ---------------------------------------------------------
+
     # Indexing: records per batch, and token-aware chunking of long texts.
     indexer_batch_size: int = 256
     indexer_batch_timeout_ms: int = 100
@@ -65,6 +77,42 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = 32
     # Backoff before a batch is retried after a transient failure (Triton, PostgreSQL down).
     retry_backoff_s: float = 1.0
+
+    # Gateway: API keys (a JSON list of {key_id, key_sha256, tenant, scopes}; the file
+    # written by `flywheel up` when empty) and request limits.
+    api_keys_json: str = ""
+    gateway_max_body_bytes: int = 1_048_576
+    gateway_max_batch: int = 500
+    gateway_max_k: int = 100
+    gateway_max_query_chars: int = 1000
+    gateway_rate_per_s: float = 50.0
+    gateway_rate_burst: int = 100
+
+    # --- Sessions and training (issue 6: consumers/sessions, consumers/trainer) -------------
+    # Session documents expire this long after their last event (TTL index on last_event_at).
+    sessions_ttl_days: int = 90
+    sessions_batch_size: int = 500
+    sessions_batch_timeout_ms: int = 200
+    # Request training by itself after this many new sessions since the last request; 0 = off.
+    training_policy_sessions: int = 0
+    training_policy_min_sessions: int = 100
+    # Held-out evaluation sessions (by a hash of the session id), fine-tuning hyper-parameters.
+    training_eval_fraction: float = 0.2
+    training_batch_size: int = 32
+    training_learning_rate: float = 2e-5
+    training_warmup_fraction: float = 0.1
+    training_seed: int = 42
+    training_max_negatives: int = 3
+    # Bounds on what one run reads: training examples and evaluation queries kept.
+    training_max_examples: int = 200_000
+    training_max_eval_queries: int = 5_000
+    training_session_batch: int = 256
+    # Where the trainer keeps model files (downloaded versions, candidates); default state_dir.
+    training_work_dir: Path | None = None
+    # A training run holds its Kafka record this long without polling.
+    training_max_poll_interval_ms: int = 6 * 60 * 60 * 1000
+    mlflow_experiment: str = "flywheel-training"
+    # ---------------------------------------------------------------------------------------
 
     # Where components run elsewhere (compose, a cluster), these replace host:port.
     kafka_bootstrap_servers: str = ""

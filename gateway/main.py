@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
 
-from gateway.routes import health
+from core.config import Settings, get_settings
+from gateway import problems
+from gateway.body_limit import BodySizeLimit
+from gateway.resources import Resources
+from gateway.routes import clicks, content, docs, events, health, models, search, tasks, training
 
 
-def create_app() -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.resources = Resources(settings)
+        yield
+        await app.state.resources.close()
+
     app = FastAPI(
         title="Embedding Flywheel gateway",
         version="0.1.0",
-        description="Publish content and clicks, search, and steer training and rollouts.",
+        description=(
+            "Publish content and clicks, search, and steer training and rollouts. "
+            "Authenticate with `Authorization: Bearer <API key>` (or `X-API-Key`). "
+            "Errors are application/problem+json. The events are described at /asyncapi.json."
+        ),
+        lifespan=lifespan,
     )
-    app.include_router(health.router)
+    problems.install(app)
+    for router in (health.router, content.router, events.router, search.router, clicks.router,
+                   training.router, tasks.router, models.router, docs.router):
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
+    Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app)
     return app
 
 

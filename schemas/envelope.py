@@ -8,10 +8,10 @@ travels in the Kafka headers, not in the value.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.compat import VERSION_PATTERN
 
@@ -23,6 +23,23 @@ TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a NUL character hides anywhere in a JSON-like value (PostgreSQL rejects it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(contains_nul(v) for v in value)
+    return False
+
+
+def reject_nul(value: Any) -> Any:
+    if contains_nul(value):
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
 
 
 class Envelope(BaseModel):
@@ -55,6 +72,9 @@ class Envelope(BaseModel):
         default=UNKNOWN_SOURCE, min_length=1, max_length=256,
         description="The system that produced the event, e.g. 'gateway' or 'crm-sync'.",
     )
+
+    # Every field of every event: a NUL would make the record a poison message downstream.
+    _no_nul = field_validator("*", mode="after")(reject_nul)
 
     @classmethod
     def event_type(cls) -> str:

@@ -12,6 +12,8 @@ from core.config import get_settings
 from infra.stack import dependency_components
 
 router = APIRouter(tags=["health"])
+# What the gateway itself needs to serve requests (MLflow is the trainer's).
+GATEWAY_DEPENDENCIES = ("kafka", "postgres", "mongodb", "triton")
 
 
 @router.get("/healthz")
@@ -21,7 +23,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz() -> JSONResponse:
-    components = dependency_components(get_settings())
+    components = [c for c in dependency_components(get_settings()) if c.name in GATEWAY_DEPENDENCIES]
     checks = await asyncio.gather(*(asyncio.to_thread(c.check) for c in components))
     body = {
         c.name: {"healthy": h.healthy, "detail": h.detail} for c, h in zip(components, checks, strict=True)

@@ -1,0 +1,140 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+from schemas.envelope import reject_nul
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    _no_nul = field_validator("*", mode="after")(reject_nul)
+
+
+class ContentItem(Strict):
+    id: str = Field(min_length=1, max_length=512)
+    title: str = Field(default="", max_length=4096)
+    text: str = Field(min_length=1)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    version: int = Field(ge=1, description="Higher versions replace lower ones; equal or lower are ignored.")
+    vector: list[float] | None = Field(default=None, description="A precomputed embedding to import.")
+    model_version: str | None = Field(default=None, description="The model version of `vector`.")
+
+
+class ContentBatch(Strict):
+    items: list[ContentItem] = Field(min_length=1)
+
+
+class Accepted(BaseModel):
+    event_ids: list[str]
+    accepted: int
+
+
+class Deleted(BaseModel):
+    id: str
+    partition: int
+    offset: int
+
+
+class Published(BaseModel):
+    event_id: str | None
+    topic: str
+    partition: int
+    offset: int
+
+
+class SearchRequest(Strict):
+    query: str = Field(min_length=1)
+    k: int = Field(default=10, ge=1)
+    filters: dict[str, JsonValue] = Field(
+        default_factory=dict, description="Metadata that results must contain (equality / containment)."
+    )
+    mode: Literal["vector", "hybrid"] = "vector"
+    session_id: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="Records a `search` event on the clicks topic with the results shown.",
+    )
+
+
+class SearchResultItem(BaseModel):
+    id: str
+    score: float
+    title: str
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResultItem]
+    model_version: str
+    took_ms: float
+
+
+class SessionEventIn(Strict):
+    type: Literal["click", "conversion"]
+    session_id: str = Field(min_length=1, max_length=256)
+    content_id: str = Field(min_length=1, max_length=512)
+    rank: int | None = Field(default=None, ge=1, description="Required for clicks.")
+    value: float | None = None
+    search_event_id: str | None = None
+
+
+class SessionEvents(Strict):
+    events: list[SessionEventIn] = Field(min_length=1)
+
+
+class TrainingRunRequest(Strict):
+    base_version: str | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    min_sessions: int = Field(default=100, ge=1)
+    epochs: int = Field(default=1, ge=1, le=100)
+    gate_margin: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class TaskAccepted(BaseModel):
+    task_id: str
+    status_url: str
+
+
+class Task(BaseModel):
+    id: str
+    type: str
+    status: str
+    stage: str | None = None
+    progress: float | None = None
+    created_at: datetime
+    updated_at: datetime
+    error: str | None = None
+    links: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelVersionInfo(BaseModel):
+    version: str
+    status: str
+    active: bool
+    dim: int
+    created_at: datetime
+    activated_at: datetime | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    traffic: dict[str, float] = Field(default_factory=dict)
+
+
+class ModelsResponse(BaseModel):
+    active_version: str | None
+    versions: list[ModelVersionInfo]
+
+
+class Activated(BaseModel):
+    active_version: str
+    previous_version: str | None
+
+
+class ReindexRequest(Strict):
+    model_version: str = Field(pattern=r"^[0-9]+$")
+    activate: bool = True

@@ -1,0 +1,74 @@
+"""The gateway's connections, opened on first use so the gateway starts (and answers
+/healthz and /readyz) while a dependency is still down; a failure answers 503."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.task_store import TaskStore
+from core.adapters.triton_embedder import TritonEmbedder
+from core.bootstrap import build_embedder, build_store
+from core.config import Settings
+from gateway.problems import Problem
+from gateway.security import KeyRing, RateLimiter
+from producers.publisher import Publisher
+
+log = logging.getLogger("flywheel.gateway")
+T = TypeVar("T")
+
+
+class Resources:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keyring = KeyRing.from_settings(settings)
+        self.limiter = RateLimiter(settings.gateway_rate_per_s, settings.gateway_rate_burst)
+        self._opened: dict[str, Any] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def _get(self, name: str, factory: Callable[[], Awaitable[T]]) -> T:
+        if name in self._opened:
+            return self._opened[name]  # type: ignore[no-any-return]
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            if name not in self._opened:
+                try:
+                    self._opened[name] = await asyncio.wait_for(factory(), timeout=15)
+                except Exception as error:
+                    log.warning("%s unavailable: %r", name, error)
+                    raise Problem(503, f"{name} is unavailable: {error}",
+                                  headers={"Retry-After": "5"}) from error
+        return self._opened[name]  # type: ignore[no-any-return]
+
+    async def publisher(self) -> Publisher:
+        async def open_publisher() -> Publisher:
+            publisher = Publisher(self.settings.bootstrap_servers, source="gateway")
+            await publisher.start()
+            return publisher
+        return await self._get("kafka", open_publisher)
+
+    async def store(self) -> PgVectorStore:
+        return await self._get("postgres", lambda: build_store(self.settings))
+
+    async def embedder(self) -> TritonEmbedder:
+        async def open_embedder() -> TritonEmbedder:
+            return build_embedder(self.settings)
+        return await self._get("triton", open_embedder)
+
+    async def tasks(self) -> TaskStore:
+        return await self._get(
+            "mongodb", lambda: TaskStore.connect(self.settings.mongo_uri, self.settings.mongo_db)
+        )
+
+    async def close(self) -> None:
+        for name, resource in list(self._opened.items()):
+            try:
+                if isinstance(resource, Publisher):
+                    await resource.stop()
+                else:
+                    await resource.close()
+            except Exception as error:  # closing is best effort at shutdown
+                log.warning("closing %s: %r", name, error)
+        self._opened.clear()

@@ -1,0 +1,190 @@
+"""The REST gateway over the real stack, through HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.api_keys import hash_key
+from core.config import Settings
+from infra.process import Component
+from infra.services import gateway_service
+from tests.conftest import _run
+
+pytestmark = pytest.mark.e2e
+
+KEYS = {
+    "admin-a": ("tenant-a", ["publish", "search", "admin"], None),
+    "search-a": ("tenant-a", ["search"], None),
+    "publish-a": ("tenant-a", ["publish"], None),
+    "admin-b": ("tenant-b", ["publish", "search", "admin"], None),
+    "slow-a": ("tenant-a", ["search"], (0.2, 2)),
+}
+SECRET = {name: f"key-{name}-{uuid.uuid4().hex}" for name in KEYS}
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    test_settings: Settings, kafka: Component, postgres: Component, mongodb: Component,
+    triton: Component, indexer_service: Component,
+) -> Iterator[str]:
+    records = [
+        {"key_id": name, "key_sha256": hash_key(SECRET[name]), "tenant": tenant, "scopes": scopes,
+         **({"rate_per_s": limit[0], "burst": limit[1]} if limit else {})}
+        for name, (tenant, scopes, limit) in KEYS.items()
+    ]
+    settings = test_settings.model_copy(update={
+        "api_keys_json": json.dumps(records), "gateway_max_body_bytes": 200_000, "gateway_max_batch": 50,
+    })
+    for _ in _run(gateway_service(settings)):
+        yield settings.gateway_url
+
+
+def auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {SECRET[name]}"}
+
+
+def wait_for_search(
+    client: httpx.Client, key: str, query: str, expect_id: str, **extra: Any
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        response = client.post("/v1/search", json={"query": query, "k": 5, **extra}, headers=auth(key))
+        assert response.status_code in (200, 409), response.text
+        body: dict[str, Any] = response.json()
+        if response.status_code == 200 and any(r["id"] == expect_id for r in body["results"]):
+            return body
+        assert time.monotonic() < deadline, f"{expect_id} not searchable: {body}"
+        time.sleep(0.3)
+
+
+def test_content_published_is_found_by_search(gateway: str) -> None:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        item = {"id": "g-cat", "title": "Cats", "text": "Cats purr and chase mice.", "version": 1,
+                "metadata": {"kind": "animal"}}
+        accepted = client.post("/v1/content", json=item, headers=auth("admin-a"))
+        assert accepted.status_code == 202 and len(accepted.json()["event_ids"]) == 1
+        batch = {"items": [
+            {"id": "g-rocket", "text": "Rockets burn propellant to reach orbit.", "version": 1},
+            {"id": "g-bread", "text": "Bread is baked from flour, water and yeast.", "version": 1},
+        ]}
+        assert client.post("/v1/content", json=batch, headers=auth("publish-a")).status_code == 202
+        body = wait_for_search(client, "search-a", "an animal that purrs", "g-cat")
+        assert body["results"][0]["id"] == "g-cat"
+        assert body["results"][0]["metadata"] == {"kind": "animal"} and body["model_version"]
+        wait_for_search(client, "search-a", "flour and yeast", "g-bread", mode="hybrid")
+
+        assert client.delete("/v1/content/g-rocket", headers=auth("publish-a")).status_code == 202
+        deadline = time.monotonic() + 60
+        def rocket_found() -> bool:
+            response = client.post("/v1/search", json={"query": "rocket orbit", "k": 5},
+                                   headers=auth("search-a"))
+            return any(r["id"] == "g-rocket" for r in response.json()["results"])
+        while rocket_found():
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+
+
+def test_tenants_with_the_same_ids_see_only_their_own(gateway: str) -> None:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        for key, text in (("admin-a", "Volcanoes erupt lava and ash."),
+                          ("admin-b", "Violins have four strings and a bow.")):
+            response = client.post("/v1/content", json={"id": "shared-id", "text": text, "version": 1},
+                                   headers=auth(key))
+            assert response.status_code == 202
+        wait_for_search(client, "admin-b", "string instrument", "shared-id")
+        wait_for_search(client, "admin-a", "lava", "shared-id")
+        b_results = client.post("/v1/search", json={"query": "lava and ash", "k": 10},
+                                headers=auth("admin-b")).json()["results"]
+        assert [r["id"] for r in b_results] == ["shared-id"]
+        a_hit = [r for r in client.post("/v1/search", json={"query": "volcano", "k": 10},
+                                        headers=auth("admin-a")).json()["results"] if r["id"] == "shared-id"]
+        assert a_hit and a_hit[0]["title"] == ""
+        # Another tenant's event, published as one's own, is refused.
+        refused = client.post("/v1/events/content-upserted", headers=auth("admin-a"), json={
+            "id": "x", "text": "y", "version": 1, "tenant": "tenant-b"})
+        assert refused.status_code == 403
+
+
+def test_auth_scopes_and_problem_json(gateway: str) -> None:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        none = client.post("/v1/search", json={"query": "q"})
+        assert none.status_code == 401
+        assert none.headers["content-type"] == "application/problem+json"
+        assert client.post("/v1/search", json={"query": "q"},
+                           headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert client.post("/v1/search", json={"query": "q"},
+                           headers={"X-API-Key": SECRET["search-a"]}).status_code in (200, 409)
+        forbidden = client.post("/v1/content", json={"id": "a", "text": "b", "version": 1},
+                                headers=auth("search-a"))
+        assert forbidden.status_code == 403 and "publish" in forbidden.json()["detail"]
+        assert client.post("/v1/search", json={"query": "q"}, headers=auth("publish-a")).status_code == 403
+        assert client.post("/v1/models/1/activate", headers=auth("search-a")).status_code == 403
+
+        invalid = client.post("/v1/content", json={"id": "a", "text": "", "version": 0},
+                              headers=auth("admin-a"))
+        assert invalid.status_code == 422
+        fields = {e["field"] for e in invalid.json()["errors"]}
+        assert any("version" in f for f in fields) and any("text" in f for f in fields)
+
+
+def test_limits(gateway: str) -> None:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        huge = client.post("/v1/content", headers={**auth("admin-a"), "content-type": "application/json"},
+                           content=json.dumps({"id": "big", "text": "x" * 300_000, "version": 1}))
+        assert huge.status_code == 413
+        too_many = {"items": [{"id": f"i{i}", "text": "t", "version": 1} for i in range(51)]}
+        assert client.post("/v1/content", json=too_many, headers=auth("admin-a")).status_code == 413
+        assert client.post("/v1/search", json={"query": "q", "k": 1000},
+                           headers=auth("admin-a")).status_code == 422
+        assert client.post("/v1/search", json={"query": "q" * 5000},
+                           headers=auth("admin-a")).status_code == 422
+        statuses = [client.get("/v1/tasks", headers=auth("slow-a")).status_code for _ in range(4)]
+        assert statuses[:2] == [200, 200] and 429 in statuses
+        limited = client.get("/v1/tasks", headers=auth("slow-a"))
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+
+
+def test_training_run_is_a_task_of_the_callers_tenant(gateway: str) -> None:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        accepted = client.post("/v1/training-runs", json={"epochs": 1, "min_sessions": 5},
+                               headers=auth("admin-a"))
+        assert accepted.status_code == 202
+        task_id = accepted.json()["task_id"]
+        task = client.get(f"/v1/tasks/{task_id}", headers=auth("search-a"))
+        assert task.status_code == 200 and task.json()["type"] == "training"
+        assert client.get(f"/v1/tasks/{task_id}", headers=auth("admin-b")).status_code == 404
+        assert any(t["id"] == task_id for t in client.get(
+            "/v1/tasks?type=training", headers=auth("admin-a")).json())
+
+
+def test_models_readiness_and_docs(gateway: str) -> None:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        models = client.get("/v1/models", headers=auth("search-a")).json()
+        assert models["active_version"] in {v["version"] for v in models["versions"]}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert client.get("/openapi.json").json()["paths"]["/v1/search"]
+        assert "content-upserted" in json.dumps(client.get("/asyncapi.json").json())
+        assert "http_requests_total" in client.get("/metrics").text or \
+            "http_request_duration" in client.get("/metrics").text
+
+
+def test_schemathesis_finds_no_server_errors(gateway: str) -> None:
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{gateway}/openapi.json",
+         "--checks", "not_a_server_error", "--max-examples", "15",
+         "--header", f"Authorization: Bearer {SECRET['admin-a']}",
+         "--exclude-path", "/metrics", "--generation-deterministic", "--request-timeout", "30"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
