@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import publish, replay, schemas, search, stack
+from cli import dlq, publish, replay, schemas, search, stack
 
 app = typer.Typer(
     name="flywheel",
@@ -20,6 +20,7 @@ app.command("load")(publish.load)
 app.command("replay")(replay.replay)
 app.command("search")(search.search)
 app.add_typer(schemas.app, name="schemas")
+app.add_typer(dlq.app, name="dlq")
 
 if __name__ == "__main__":
     app()

@@ -43,7 +43,7 @@ class GroupActiveError(ReplayError):
 
 
 @dataclass
-class _Kafka:
+class KafkaView:
     bootstrap: str
     admin: AIOKafkaAdminClient
     consumer: AIOKafkaConsumer  # group-less, for offset look-ups and fetching
@@ -64,7 +64,7 @@ class _Kafka:
 
 
 @asynccontextmanager
-async def _connect(bootstrap: str) -> AsyncIterator[_Kafka]:
+async def connect_kafka(bootstrap: str) -> AsyncIterator[KafkaView]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
@@ -75,7 +75,7 @@ async def _connect(bootstrap: str) -> AsyncIterator[_Kafka]:
         await admin.close()
         raise ReplayError(f"cannot reach Kafka at {bootstrap}: {error}") from error
     try:
-        yield _Kafka(bootstrap, admin, consumer)
+        yield KafkaView(bootstrap, admin, consumer)
     finally:
         await consumer.stop()
         await admin.close()
@@ -99,7 +99,7 @@ async def reset_group(
     *, dry_run: bool = False,
 ) -> list[PartitionReset]:
     """Move ``group`` on ``topic`` to the first offset at or after ``since`` on every partition."""
-    async with _connect(bootstrap) as kafka:
+    async with connect_kafka(bootstrap) as kafka:
         partitions = await kafka.partitions(topic)
         members = await active_members(kafka.admin, group)
         if members and not dry_run:
@@ -170,7 +170,7 @@ async def copy_slice(
     """
     if request.topic == request.into:
         raise ReplayError("--into must name another topic")
-    async with _connect(bootstrap) as kafka:
+    async with connect_kafka(bootstrap) as kafka:
         source_partitions = await kafka.partitions(request.topic)
         target_count = len(await kafka.partitions(request.into))
         state = None if restart else load_state(state_path)
@@ -203,7 +203,7 @@ async def copy_slice(
 
 
 async def _copy(
-    kafka: _Kafka,
+    kafka: KafkaView,
     state: CopyState,
     state_path: Path,
     request: CopyRequest,
