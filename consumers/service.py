@@ -6,8 +6,6 @@ local runtime, compose and Kubernetes probe it the same way.
 
 from __future__ import annotations
 
-import logging
-
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -15,6 +13,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry, make_asgi_app
 
 from core.config import Settings, get_settings
+from core.logging import configure_logging
 from core.telemetry import configure_tracing, new_registry
 
 SERVICES = ("indexer", "sessions", "trainer", "deployer", "reindexer", "improver")
@@ -22,7 +21,7 @@ SERVICES = ("indexer", "sessions", "trainer", "deployer", "reindexer", "improver
 
 def create_broker(service: str, settings: Settings | None = None) -> tuple[KafkaBroker, CollectorRegistry]:
     settings = settings or get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(f"flywheel-{service}")
     registry = new_registry()
     provider = configure_tracing(f"flywheel-{service}")
     broker = KafkaBroker(

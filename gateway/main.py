@@ -6,9 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from core.config import Settings, get_settings
+from core.logging import configure_logging
+from core.telemetry import configure_tracing
 from gateway import problems
 from gateway.body_limit import BodySizeLimit
 from gateway.resources import Resources
@@ -17,6 +20,7 @@ from gateway.routes import clicks, content, docs, events, health, models, search
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging("flywheel-gateway")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
     Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app)
+    # Spans per request; the publisher carries their context into Kafka headers.
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=configure_tracing("flywheel-gateway"),
+                                       excluded_urls="healthz,readyz,metrics")
     return app
 
 
