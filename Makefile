@@ -37,7 +37,7 @@ test-unit: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy core schemas producers consumers gateway infra cli
+	$(BIN)/mypy core schemas producers consumers gateway infra cli bench
 
 clean: down
 	rm -rf .flywheel .flywheel-test

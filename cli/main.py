@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import dlq, publish, replay, schemas, search, stack
+from cli import bench, dlq, models, publish, replay, rollout, schemas, search, stack, tasks, train
 
 app = typer.Typer(
     name="flywheel",
@@ -21,6 +21,12 @@ app.command("replay")(replay.replay)
 app.command("search")(search.search)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(rollout.models_app, name="models")
+app.command("reindex")(rollout.reindex)
+app.add_typer(bench.app, name="bench")
+app.command("train")(train.train)
+app.add_typer(tasks.app, name="tasks")
+rollout.models_app.command("registry")(models.registry)
 
 if __name__ == "__main__":
     app()

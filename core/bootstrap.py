@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder, wait_until_ready
 from core.chunking import Chunker, ChunkingConfig, tokenizer_for
 from core.config import Settings
 from core.models import base_model_dir
+
+if TYPE_CHECKING:
+    from core.adapters.mlflow_registry import MLflowRegistry
+    from core.adapters.session_store import MongoSessionStore
+    from core.adapters.task_store import TaskStore
+    from core.adapters.triton_control import TritonModelControl
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +49,36 @@ async def ensure_initial_version(store: PgVectorStore, embedder: TritonEmbedder)
         await store.ensure_version(BASE_MODEL_VERSION, int(probe.vectors.shape[1]), status="building")
         await store.activate(BASE_MODEL_VERSION)
         log.info("activated base model version %s", BASE_MODEL_VERSION)
+
+
+# --- sessions and training (issue 6) ------------------------------------------------------
+async def build_session_store(settings: Settings) -> MongoSessionStore:
+    from core.adapters.session_store import MongoSessionStore
+
+    return await MongoSessionStore.connect(settings.mongo_uri, settings.mongo_db, settings.sessions_ttl_days)
+
+
+async def build_task_store(settings: Settings) -> TaskStore:
+    from core.adapters.task_store import TaskStore
+
+    return await TaskStore.connect(settings.mongo_uri, settings.mongo_db)
+
+
+def build_model_registry(settings: Settings) -> MLflowRegistry:
+    from core.adapters.mlflow_registry import MLflowRegistry
+
+    return MLflowRegistry(settings.mlflow_uri, settings.mlflow_experiment, training_work_dir(settings))
+
+
+def training_work_dir(settings: Settings) -> Path:
+    return settings.training_work_dir or settings.state_dir / "training"
+
+
+# --- rollout: deployer and reindexer (issue 6) ----------------------------------------------
+def build_model_control(settings: Settings) -> TritonModelControl:
+    from core.adapters.triton_control import TritonModelControl
+
+    return TritonModelControl(
+        settings.triton_grpc_url, settings.triton_model_name, settings.triton_repository,
+        load_timeout_s=settings.deploy_load_timeout_s,
+    )

@@ -56,3 +56,15 @@ class VectorStore(Protocol):
     async def describe(self, tenant: str, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """Title and metadata of each item."""
         ...
+
+
+class Tasks(Protocol):
+    """Long-running task records (core.adapters.task_store.TaskStore)."""
+
+    async def create(
+        self, task_id: str, type: Any, tenant: str, details: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """The task with this id, created as pending if new; the flag says whether it was."""
+        ...
+
+    async def update(self, task_id: str, **fields: Any) -> dict[str, Any] | None: ...

@@ -17,8 +17,10 @@ import pytest_asyncio
 
 from consumers.service import SERVICES
 from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.session_store import MongoSessionStore
+from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
-from core.bootstrap import build_embedder, build_store
+from core.bootstrap import build_embedder, build_session_store, build_store, build_task_store
 from core.config import REPO_ROOT, Settings
 from infra.ferretdb import FerretDB
 from infra.kafka import Kafka
@@ -35,20 +37,22 @@ TEST_STATE_DIR = Path(os.environ.get("FLYWHEEL_TEST_STATE_DIR", REPO_ROOT / ".fl
 
 
 def make_test_settings() -> Settings:
-    o = PORT_OFFSET
+    """Every port of a test stack lies in [base, base + 20): offsets that are multiples of
+    100 give stacks that never share a port."""
+    base = 30000 + PORT_OFFSET
     return Settings(
         state_dir=TEST_STATE_DIR,
         tools_dir=REPO_ROOT / ".flywheel" / "tools",
-        kafka_port=39092 + o,
-        kafka_controller_port=39093 + o,
-        postgres_port=35433 + o,
-        mongo_port=37017 + o,
-        mlflow_port=35000 + o,
-        triton_http_port=38000 + o,
-        triton_grpc_port=38001 + o,
-        triton_metrics_port=38002 + o,
-        gateway_port=38080 + o,
-        services_base_port=38090 + o,
+        kafka_port=base,
+        kafka_controller_port=base + 1,
+        postgres_port=base + 2,
+        mongo_port=base + 3,
+        mlflow_port=base + 4,
+        triton_http_port=base + 5,
+        triton_grpc_port=base + 6,
+        triton_metrics_port=base + 7,
+        gateway_port=base + 8,
+        services_base_port=base + 10,
         kafka_partitions=3,
         startup_timeout_s=240,
     )
@@ -129,3 +133,35 @@ async def embedder(triton: Component, test_settings: Settings) -> AsyncIterator[
 async def publisher(kafka: Component, test_settings: Settings) -> AsyncIterator[Publisher]:
     async with Publisher(test_settings.bootstrap_servers, source="tests") as publisher:
         yield publisher
+
+
+# --- sessions and trainer services (issue 6) ----------------------------------------------
+@pytest.fixture(scope="session")
+def sessions_service(kafka: Component, mongodb: Component, test_settings: Settings) -> Iterator[Component]:
+    yield from _run(_service(test_settings, "sessions"))
+
+
+@pytest.fixture(scope="session")
+def trainer_service(
+    kafka: Component, mongodb: Component, postgres: Component, mlflow_server: Component,
+    test_settings: Settings,
+) -> Iterator[Component]:
+    # Small, fast runs: tiny batches, one hard negative per pair, a high learning rate.
+    settings = test_settings.model_copy(update={
+        "training_batch_size": 16, "training_learning_rate": 2e-4, "training_max_negatives": 1,
+    })
+    yield from _run(_service(settings, "trainer"))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def session_store(mongodb: Component, test_settings: Settings) -> AsyncIterator[MongoSessionStore]:
+    sessions = await build_session_store(test_settings)
+    yield sessions
+    await sessions.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def task_store(mongodb: Component, test_settings: Settings) -> AsyncIterator[TaskStore]:
+    tasks = await build_task_store(test_settings)
+    yield tasks
+    await tasks.close()

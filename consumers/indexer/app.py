@@ -17,15 +17,13 @@ from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 
 from consumers.dead_letters import DeadLetter, send_dead_letters
-from consumers.indexer.handlers import Delete, Operation, Upsert, index_batch
+from consumers.indexer.handlers import index_batch, parse_records
 from consumers.service import create_app, create_broker
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.triton_embedder import EmbedderUnavailable, TritonEmbedder
 from core.bootstrap import build_chunker, build_embedder, build_store, ensure_initial_version
 from core.chunking import Chunker
 from core.config import get_settings
-from schemas.codec import EventValidationError, decode_record, parse_content_key
-from schemas.content import ContentUpserted
 from schemas.registry import CONTENT_UPSERTED
 
 log = logging.getLogger("flywheel.indexer")
@@ -54,24 +52,6 @@ async def close_dependencies() -> None:
     if "indexer" in deps:
         await deps["indexer"].store.close()
         await deps["indexer"].embedder.close()
-
-
-def parse_records(records: tuple[Any, ...]) -> tuple[list[tuple[Any, Operation]], list[DeadLetter]]:
-    """Each valid record with its operation; each invalid one as a dead letter."""
-    operations: list[tuple[Any, Operation]] = []
-    letters: list[DeadLetter] = []
-    for record in records:
-        try:
-            event = decode_record(record)
-            if event is None:
-                tenant, item_id = parse_content_key(record.key)
-                operations.append((record, Delete(tenant, item_id)))
-            else:
-                assert isinstance(event, ContentUpserted)
-                operations.append((record, Upsert(event)))
-        except (EventValidationError, ValueError) as error:
-            letters.append(DeadLetter(record, str(error), error))
-    return operations, letters
 
 
 async def raw_records(message: Any) -> Any:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from consumers.dead_letters import DeadLetter
 from core.chunking import Chunker
 from core.domain import ChunkVectors, Item
 from core.ports import Embedder, VectorStore
+from schemas.codec import EventValidationError, decode_record, parse_content_key
 from schemas.content import ContentUpserted
 
 Key = tuple[str, str]
@@ -40,6 +43,24 @@ class Delete:
 
 
 Operation = Upsert | Delete
+
+
+def parse_records(records: tuple[Any, ...]) -> tuple[list[tuple[Any, Operation]], list[DeadLetter]]:
+    """Each valid record with its operation; each invalid one as a dead letter."""
+    operations: list[tuple[Any, Operation]] = []
+    letters: list[DeadLetter] = []
+    for record in records:
+        try:
+            event = decode_record(record)
+            if event is None:
+                tenant, item_id = parse_content_key(record.key)
+                operations.append((record, Delete(tenant, item_id)))
+            else:
+                assert isinstance(event, ContentUpserted)
+                operations.append((record, Upsert(event)))
+        except (EventValidationError, ValueError) as error:
+            letters.append(DeadLetter(record, str(error), error))
+    return operations, letters
 
 
 @dataclass

@@ -1,6 +1,126 @@
-"""The trainer service. Its subscribers are wired here as its issue lands."""
+"""The trainer service: training-requested -> dataset -> fine-tune -> evaluate -> gate ->
+MLflow -> model-published, recorded in the run's task; then commit.
 
+Run: `uvicorn consumers.trainer.app:app`. One request at a time; the offset is committed
+after the task holds the outcome. Training runs in a worker thread, and the consumer may
+hold a record for `training_max_poll_interval_ms` without being dropped from its group.
+An invalid request goes to `training-requested.dlq`; when MongoDB is unreachable the
+request is retried after a pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.exceptions import NackMessage
+from pymongo.errors import PyMongoError
+
+from consumers.dead_letters import DeadLetter, send_dead_letters
 from consumers.service import create_app, create_broker
+from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
+from core.adapters.item_texts import PgItemTexts
+from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.session_store import MongoSessionStore
+from core.adapters.task_store import TaskStore
+from core.bootstrap import (
+    build_model_registry,
+    build_session_store,
+    build_store,
+    build_task_store,
+    training_work_dir,
+)
+from core.config import get_settings
+from core.models import base_model_dir
+from core.training.dataset import DatasetBuilder, DatasetConfig
+from core.training.finetune import SentenceTransformersTrainer
+from schemas.codec import EventValidationError, decode_record, encode
+from schemas.models import ModelPublished
+from schemas.registry import MODEL_PUBLISHED, TRAINING_REQUESTED
+from schemas.training import TrainingRequested
 
-broker, registry = create_broker("trainer")
+log = logging.getLogger("flywheel.trainer")
+settings = get_settings()
+broker, registry = create_broker("trainer", settings)
+
+
+@dataclass
+class Resources:
+    store: PgVectorStore
+    sessions: MongoSessionStore
+    tasks: TaskStore
+    deps: TrainerDeps
+
+
+resources: dict[str, Resources] = {}
+
+
+async def publish_model(event: ModelPublished) -> None:
+    await broker.publish(
+        encode(event), topic=MODEL_PUBLISHED.name, key=event.model_version.encode(),
+        headers={"content-type": "application/json"},
+    )
+
+
+async def open_dependencies() -> None:
+    store = await build_store(settings)
+    sessions = await build_session_store(settings)
+    tasks = await build_task_store(settings)
+    datasets = DatasetBuilder(sessions, PgItemTexts(store), DatasetConfig(
+        eval_fraction=settings.training_eval_fraction, max_negatives=settings.training_max_negatives,
+        max_examples=settings.training_max_examples, max_eval_queries=settings.training_max_eval_queries,
+        session_batch=settings.training_session_batch,
+    ))
+    config = TrainerConfig(
+        base_model_dir=base_model_dir(settings), work_dir=training_work_dir(settings),
+        batch_size=settings.training_batch_size, learning_rate=settings.training_learning_rate,
+        warmup_fraction=settings.training_warmup_fraction, seed=settings.training_seed,
+    )
+    deps = TrainerDeps(tasks, datasets, SentenceTransformersTrainer(), build_model_registry(settings),
+                       store.active_version, publish_model, config)
+    resources["trainer"] = Resources(store, sessions, tasks, deps)
+
+
+async def close_dependencies() -> None:
+    if "trainer" in resources:
+        r = resources.pop("trainer")
+        await r.store.close()
+        await r.sessions.close()
+        await r.tasks.close()
+
+
+async def raw_record(message: Any) -> Any:
+    return message.raw_message
+
+
+@broker.subscriber(
+    TRAINING_REQUESTED.name,
+    group_id="trainer",
+    auto_offset_reset="earliest",
+    ack_policy=AckPolicy.NACK_ON_ERROR,
+    max_poll_interval_ms=settings.training_max_poll_interval_ms,
+    decoder=raw_record,
+)
+async def on_training_requested(record: Any) -> None:
+    try:
+        event = decode_record(record)
+        if not isinstance(event, TrainingRequested):
+            raise ValueError("a null value is not a training request")
+    except (EventValidationError, ValueError) as error:
+        await send_dead_letters(broker, [DeadLetter(record, str(error), error)])
+        return
+    try:
+        task = await handle_training_request(event, resources["trainer"].deps)
+    except PyMongoError as error:
+        log.warning("task store unavailable, training request %s will be retried: %s", event.run_id, error)
+        await asyncio.sleep(settings.retry_backoff_s)
+        raise NackMessage() from error
+    log.info("training run %s: %s (%s)", event.run_id, task["status"], task.get("error") or task["stage"])
+
+
 app = create_app("trainer", broker, registry)
+app.on_startup(open_dependencies)
+app.on_shutdown(close_dependencies)

@@ -22,7 +22,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from core.domain import ChunkVectors
+from core.domain import ChunkVectors, Item
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -152,12 +152,25 @@ class PgVectorStore:
         return row[0] if row else None
 
     async def writable_versions(self) -> list[str]:
+        """Every version new content is written to: the active one, those being built, and the
+        rollback target (the most recently active or completed retired version), so that a
+        rollback switches to a complete index at once."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
                 "SELECT version FROM model_versions WHERE status IN ('active', 'building') "
+                "OR version = (SELECT version FROM model_versions WHERE status = 'retired' "
+                "  ORDER BY coalesce(activated_at, created_at) DESC, version::bigint DESC LIMIT 1) "
                 "ORDER BY version::bigint"
             )).fetchall()
         return [row[0] for row in rows]
+
+    async def finish_version(self, version: str) -> None:
+        """Mark a fully built version complete without serving it (status retired)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE model_versions SET status = 'retired' WHERE version = %s AND status = 'building'",
+                (version,),
+            )
 
     async def dimensions(self) -> dict[str, int]:
         return {row["version"]: row["dim"] for row in await self.list_versions()}
@@ -234,6 +247,44 @@ class PgVectorStore:
                 )
                 changed += cur.rowcount
         return changed
+
+    # --- reindex support ---------------------------------------------------------------------
+    async def item_versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The stored version of each (tenant, id) that exists."""
+        if not keys:
+            return {}
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT i.tenant, i.id, i.version FROM items i "
+                "JOIN unnest(%s::text[], %s::text[]) AS k(tenant, id) ON i.tenant = k.tenant AND i.id = k.id",
+                ([t for t, _ in keys], [i for _, i in keys]),
+            )).fetchall()
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    async def missing_items(self, version: str, limit: int = 256) -> list[Item]:
+        """Items whose chunks in `version` are missing or older than the item."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                sql.SQL(
+                    "SELECT i.tenant, i.id, i.title, i.text, i.metadata, i.version FROM items i "
+                    "WHERE NOT EXISTS (SELECT 1 FROM {t} c WHERE c.tenant = i.tenant "
+                    " AND c.item_id = i.id AND c.item_version >= i.version) "
+                    "ORDER BY i.tenant, i.id LIMIT %s"
+                ).format(t=chunk_table(version)),
+                (limit,),
+            )).fetchall()
+        return [Item(row[0], row[1], row[2], row[3], dict(row[4]), int(row[5])) for row in rows]
+
+    async def delete_orphans(self, version: str) -> int:
+        """Drop chunks of `version` whose item no longer exists; returns rows deleted."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL(
+                    "DELETE FROM {t} c WHERE NOT EXISTS "
+                    "(SELECT 1 FROM items i WHERE i.tenant = c.tenant AND i.id = c.item_id)"
+                ).format(t=chunk_table(version))
+            )
+            return cur.rowcount
 
     @staticmethod
     async def _pending_in(cur: Any, wanted: dict[tuple[str, str], int], version: str) -> set[tuple[str, str]]:

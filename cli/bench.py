@@ -1,0 +1,146 @@
+"""`flywheel bench ingest` and `flywheel bench search`: measure the running stack beside an
+in-process baseline. The measuring lives in the `bench` package; this only parses and prints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from bench.ingest import IngestConfig, IngestTimeout, run_ingest
+from bench.progress import make_progress
+from bench.runtime import StackUnavailable
+from bench.search import SearchConfig, run_search
+from cli.common import fail, out
+from core.config import get_settings
+from core.search import NoActiveModel
+
+app = typer.Typer(help="Benchmarks of the running stack (see docs/benchmarks.md).", no_args_is_help=True)
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+ShowProgress = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")]
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="torch threads of the in-process baseline (default: torch's)."),
+]
+Corpus = Annotated[
+    Path | None,
+    typer.Option("--corpus", exists=True, help="A BEIR directory or corpus file (default: synthetic texts)."),
+]
+
+
+def _machine_line(machine: dict[str, Any]) -> str:
+    gpu = machine.get("gpu") or "no GPU"
+    return f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, {gpu}"
+
+
+def _run(coroutine: Any) -> Any:
+    try:
+        return asyncio.run(coroutine)
+    except StackUnavailable as error:
+        raise fail(str(error), 1) from error
+    except (IngestTimeout, NoActiveModel, ValueError, FileNotFoundError) as error:
+        raise fail(str(error), 1) from error
+
+
+@app.command("ingest")
+def ingest(
+    n: Annotated[int, typer.Option("--n", min=1, help="Documents for the throughput run.")] = 2000,
+    fresh_n: Annotated[
+        int, typer.Option("--fresh-n", min=0, help="Documents for the freshness run (0: skip).")
+    ] = 200,
+    per_second: Annotated[
+        float | None,
+        typer.Option(
+            "--rate", min=0.1,
+            help="Freshness run: documents published per second (default: half the measured "
+            "throughput, at most 50).",
+        ),
+    ] = None,
+    corpus: Corpus = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="A fresh tenant (default: bench-<time>).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Baseline encode batch (default: Triton's max).")
+    ] = None,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Measure the baseline.")] = True,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for searchable.")
+    ] = 600,
+    threads: Threads = None,
+    as_json: AsJson = False,
+    progress: ShowProgress = True,
+) -> None:
+    """Documents/s from publish to searchable vs in-process encode; freshness p50/p99."""
+    config = IngestConfig(
+        n, fresh_n, per_second, corpus, tenant, batch_size, timeout_s, baseline=baseline, threads=threads
+    )
+    report = _run(run_ingest(get_settings(), config, make_progress(progress))).to_dict()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    pipeline, base, fresh = report["pipeline"], report["baseline"], report["freshness"]
+    table = Table("measure", "value", title=f"bench ingest: {report['documents']} documents "
+                  f"({report['chunks']} chunks) from {report['corpus']}, tenant {report['tenant']}")
+    table.add_row("pipeline (publish -> searchable)", f"{pipeline['docs_per_s']:.1f} docs/s "
+                  f"({pipeline['seconds']:.1f} s)")
+    if base:
+        table.add_row(f"baseline (in-process encode, {base['device']}, batch {base['batch_size']})",
+                      f"{base['docs_per_s']:.1f} docs/s ({base['seconds']:.1f} s)")
+        table.add_row("ratio pipeline / baseline", f"{report['ratio_pipeline_to_baseline']:.2f}")
+    if fresh:
+        if fresh.get("warning"):
+            table.add_row("[yellow]freshness warning[/]", fresh["warning"])
+        table.add_row(f"freshness at {fresh['achieved_rate_per_s']:.1f}/s: p50", f"{fresh['p50_ms']:.0f} ms")
+        table.add_row(f"freshness at {fresh['achieved_rate_per_s']:.1f}/s: p99", f"{fresh['p99_ms']:.0f} ms")
+    table.caption = _machine_line(report["machine"])
+    out.print(table)
+
+
+@app.command("search")
+def search(
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Measured queries.")] = 200,
+    queries_file: Annotated[
+        Path | None,
+        typer.Option("--queries-file", exists=True, help="BEIR queries.jsonl (default: derived from items)."),
+    ] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Search this tenant (default: bench-search-<corpus>-<n>).")
+    ] = None,
+    corpus: Corpus = None,
+    n: Annotated[
+        int, typer.Option("--n", min=1, help="Documents to ingest when the tenant is empty.")
+    ] = 2000,
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="Results per query (recall@k).")] = 10,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Unmeasured queries first.")] = 20,
+    hybrid: Annotated[bool, typer.Option("--hybrid/--no-hybrid", help="Also time mode=hybrid.")] = True,
+    threads: Threads = None,
+    as_json: AsJson = False,
+    progress: ShowProgress = True,
+) -> None:
+    """p50/p99 of the search function vs the bare path; recall@k of HNSW vs an exact scan."""
+    config = SearchConfig(
+        tenant, corpus, n, queries, queries_file, k, warmup, hybrid, threads=threads
+    )
+    report = _run(run_search(get_settings(), config, make_progress(progress)))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table("path", "p50 ms", "p99 ms", "mean ms", title=f"bench search: {report['queries']} queries "
+                  f"over {report['items']} items of {report['tenant']}, k={report['k']}")
+    rows = [("search function (Triton + HNSW SQL)", report["search_function"]),
+            (f"bare (in-process encode on {report['baseline_device']} + same SQL)", report["bare"]),
+            ("search function, hybrid", report["hybrid"]),
+            ("exact scan (SQL only)", report["exact_scan"])]
+    for name, row in rows:
+        if row:
+            table.add_row(name, f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", f"{row['mean_ms']:.1f}")
+    out.print(table)
+    recall = report[f"recall_at_{report['k']}"]
+    out.print(f"recall@{report['k']} of HNSW vs exact scan: {recall:.3f} "
+              f"(min {report['min_recall']:.2f}); {_machine_line(report['machine'])}")

@@ -1,0 +1,100 @@
+"""`flywheel models list|activate` and `flywheel reindex`: promote, roll back, rebuild an index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.common import Bootstrap, bootstrap_or_default, fail, out
+from core.bootstrap import build_embedder, build_store
+from core.config import get_settings
+from core.rollout import Activation, ActivationError, activate_version
+from producers.publisher import Delivery, Publisher, PublisherError
+from schemas.registry import REINDEX_REQUESTED
+from schemas.reindex import ReindexRequested
+
+models_app = typer.Typer(help="Model versions: list them, promote or roll back.", no_args_is_help=True)
+
+
+async def _versions() -> tuple[str | None, list[dict[str, Any]]]:
+    store = await build_store(get_settings())
+    try:
+        return await store.active_version(), await store.list_versions()
+    finally:
+        await store.close()
+
+
+@models_app.command("list")
+def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Model versions with an index, and which one search uses."""
+    active, rows = asyncio.run(_versions())
+    if as_json:
+        print(json.dumps({"active_version": active, "versions": rows}, default=str, indent=2))
+        return
+    table = Table("version", "status", "dim", "created", "activated", title=f"active version: {active}")
+    for row in rows:
+        table.add_row(row["version"], row["status"], str(row["dim"]), str(row["created_at"])[:19],
+                      str(row["activated_at"] or "")[:19])
+    out.print(table)
+
+
+async def _activate(version: str) -> Activation:
+    settings = get_settings()
+    store = await build_store(settings)
+    embedder = build_embedder(settings)
+    try:
+        return await activate_version(store, version, is_served=embedder.ready)
+    finally:
+        await store.close()
+        await embedder.close()
+
+
+@models_app.command("activate")
+def activate(
+    version: Annotated[str, typer.Argument(help="The model version to serve search from.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Switch search to VERSION at once (a promotion, or a rollback to a retired version)."""
+    try:
+        result = asyncio.run(_activate(version))
+    except ActivationError as error:
+        raise fail(str(error), 1) from error
+    if as_json:
+        print(json.dumps({"active_version": result.version, "previous_version": result.previous}))
+    elif result.changed:
+        out.print(f"model version [bold]{result.version}[/] is active (was {result.previous})")
+    else:
+        out.print(f"model version [bold]{result.version}[/] was already active")
+
+
+async def _request_reindex(bootstrap: str, event: ReindexRequested) -> Delivery:
+    async with Publisher(bootstrap, source="flywheel-cli") as publisher:
+        return await publisher.publish(REINDEX_REQUESTED, event)
+
+
+def reindex(
+    version: Annotated[str, typer.Argument(help="The model version whose index to build.")],
+    activate: Annotated[
+        bool, typer.Option("--activate/--no-activate", help="Switch search to it once complete.")
+    ] = True,
+    from_offset: Annotated[int, typer.Option("--from-offset", min=0, help="Replay from this offset.")] = 0,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Request a rebuild of VERSION's index from content-upserted (the reindexer does it).
+
+    The version must be served by Triton (deployed). A version whose reindex already
+    succeeded is left as it is.
+    """
+    if not version.isdigit():
+        raise fail(f"model versions are numeric, not {version!r}")
+    event = ReindexRequested(model_version=version, activate=activate, from_offset=from_offset)
+    try:
+        delivery = asyncio.run(_request_reindex(bootstrap_or_default(bootstrap), event))
+    except PublisherError as error:
+        raise fail(str(error), 1) from error
+    out.print(f"reindex of version {version} requested (event {event.event_id}, "
+              f"offset {delivery.offset}); follow it with task id reindex-{version}")

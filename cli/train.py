@@ -1,0 +1,114 @@
+"""`flywheel train`: request a fine-tuning run, and optionally follow it to the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cli.common import Bootstrap, bootstrap_or_default, err, fail, out
+from core.bootstrap import build_task_store
+from core.config import get_settings
+from producers.publisher import Publisher, PublisherError
+from schemas.registry import TRAINING_REQUESTED
+from schemas.training import TrainingRequested
+
+FINAL = ("succeeded", "failed", "rejected")
+
+
+async def _request(bootstrap: str, event: TrainingRequested) -> None:
+    tasks = await build_task_store(get_settings())
+    try:
+        details = event.model_dump(mode="json", include={
+            "base_version", "min_sessions", "epochs", "gate_margin", "since", "until"})
+        await tasks.create(event.run_id, "training", event.tenant, {"request": details})
+    finally:
+        await tasks.close()
+    async with Publisher(bootstrap, source="flywheel-cli") as publisher:
+        await publisher.publish(TRAINING_REQUESTED, event)
+
+
+async def _get(task_id: str) -> dict[str, Any] | None:
+    tasks = await build_task_store(get_settings())
+    try:
+        return await tasks.get(task_id)
+    finally:
+        await tasks.close()
+
+
+def wait_for_task(task_id: str, timeout_s: float, show_progress: bool) -> dict[str, Any]:
+    """Poll the task until it is final; a progress bar follows its stage and progress."""
+    deadline = time.monotonic() + timeout_s
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=err, disable=not show_progress) as bar:
+        handle = bar.add_task("queued", total=1.0)
+        while True:
+            task = asyncio.run(_get(task_id))
+            if task is not None:
+                bar.update(handle, completed=float(task.get("progress") or 0.0),
+                           description=f"{task['status']}: {task.get('stage', '')}")
+                if task["status"] in FINAL:
+                    return task
+            if time.monotonic() > deadline:
+                raise fail(f"training run {task_id} did not finish within {timeout_s:.0f}s", 1)
+            time.sleep(1.0)
+
+
+def train(
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=100, help="Passes over the pairs.")] = 1,
+    min_sessions: Annotated[
+        int, typer.Option("--min-sessions", min=1, help="Do not train with fewer sessions with clicks.")
+    ] = 100,
+    gate_margin: Annotated[float, typer.Option(
+        "--gate-margin", min=0.0, max=1.0,
+        help="Publish only if candidate nDCG@10 exceeds the active model's by more than this.")] = 0.0,
+    base_version: Annotated[
+        str | None, typer.Option("--base-version", help="Start from this version (default: active).")
+    ] = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant recorded on the task.")] = "default",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run until it ends.")] = False,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Request fine-tuning on gathered sessions (the trainer service does it).
+
+    With --wait: exit status 0 when the candidate passed the gate and was published, 1 when
+    the run failed or was rejected.
+    """
+    event = TrainingRequested(
+        run_id=f"run-{uuid.uuid4().hex}", base_version=base_version, min_sessions=min_sessions,
+        epochs=epochs, gate_margin=gate_margin, tenant=tenant, source="flywheel-cli",
+    )
+    try:
+        asyncio.run(_request(bootstrap_or_default(bootstrap), event))
+    except PublisherError as error:
+        raise fail(str(error), 1) from error
+    if not wait:
+        if as_json:
+            print(json.dumps({"task_id": event.run_id, "status": "pending"}))
+        else:
+            out.print(f"training requested: task [bold]{event.run_id}[/] (follow: flywheel tasks show "
+                      f"{event.run_id})")
+        return
+    task = wait_for_task(event.run_id, timeout_s, show_progress=not as_json)
+    if as_json:
+        print(json.dumps(task, default=str, indent=2))
+    else:
+        details = task.get("details") or {}
+        if task["status"] == "succeeded":
+            out.print(f"[green]published[/] model version {details.get('model_version')} "
+                      f"(registry version {details.get('registry_version')})")
+        else:
+            out.print(f"[yellow]{task['status']}[/]: {task.get('error')}")
+        metrics = details.get("metrics") or {}
+        if metrics:
+            out.print(f"nDCG@10 base {metrics['base']['ndcg_at_10']:.4f} -> candidate "
+                      f"{metrics['candidate']['ndcg_at_10']:.4f}")
+    if task["status"] != "succeeded":
+        raise typer.Exit(1)

@@ -1,0 +1,221 @@
+"""Rolling a published model version out to Triton, over ports (no Kafka, no MLflow here).
+
+Steps, each recorded as the task's stage: download the registered model -> place it in the
+model repository as its numeric version -> load it through Triton's model-control API (the
+versions already serving keep serving) -> wait until the version is READY -> warm it up ->
+smoke test (known texts embedded by Triton must match the registered model run in-process)
+-> request the reindex. A failure at any step leaves the active version serving and the
+pgvector pointer untouched; only a version this attempt placed, which never served, is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.model_registry import serving_version
+from core.ports import Embedder, Tasks
+from schemas.models import ModelPublished
+from schemas.reindex import ReindexRequested
+
+log = logging.getLogger("flywheel.deployer")
+
+# Texts of several kinds (short, long, non-ASCII) whose embeddings must agree.
+SMOKE_TEXTS = [
+    "How do I reset my password?",
+    "Kafka keeps the content topic compacted, so a replay from offset 0 sees every item.",
+    "pgvector stores embeddings next to the rows they describe.",
+    "Grüße aus Köln — ünïcödé ✓",
+    "a",
+]
+WARMUP_ROUNDS = 2
+# Deterministic ids for the events a deploy publishes: a re-run publishes the same event.
+_EVENT_NAMESPACE = uuid.UUID("6f1c2a4e-9a57-4c0e-8b1e-3d7f7f0a6b21")
+
+
+class DeployFailed(RuntimeError):
+    """The rollout of this version cannot succeed as published; the message says why."""
+
+
+class ModelServer(Protocol):
+    """Triton's repository and model-control API (core.adapters.triton_control)."""
+
+    def has_version(self, version: int) -> bool: ...
+
+    def place_version(self, version: int, model_dir: Path) -> None: ...
+
+    def remove_version(self, version: int) -> None: ...
+
+    async def load(self) -> None: ...
+
+    async def is_ready(self, version: str) -> bool: ...
+
+    async def version_states(self) -> dict[str, tuple[str, str]]: ...
+
+
+@dataclass
+class DeployDeps:
+    tasks: Tasks
+    server: ModelServer
+    embedder: Embedder
+    # (artifact_uri, destination) -> the sentence-transformers directory; blocking.
+    fetch: Callable[[str, Path], Path]
+    # (model_dir, texts) -> normalised embeddings computed in-process; blocking.
+    reference: Callable[[Path, list[str]], np.ndarray]
+    publish: Callable[[ReindexRequested], Awaitable[None]]
+    workdir: Path
+    min_cosine: float = 0.999
+    ready_timeout_s: float = 600.0
+
+
+def task_id(model_version: str) -> str:
+    return f"deploy-{model_version}"
+
+
+def reindex_event(event: ModelPublished) -> ReindexRequested:
+    return ReindexRequested(
+        event_id=uuid.uuid5(_EVENT_NAMESPACE, f"reindex-{event.model_version}-{event.event_id}"),
+        model_version=event.model_version,
+        tenant=event.tenant,
+        source="deployer",
+    )
+
+
+async def deploy(event: ModelPublished, deps: DeployDeps) -> dict[str, Any]:
+    """Roll out `event.model_version`; returns the task. Idempotent: a succeeded deploy is kept."""
+    tid = task_id(event.model_version)
+    task, _ = await deps.tasks.create(tid, "deploy", event.tenant, details={
+        "model_version": event.model_version, "registry_version": event.registry_version,
+        "run_id": event.run_id, "artifact_uri": event.artifact_uri, "metrics": event.metrics,
+    })
+    if task["status"] == "succeeded":
+        log.info("deploy of version %s already succeeded; nothing to do", event.model_version)
+        return task
+    began = time.monotonic()
+    stage = "validating"
+
+    async def step(name: str, progress: float) -> None:
+        nonlocal stage
+        stage = name
+        await deps.tasks.update(tid, status="running", stage=name, progress=progress, error=None)
+
+    await step(stage, 0.0)
+    placed_now = False
+    version = 0
+    download_dir = deps.workdir / f"v{event.model_version}-{uuid.uuid4().hex[:8]}"
+    try:
+        version = _check_versions(event)
+        await step("downloading", 0.1)
+        model_dir = await asyncio.to_thread(deps.fetch, event.artifact_uri, download_dir)
+
+        await step("placing", 0.3)
+        placed_now = await _place(deps.server, version, model_dir)
+
+        await step("loading", 0.45)
+        await deps.server.load()
+        await _wait_ready(deps.server, str(version), deps.ready_timeout_s)
+
+        await step("warming_up", 0.65)
+        for _ in range(WARMUP_ROUNDS):
+            await deps.embedder.embed(SMOKE_TEXTS, str(version))
+
+        await step("smoke_testing", 0.8)
+        cosine = await _smoke_test(deps, model_dir, str(version))
+
+        await step("requesting_reindex", 0.9)
+        await deps.publish(reindex_event(event))
+    except Exception as error:
+        reason = f"{stage}: {error}"
+        log.error("deploy of version %s failed at %s", event.model_version, reason)
+        if placed_now:
+            await _withdraw(deps.server, version, loaded=await deps.server.is_ready(str(version)))
+        failed = await deps.tasks.update(tid, status="failed", stage=stage, error=reason)
+        return failed or task
+    finally:
+        await asyncio.to_thread(shutil.rmtree, download_dir, True)
+    done = await deps.tasks.update(
+        tid, status="succeeded", stage="done", progress=1.0, error=None,
+        **{"details.min_cosine": cosine, "details.duration_s": round(time.monotonic() - began, 3)},
+    )
+    log.info("version %s serves in Triton (smoke cosine %.5f); reindex requested", version, cosine)
+    return done or task
+
+
+def _check_versions(event: ModelPublished) -> int:
+    if not event.model_version.isdigit() or int(event.model_version) < 2:
+        raise DeployFailed(
+            f"model_version must be a serving version >= 2 (1 is the base model), not {event.model_version!r}"
+        )
+    expected = serving_version(event.registry_version)
+    if event.model_version != expected:
+        raise DeployFailed(
+            f"registry version {event.registry_version} is serving version {expected}, "
+            f"not {event.model_version} (see core.model_registry)"
+        )
+    return int(event.model_version)
+
+
+async def _place(server: ModelServer, version: int, model_dir: Path) -> bool:
+    """Put the version into the repository; True when this call placed it.
+
+    A version directory that is present but not READY never served (a crashed or failed
+    earlier attempt): it is replaced by this artifact. A READY one is kept as it is.
+    """
+    if await asyncio.to_thread(server.has_version, version):
+        if await server.is_ready(str(version)):
+            return False
+        await asyncio.to_thread(server.remove_version, version)
+    await asyncio.to_thread(server.place_version, version, model_dir)
+    return True
+
+
+async def _wait_ready(server: ModelServer, version: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await server.is_ready(version):
+        state, reason = (await server.version_states()).get(version, ("UNKNOWN", ""))
+        if state == "UNAVAILABLE" and reason:
+            raise DeployFailed(f"Triton could not load version {version}: {reason}")
+        if time.monotonic() > deadline:
+            raise DeployFailed(f"version {version} not ready after {timeout_s:.0f}s (state {state})")
+        await asyncio.sleep(0.5)
+
+
+async def _smoke_test(deps: DeployDeps, model_dir: Path, version: str) -> float:
+    served = (await deps.embedder.embed(SMOKE_TEXTS, version)).vectors
+    expected = await asyncio.to_thread(deps.reference, model_dir, list(SMOKE_TEXTS))
+    if served.shape != expected.shape:
+        raise DeployFailed(f"Triton returns vectors of shape {served.shape}; the model {expected.shape}")
+    cosines = np.sum(_normalise(served) * _normalise(expected), axis=1)
+    worst = float(np.min(cosines))
+    if worst < deps.min_cosine:
+        text = SMOKE_TEXTS[int(np.argmin(cosines))]
+        raise DeployFailed(
+            f"Triton's embedding of {text!r} differs from the registered model's: "
+            f"cosine {worst:.5f} < {deps.min_cosine}"
+        )
+    return worst
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.where(norms == 0, 1.0, norms), dtype=np.float32)
+
+
+async def _withdraw(server: ModelServer, version: int, *, loaded: bool) -> None:
+    """Remove a version this attempt placed, so no later load trips over it; when Triton had
+    loaded it, reload so that Triton drops it (the other versions keep serving)."""
+    try:
+        await asyncio.to_thread(server.remove_version, version)
+        if loaded:
+            await server.load()
+    except Exception as error:  # best effort: the task already records the failure
+        log.warning("could not withdraw version %s from Triton: %s", version, error)

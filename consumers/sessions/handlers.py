@@ -1,0 +1,105 @@
+"""Sessions: fold a batch of clicks events into session documents; request training by policy.
+
+Free of I/O beyond the ports: a `SessionRepository` (MongoDB) and a publish function.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID, uuid5
+
+from core.sessions import PolicyState, SessionEventModel, SessionRepository, fold, session_key
+from schemas.training import TrainingRequested
+
+log = logging.getLogger("flywheel.sessions")
+
+MAX_ATTEMPTS = 10
+POLICY_NAMESPACE = UUID("b8f1f0c2-61a4-4f43-9a7e-5a1f5f0e2c11")
+
+
+class ConcurrentUpdates(RuntimeError):
+    """A session kept changing under us; the batch is retried."""
+
+
+@dataclass
+class FoldReport:
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    sessions_created: int = 0
+    sessions_updated: int = 0
+
+
+async def fold_batch(
+    events: Sequence[SessionEventModel], repo: SessionRepository, now: datetime
+) -> FoldReport:
+    """Apply each event once to its session document (a redelivered event changes nothing)."""
+    report = FoldReport(events=len(events))
+    by_session: dict[str, list[SessionEventModel]] = {}
+    for event in events:
+        by_session.setdefault(session_key(event.tenant, event.session_id), []).append(event)
+    pending = dict(by_session)
+    for _ in range(MAX_ATTEMPTS):
+        if not pending:
+            break
+        stored = await repo.get_many(list(pending))
+        conflicts: dict[str, list[SessionEventModel]] = {}
+        for key, session_events in pending.items():
+            before = stored.get(key)
+            doc, applied = fold(before, session_events, now)
+            if applied == 0:
+                report.duplicates += len(session_events)
+                continue
+            if await repo.save(doc, before["revision"] if before else None):
+                report.applied += applied
+                report.duplicates += len(session_events) - applied
+                if before is None:
+                    report.sessions_created += 1
+                else:
+                    report.sessions_updated += 1
+            else:
+                conflicts[key] = session_events
+        pending = conflicts
+    if pending:
+        raise ConcurrentUpdates(f"{len(pending)} sessions kept changing concurrently")
+    return report
+
+
+class PolicyRepository(SessionRepository, PolicyState, Protocol):
+    pass
+
+
+def policy_run_id(previous_run_id: str | None) -> str:
+    """Deterministic from the previous request, so a retried policy step asks with the same
+    run id and the trainer (idempotent per run id) trains once."""
+    return f"auto-{uuid5(POLICY_NAMESPACE, previous_run_id or 'first').hex}"
+
+
+async def maybe_request_training(
+    repo: PolicyRepository,
+    every_sessions: int,
+    min_sessions: int,
+    publish: Callable[[TrainingRequested], Awaitable[None]],
+    now: datetime,
+) -> str | None:
+    """After `every_sessions` new sessions since the last request, request training; the run id."""
+    if every_sessions <= 0:
+        return None
+    state = await repo.policy_state()
+    new_sessions = await repo.count_created_since(state.get("last_requested_at"))
+    if new_sessions < every_sessions:
+        return None
+    previous = state.get("last_run_id")
+    run_id = policy_run_id(previous)
+    await publish(TrainingRequested(
+        run_id=run_id, min_sessions=min_sessions, source="sessions-policy",
+    ))
+    # Published first: if we stop before this claim, the retry publishes the same run id.
+    if not await repo.claim_policy_run(previous, run_id, now):
+        log.info("training policy: another instance recorded the request first")
+    log.info("training policy: %d new sessions, requested training run %s", new_sessions, run_id)
+    return run_id

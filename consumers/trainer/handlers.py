@@ -1,0 +1,257 @@
+"""A training run, as a state machine recorded in the MongoDB task whose id is the run id.
+
+    pending -> running: building-dataset -> training -> evaluating
+            -> registering -> succeeded (stage "published")
+            -> rejected (too few sessions, or the gate: both scores kept)
+            -> failed (the error kept)
+
+Idempotent per run id: a request whose task is final changes nothing, so a redelivered
+request never trains twice. A task left running by a crash is run again; if it had passed
+the gate and been registered, only its `model-published` event is sent again.
+
+Blocking work (fine-tuning, evaluation, MLflow) runs in worker threads: the event loop keeps
+serving health checks and Kafka heartbeats meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.model_registry import BASE_SERVING_VERSION, serving_version
+from core.training.dataset import DatasetStats, TrainingDataset
+from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
+from core.training.gate import decide
+from core.training.metrics import prefixed
+from schemas.models import ModelPublished
+from schemas.training import TrainingRequested
+
+log = logging.getLogger("flywheel.trainer")
+
+FINAL_STATUSES = ("succeeded", "failed", "rejected")
+# Share of the task's progress each stage ends at.
+PROGRESS = {"building-dataset": 0.05, "training": 0.85, "evaluating": 0.95, "registering": 1.0}
+
+
+class Tasks(Protocol):
+    async def create(self, task_id: str, type: Any, tenant: str, details: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], bool]: ...
+
+    async def update(self, task_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+
+class Datasets(Protocol):
+    async def build(self, since: Any = None, until: Any = None) -> TrainingDataset: ...
+
+
+class ModelTrainer(Protocol):
+    def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
+                  progress: Progress | None = None) -> FineTuneResult: ...
+
+    def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]: ...
+
+
+class Registry(Protocol):
+    def model_dir(self, serving: str, base_dir: Path) -> Path: ...
+    def start_run(self, run_name: str, tags: dict[str, str]) -> str: ...
+    def run_url(self, mlflow_run_id: str) -> str: ...
+    def log(self, mlflow_run_id: str, params: dict[str, Any] | None = None,
+            metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None: ...
+    def log_dict(self, mlflow_run_id: str, data: dict[str, Any], name: str) -> None: ...
+    def log_model_dir(self, mlflow_run_id: str, model_dir: Path) -> str: ...
+    def end_run(self, mlflow_run_id: str, status: str = "FINISHED") -> None: ...
+    def register(self, artifact_uri: str, mlflow_run_id: str, run_id: str, tags: dict[str, str]) -> int: ...
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    base_model_dir: Path
+    work_dir: Path
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup_fraction: float = 0.1
+    seed: int = 42
+    progress_interval_s: float = 1.0
+
+
+@dataclass
+class TrainerDeps:
+    tasks: Tasks
+    datasets: Datasets
+    trainer: ModelTrainer
+    registry: Registry
+    active_version: Callable[[], Awaitable[str | None]]
+    publish: Callable[[ModelPublished], Awaitable[None]]
+    config: TrainerConfig
+
+
+class Rejected(Exception):
+    """The run ends without a candidate: not enough data."""
+
+
+def request_details(request: TrainingRequested) -> dict[str, Any]:
+    return request.model_dump(mode="json", include={
+        "base_version", "since", "until", "min_sessions", "epochs", "gate_margin"})
+
+
+async def handle_training_request(request: TrainingRequested, deps: TrainerDeps) -> dict[str, Any]:
+    """Carry out one training request; returns the task as it ends (or as found, if final)."""
+    run_id = request.run_id
+    details = {"request": request_details(request)}
+    task, _ = await deps.tasks.create(run_id, "training", request.tenant, details)
+    if task["status"] in FINAL_STATUSES:
+        log.info("training run %s is already %s: nothing to do", run_id, task["status"])
+        return task
+    published = (task.get("details") or {}).get("published_event")
+    if published:
+        # Registered and gated before a crash: only the announcement is missing.
+        await deps.publish(ModelPublished.model_validate(published))
+        return await _finish(deps, run_id, status="succeeded", stage="published", progress=1.0)
+    run = _Run(request, deps)
+    try:
+        return await run.execute()
+    except Rejected as reason:
+        log.info("training run %s rejected: %s", run_id, reason)
+        await run.end_mlflow("FINISHED", {"gate": "rejected"})
+        return await _finish(deps, run_id, status="rejected", stage="rejected", error=str(reason),
+                             **{"details.reason": str(reason)})
+    except Exception as error:
+        log.exception("training run %s failed", run_id)
+        await run.end_mlflow("FAILED")
+        return await _finish(deps, run_id, status="failed", stage=run.stage,
+                             error=f"{type(error).__name__}: {error}")
+    finally:
+        run.cleanup()
+
+
+async def _finish(deps: TrainerDeps, run_id: str, **fields: Any) -> dict[str, Any]:
+    task = await deps.tasks.update(run_id, **fields)
+    assert task is not None
+    return task
+
+
+class _Run:
+    def __init__(self, request: TrainingRequested, deps: TrainerDeps) -> None:
+        self.request = request
+        self.deps = deps
+        self.stage = "queued"
+        self.mlflow_run: str | None = None
+        self.out_dir = deps.config.work_dir / "runs" / request.run_id
+
+    async def set_stage(self, stage: str, progress: float, **fields: Any) -> None:
+        self.stage = stage
+        await self.deps.tasks.update(self.request.run_id, status="running", stage=stage,
+                                     progress=round(progress, 4), **fields)
+
+    async def execute(self) -> dict[str, Any]:
+        request, deps, cfg = self.request, self.deps, self.deps.config
+        await self.set_stage("building-dataset", 0.0, error=None)
+        base_version = request.base_version or await deps.active_version() or BASE_SERVING_VERSION
+        data = await deps.datasets.build(request.since, request.until)
+        stats = data.stats
+        await self.set_stage("building-dataset", PROGRESS["building-dataset"], **{
+            "details.dataset": stats.as_dict(), "details.base_version": base_version})
+        _check_enough(stats, data, request.min_sessions)
+
+        base_dir = await asyncio.to_thread(deps.registry.model_dir, base_version, cfg.base_model_dir)
+        self.mlflow_run = await asyncio.to_thread(deps.registry.start_run, f"train-{request.run_id}", {
+            "flywheel.run_id": request.run_id, "flywheel.base_version": base_version})
+        url = await asyncio.to_thread(deps.registry.run_url, self.mlflow_run)
+        tune = FineTuneConfig(
+            request.epochs, cfg.batch_size, cfg.learning_rate, cfg.warmup_fraction, cfg.seed)
+        await asyncio.to_thread(deps.registry.log, self.mlflow_run, {
+            **asdict(tune), "base_version": base_version, "gate_margin": request.gate_margin,
+            "min_sessions": request.min_sessions, "since": request.since, "until": request.until,
+        }, {f"dataset_{k}": float(v) for k, v in stats.as_dict().items()})
+        await asyncio.to_thread(
+            deps.registry.log_dict, self.mlflow_run, stats.as_dict(), "dataset_stats.json")
+
+        await self.set_stage("training", PROGRESS["building-dataset"], **{"links.mlflow_run": url})
+        result = await self._train(base_dir, data, tune)
+        await asyncio.to_thread(deps.registry.log, self.mlflow_run, None, {
+            "train_steps": result.steps, "train_seconds": result.seconds, "train_mean_loss": result.mean_loss,
+            "train_last_loss": result.last_loss}, {"device": result.device})
+
+        await self.set_stage("evaluating", PROGRESS["training"], **{"details.training": asdict(result)})
+        base_metrics = await asyncio.to_thread(deps.trainer.evaluate, base_dir, data)
+        candidate = await asyncio.to_thread(deps.trainer.evaluate, self.out_dir, data)
+        decision = decide(base_metrics, candidate, request.gate_margin)
+        metrics = {**prefixed(base_metrics, "base"), **prefixed(candidate, "candidate")}
+        await asyncio.to_thread(deps.registry.log, self.mlflow_run, None, metrics,
+                                {"gate": "passed" if decision.passed else "rejected"})
+        scores = {"base": base_metrics, "candidate": candidate, "gate_margin": request.gate_margin}
+        if not decision.passed:
+            await self.end_mlflow("FINISHED")
+            return await _finish(deps, request.run_id, status="rejected", stage="rejected", progress=1.0,
+                                 error=decision.reason, **{"details.metrics": scores,
+                                                           "details.reason": decision.reason})
+
+        await self.set_stage("registering", PROGRESS["evaluating"], **{"details.metrics": scores})
+        artifact_uri = await asyncio.to_thread(deps.registry.log_model_dir, self.mlflow_run, self.out_dir)
+        version = await asyncio.to_thread(deps.registry.register, artifact_uri, self.mlflow_run,
+                                          request.run_id, {"base_version": base_version})
+        event = ModelPublished(
+            model_version=serving_version(version), registry_version=version,
+            metrics={k: v for k, v in metrics.items() if k != "base_queries" and k != "candidate_queries"},
+            artifact_uri=artifact_uri, run_id=request.run_id, base_version=base_version,
+            tenant=request.tenant, source="trainer",
+        )
+        # Recorded before it is sent: a crash in between re-sends this very event.
+        await deps.tasks.update(request.run_id, **{
+            "details.published_event": event.model_dump(mode="json"), "details.registry_version": version,
+            "details.model_version": event.model_version})
+        await self.end_mlflow("FINISHED")
+        await deps.publish(event)
+        log.info("training run %s published model version %s (%s)", request.run_id, event.model_version,
+                 decision.reason)
+        return await _finish(deps, request.run_id, status="succeeded", stage="published", progress=1.0)
+
+    async def _train(self, base_dir: Path, data: TrainingDataset, tune: FineTuneConfig) -> FineTuneResult:
+        latest = {"done": 0, "total": 1}
+
+        def progress(done: int, total: int) -> None:  # called from the training thread
+            latest.update(done=done, total=total)
+
+        async def report() -> None:
+            lo, hi = PROGRESS["building-dataset"], PROGRESS["training"]
+            while True:
+                await asyncio.sleep(self.deps.config.progress_interval_s)
+                share = latest["done"] / max(latest["total"], 1)
+                await self.deps.tasks.update(self.request.run_id, progress=round(lo + (hi - lo) * share, 4),
+                                             **{"details.steps": dict(latest)})
+
+        reporter = asyncio.create_task(report())
+        try:
+            return await asyncio.to_thread(
+                self.deps.trainer.fine_tune, base_dir, self.out_dir, data, tune, progress)
+        finally:
+            reporter.cancel()
+
+    async def end_mlflow(self, status: str, tags: dict[str, str] | None = None) -> None:
+        if self.mlflow_run is None:
+            return
+        run, self.mlflow_run = self.mlflow_run, None
+        try:
+            if tags:
+                await asyncio.to_thread(self.deps.registry.log, run, None, None, tags)
+            await asyncio.to_thread(self.deps.registry.end_run, run, status)
+        except Exception:  # the task records the outcome; MLflow is best effort here
+            log.warning("could not close MLflow run %s", run, exc_info=True)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+
+
+def _check_enough(stats: DatasetStats, data: TrainingDataset, min_sessions: int) -> None:
+    if stats.sessions_with_clicks < min_sessions:
+        raise Rejected(f"too few sessions with clicks: {stats.sessions_with_clicks} < min_sessions "
+                       f"{min_sessions} ({stats.sessions} sessions in the window)")
+    if data.train_size == 0:
+        raise Rejected("no training examples: no clicked item of a training session has a text")
+    if not data.eval_queries:
+        raise Rejected("no held-out evaluation queries: no clicks in the evaluation sessions")

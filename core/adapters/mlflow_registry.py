@@ -1,0 +1,142 @@
+"""MLflow: training runs (params, metrics, dataset statistics, the model directory) and the
+registered model `flywheel-embedder`, whose version N serves as version N + 1 (see
+core.model_registry). All calls block; async callers run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from core.model_registry import REGISTERED_MODEL_NAME, registry_version
+
+log = logging.getLogger(__name__)
+
+RUN_ID_TAG = "flywheel.run_id"
+MODEL_ARTIFACT_PATH = "model"
+
+
+class MLflowRegistry:
+    def __init__(self, tracking_uri: str, experiment: str, work_dir: Path) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.work_dir = work_dir
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    # --- model files -------------------------------------------------------------------------
+    def model_dir(self, serving: str, base_dir: Path) -> Path:
+        """The sentence-transformers directory of a serving version: the base model for "1",
+        else registry version N - 1 downloaded once into the work directory."""
+        version = registry_version(serving)
+        if version is None:
+            return base_dir
+        target = self.work_dir / "models" / f"v{serving}"
+        if (target / "modules.json").is_file():
+            return target
+        source = self.client.get_model_version(REGISTERED_MODEL_NAME, str(version)).source
+        if not source:
+            raise FileNotFoundError(f"registered model version {version} has no source")
+        return self.download(source, target)
+
+    def download(self, artifact_uri: str, target: Path) -> Path:
+        import mlflow.artifacts
+
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        local = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, dst_path=str(partial), tracking_uri=self.tracking_uri
+        ))
+        if not (local / "modules.json").is_file():
+            raise FileNotFoundError(f"{artifact_uri} holds no sentence-transformers model")
+        shutil.rmtree(target, ignore_errors=True)
+        local.rename(target)
+        shutil.rmtree(partial, ignore_errors=True)
+        return target
+
+    # --- runs --------------------------------------------------------------------------------
+    def experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return str(found.experiment_id)
+        try:
+            return str(self.client.create_experiment(self.experiment))
+        except MlflowException:  # created concurrently
+            found = self.client.get_experiment_by_name(self.experiment)
+            assert found is not None
+            return str(found.experiment_id)
+
+    def start_run(self, run_name: str, tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=tags)
+        return str(run.info.run_id)
+
+    def run_url(self, mlflow_run_id: str) -> str:
+        run = self.client.get_run(mlflow_run_id)
+        return f"{self.tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{mlflow_run_id}"
+
+    def log(self, mlflow_run_id: str, params: dict[str, Any] | None = None,
+            metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            mlflow_run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
+            tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+        )
+
+    def log_dict(self, mlflow_run_id: str, data: dict[str, Any], name: str) -> None:
+        self.client.log_dict(mlflow_run_id, data, name)
+
+    def log_model_dir(self, mlflow_run_id: str, model_dir: Path) -> str:
+        """Upload the model directory; its artifact URI (what the registry version points at)."""
+        self.client.log_artifacts(mlflow_run_id, str(model_dir), MODEL_ARTIFACT_PATH)
+        return f"{self.client.get_run(mlflow_run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
+
+    def end_run(self, mlflow_run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(mlflow_run_id, status)
+
+    # --- registry ----------------------------------------------------------------------------
+    def register(self, artifact_uri: str, mlflow_run_id: str, run_id: str, tags: dict[str, str]) -> int:
+        """A new version of the registered model; the one already made for `run_id` if any."""
+        try:
+            self.client.create_registered_model(
+                REGISTERED_MODEL_NAME, description="Fine-tuned embedding models of the flywheel")
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        for existing in self.client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'"):
+            if existing.tags.get(RUN_ID_TAG) == run_id:
+                return int(existing.version)
+        version = self.client.create_model_version(
+            REGISTERED_MODEL_NAME, artifact_uri, run_id=mlflow_run_id, tags={RUN_ID_TAG: run_id, **tags}
+        )
+        return int(version.version)
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        try:
+            found = self.client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return []
+            raise
+        rows = []
+        for v in sorted(found, key=lambda v: int(v.version)):
+            metrics: dict[str, float] = {}
+            if v.run_id:
+                with contextlib.suppress(MlflowException):
+                    metrics = dict(self.client.get_run(v.run_id).data.metrics)
+            rows.append({
+                "registry_version": int(v.version), "run_id": v.run_id, "source": v.source,
+                "status": v.status, "created_at": v.creation_timestamp, "tags": dict(v.tags),
+                "metrics": metrics,
+            })
+        return rows

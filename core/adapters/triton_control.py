@@ -1,0 +1,71 @@
+"""Triton's model-control API (explicit mode) and its model repository on disk.
+
+With `version_policy: all`, `load_model` re-reads the repository and loads every version in
+it; the instances already serving keep answering until the new ones are ready, and when a
+version fails to load Triton keeps the old ones. The repository is written only through
+infra.triton_repo, which places a version directory atomically.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from infra.triton_repo import add_model_version, model_versions
+
+
+class ModelLoadError(RuntimeError):
+    """Triton refused or failed to load the model; the message carries Triton's reason."""
+
+
+class TritonModelControl:
+    def __init__(self, url: str, model_name: str, repository: Path, load_timeout_s: float = 600.0) -> None:
+        self.url = url
+        self.model_name = model_name
+        self.repository = repository
+        self.load_timeout_s = load_timeout_s
+        self._client = grpcclient.InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # --- the repository (blocking file-system work: call from a thread) ---------------------
+    def has_version(self, version: int) -> bool:
+        return version in model_versions(self.repository, self.model_name)
+
+    def place_version(self, version: int, model_dir: Path) -> None:
+        add_model_version(self.repository, self.model_name, version, model_dir)
+
+    def remove_version(self, version: int) -> None:
+        """Delete a version directory (only ever one that never served)."""
+        target = self.repository / self.model_name / str(version)
+        staging = self.repository / self.model_name / f".{version}.removing"
+        if target.is_dir():
+            target.rename(staging)  # disappears from the repository at once
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # --- the server --------------------------------------------------------------------------
+    async def load(self) -> None:
+        """(Re)load the model from the repository; returns once Triton finished loading."""
+        try:
+            await self._client.load_model(self.model_name, client_timeout=self.load_timeout_s)
+        except InferenceServerException as error:
+            raise ModelLoadError(f"Triton could not load {self.model_name}: {error.message()}") from error
+
+    async def version_states(self) -> dict[str, tuple[str, str]]:
+        """Each version Triton knows of this model: (state, reason)."""
+        index = await self._client.get_model_repository_index(as_json=True)
+        states: dict[str, tuple[str, str]] = {}
+        for model in index.get("models", []):
+            if model.get("name") == self.model_name and model.get("version"):
+                states[str(model["version"])] = (str(model.get("state", "")), str(model.get("reason", "")))
+        return states
+
+    async def is_ready(self, version: str) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self.model_name, version))
+        except InferenceServerException:
+            return False

@@ -1,0 +1,27 @@
+"""The one version convention between MLflow and serving.
+
+Serving version "1" is the base model shipped with the stack (Triton repository version 1,
+never registered). Serving version N >= 2 is version N - 1 of the MLflow registered model
+`REGISTERED_MODEL_NAME`. Serving versions name the Triton version directory and the
+pgvector chunk table (`chunks_v<N>`).
+"""
+
+from __future__ import annotations
+
+REGISTERED_MODEL_NAME = "flywheel-embedder"
+BASE_SERVING_VERSION = "1"
+
+
+def serving_version(registry_version: int) -> str:
+    """The serving version of MLflow registered model version `registry_version`."""
+    if registry_version < 1:
+        raise ValueError(f"registry versions start at 1, not {registry_version}")
+    return str(registry_version + 1)
+
+
+def registry_version(serving: str) -> int | None:
+    """The MLflow registered model version behind a serving version; None for the base model."""
+    if not serving.isdigit() or int(serving) < 1:
+        raise ValueError(f"serving versions are positive integers, not {serving!r}")
+    number = int(serving)
+    return None if number == 1 else number - 1

@@ -1,0 +1,70 @@
+"""Promote or roll back: switch search to a model version whose index is complete.
+
+Shared by the gateway (POST /v1/models/{version}/activate) and `flywheel models activate`.
+A version's index is complete once its reindex finished (status active or retired); a
+version still being built (status building) is refused, so search never sees a partial
+index. The switch is one UPDATE of the active pointer, so a rollback takes effect at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class RolloutStore(Protocol):
+    async def list_versions(self) -> list[dict[str, Any]]: ...
+
+    async def activate(self, version: str) -> str | None: ...
+
+
+class ActivationError(RuntimeError):
+    """The version cannot be activated; the message says why."""
+
+
+class UnknownVersion(ActivationError, LookupError):
+    """No index exists for the version."""
+
+
+class IndexIncomplete(ActivationError):
+    """The version's index is still being built."""
+
+
+class NotServed(ActivationError):
+    """The model server does not serve the version, so queries could not be embedded."""
+
+
+@dataclass(frozen=True)
+class Activation:
+    version: str
+    previous: str | None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous != self.version
+
+
+async def activate_version(
+    store: RolloutStore,
+    version: str,
+    *,
+    is_served: Callable[[str], Awaitable[bool]] | None = None,
+) -> Activation:
+    """Point search at `version` atomically; returns it with the previously active version.
+
+    `is_served` (e.g. TritonEmbedder.ready) is checked first when given.
+    """
+    rows = {row["version"]: row for row in await store.list_versions()}
+    row = rows.get(version)
+    if row is None:
+        known = ", ".join(sorted(rows, key=lambda v: int(v) if v.isdigit() else 0)) or "none"
+        raise UnknownVersion(f"model version {version!r} has no index (versions with an index: {known})")
+    if row["status"] == "building":
+        raise IndexIncomplete(
+            f"model version {version} is still being indexed; activate it when its reindex is done"
+        )
+    if is_served is not None and not await is_served(version):
+        raise NotServed(f"model version {version} is not loaded in the model server; deploy it first")
+    previous = await store.activate(version)
+    return Activation(version, previous)

@@ -1,0 +1,1 @@
+"""Training the embedding model from search sessions: dataset, fine-tuning, evaluation, gate."""

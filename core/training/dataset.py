@@ -1,0 +1,241 @@
+"""Training and evaluation data from session documents.
+
+- Positives: (query, clicked or converted item). Hard negatives: items shown ranked above a
+  clicked item in the same search, not clicked there (the model put them first and the user
+  skipped them); at most `max_negatives` per positive, the highest-ranked first.
+- Deduplicated: one (query, positive) pair, one (query, positive, negative) triple per key.
+- Held-out evaluation by session, never by pair: a deterministic hash of the session id puts
+  a session wholly in training or wholly in evaluation.
+- Streamed: sessions come from a cursor in batches; item texts are fetched per batch; the
+  examples and evaluation queries kept are capped, so memory never grows with history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.sessions import SessionDoc
+
+
+class SessionSource(Protocol):
+    def iter_sessions(
+        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
+    ) -> AsyncIterator[SessionDoc]: ...
+
+
+class ItemTexts(Protocol):
+    async def texts(self, tenant: str, ids: Sequence[str]) -> dict[str, str]:
+        """The text to embed for each item that exists (title and body, as indexed)."""
+        ...
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    eval_fraction: float = 0.2
+    max_negatives: int = 3
+    max_examples: int = 200_000
+    max_eval_queries: int = 5_000
+    max_pool_items: int = 50_000
+    session_batch: int = 256
+
+
+@dataclass(frozen=True)
+class Example:
+    anchor: str
+    positive: str
+    negative: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    tenant: str
+    query: str
+    relevant: frozenset[str]
+
+
+@dataclass
+class DatasetStats:
+    sessions: int = 0
+    sessions_with_clicks: int = 0
+    train_sessions: int = 0
+    eval_sessions: int = 0
+    pairs: int = 0
+    pairs_with_negatives: int = 0
+    triples: int = 0
+    eval_queries: int = 0
+    eval_pool_items: int = 0
+    missing_items: int = 0
+    truncated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainingDataset:
+    triples: list[Example] = field(default_factory=list)
+    pairs: list[Example] = field(default_factory=list)  # positives that have no hard negative
+    eval_queries: list[EvalQuery] = field(default_factory=list)
+    pools: dict[str, dict[str, str]] = field(default_factory=dict)  # tenant -> id -> text
+    stats: DatasetStats = field(default_factory=DatasetStats)
+
+    @property
+    def train_size(self) -> int:
+        return len(self.triples) + len(self.pairs)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One search of a session: the query, the items clicked (with rank) and those shown."""
+
+    query: str
+    clicked: list[tuple[str, int]]
+    shown: list[tuple[str, int]]
+
+
+def is_eval_session(key: str, fraction: float) -> bool:
+    """Deterministic: the same session is always held out, in every run and process."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def judgements(doc: SessionDoc) -> list[Judgement]:
+    result = []
+    for search in doc.get("searches", []):
+        shown = sorted(((r["id"], int(r["rank"])) for r in search.get("results", [])), key=lambda p: p[1])
+        rank_of = dict(shown)
+        clicked: dict[str, int] = {}
+        for click in search.get("clicks", []):
+            cid = click["content_id"]
+            clicked.setdefault(cid, rank_of.get(cid, int(click.get("rank") or len(shown) + 1)))
+        for conversion in search.get("conversions", []):
+            cid = conversion["content_id"]
+            clicked.setdefault(cid, rank_of.get(cid, len(shown) + 1))
+        if clicked:
+            result.append(Judgement(search["query"], sorted(clicked.items(), key=lambda p: p[1]), shown))
+    return result
+
+
+def hard_negatives(judgement: Judgement, rank: int, max_negatives: int) -> list[str]:
+    """Items shown above `rank` and not clicked in this search, best-ranked first."""
+    clicked = {cid for cid, _ in judgement.clicked}
+    above = [item for item, r in judgement.shown if r < rank and item not in clicked]
+    return above[:max_negatives]
+
+
+class DatasetBuilder:
+    def __init__(self, source: SessionSource, items: ItemTexts, config: DatasetConfig) -> None:
+        self.source = source
+        self.items = items
+        self.config = config
+
+    async def build(self, since: datetime | None = None, until: datetime | None = None) -> TrainingDataset:
+        data = TrainingDataset()
+        acc = _Accumulator(data, self.config)
+        batch: list[SessionDoc] = []
+        async for doc in self.source.iter_sessions(since, until, self.config.session_batch):
+            batch.append(doc)
+            if len(batch) >= self.config.session_batch:
+                await self._process(batch, acc)
+                batch = []
+            if acc.full:
+                data.stats.truncated = True
+                break
+        if batch:
+            await self._process(batch, acc)
+        acc.finish()
+        return data
+
+    async def _process(self, sessions: list[SessionDoc], acc: _Accumulator) -> None:
+        parsed = [(doc, judgements(doc)) for doc in sessions]
+        wanted: dict[str, set[str]] = {}
+        for doc, found in parsed:
+            for j in found:
+                ids = wanted.setdefault(doc["tenant"], set())
+                ids.update(cid for cid, _ in j.clicked)
+                ids.update(item for item, _ in j.shown)
+        texts = {tenant: await self.items.texts(tenant, sorted(ids)) for tenant, ids in wanted.items()}
+        for doc, found in parsed:
+            acc.add(doc, found, texts.get(doc["tenant"], {}))
+
+
+class _Accumulator:
+    def __init__(self, data: TrainingDataset, config: DatasetConfig) -> None:
+        self.data = data
+        self.config = config
+        self.pairs: dict[tuple[str, str, str], Example] = {}
+        self.triples: dict[tuple[str, str, str, str], Example] = {}
+        self.eval: dict[tuple[str, str], set[str]] = {}
+        self.pool_size = 0
+
+    @property
+    def full(self) -> bool:
+        return (len(self.pairs) + len(self.triples) >= self.config.max_examples
+                and len(self.eval) >= self.config.max_eval_queries)
+
+    def add(self, doc: SessionDoc, found: list[Judgement], texts: dict[str, str]) -> None:
+        stats = self.data.stats
+        stats.sessions += 1
+        if not found:
+            return
+        stats.sessions_with_clicks += 1
+        tenant = doc["tenant"]
+        if is_eval_session(doc["_id"], self.config.eval_fraction):
+            stats.eval_sessions += 1
+            self._add_eval(tenant, found, texts)
+        else:
+            stats.train_sessions += 1
+            self._add_train(tenant, found, texts)
+
+    def _add_train(self, tenant: str, found: list[Judgement], texts: dict[str, str]) -> None:
+        for j in found:
+            for cid, rank in j.clicked:
+                if len(self.pairs) + len(self.triples) >= self.config.max_examples:
+                    return
+                if cid not in texts:
+                    self.data.stats.missing_items += 1
+                    continue
+                self.pairs.setdefault((tenant, j.query, cid), Example(j.query, texts[cid]))
+                for neg in hard_negatives(j, rank, self.config.max_negatives):
+                    if neg in texts:
+                        self.triples.setdefault(
+                            (tenant, j.query, cid, neg), Example(j.query, texts[cid], texts[neg])
+                        )
+
+    def _add_eval(self, tenant: str, found: list[Judgement], texts: dict[str, str]) -> None:
+        pool = self.data.pools.setdefault(tenant, {})
+        for j in found:
+            relevant = {cid for cid, _ in j.clicked if cid in texts}
+            if not relevant:
+                continue
+            key = (tenant, j.query)
+            if key not in self.eval and len(self.eval) >= self.config.max_eval_queries:
+                continue
+            self.eval.setdefault(key, set()).update(relevant)
+            for item in [*relevant, *(i for i, _ in j.shown)]:
+                if item in texts and item not in pool and self.pool_size < self.config.max_pool_items:
+                    pool[item] = texts[item]
+                    self.pool_size += 1
+
+    def finish(self) -> None:
+        data, stats = self.data, self.data.stats
+        with_negatives = {key[:3] for key in self.triples}
+        data.triples = list(self.triples.values())
+        data.pairs = [ex for key, ex in self.pairs.items() if key not in with_negatives]
+        data.eval_queries = [EvalQuery(t, q, frozenset(rel)) for (t, q), rel in self.eval.items()]
+        stats.pairs = len(self.pairs)
+        stats.pairs_with_negatives = len(with_negatives)
+        stats.triples = len(data.triples)
+        stats.eval_queries = len(data.eval_queries)
+        stats.eval_pool_items = sum(len(p) for p in data.pools.values())
+
+
+def item_text(title: str, text: str) -> str:
+    """What the indexer embeds for an item (its first chunk starts with the title)."""
+    return f"{title}\n{text}" if title else text
+
+

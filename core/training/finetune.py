@@ -1,0 +1,186 @@
+"""Fine-tuning a sentence-transformers model with MultipleNegativesRankingLoss (PyTorch).
+
+A plain, seeded training loop (no `datasets`/`accelerate` needed): (anchor, positive,
+hard negative) triples and (anchor, positive) pairs go in separate batches, each batch
+free of repeated texts (a repeated text would count as a false in-batch negative), the
+batches shuffled together. CUDA when present, CPU otherwise. Blocking: the trainer service
+runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.training.dataset import Example, TrainingDataset
+from core.training.evaluation import evaluate
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+# Called with (steps done, steps in all) after each optimiser step.
+Progress = Callable[[int, int], None]
+OPEN_BATCHES = 8
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup_fraction: float = 0.1
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    steps: int
+    seconds: float
+    device: str
+    mean_loss: float
+    last_loss: float
+
+
+def select_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def load_model(model_dir: Path, device: str | None = None) -> SentenceTransformer:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_dir), device=device or select_device(), local_files_only=True)
+
+
+def _texts(example: Example) -> set[str]:
+    return {example.anchor, example.positive} | ({example.negative} if example.negative else set())
+
+
+def make_batches(examples: Sequence[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
+    """Shuffled batches in which no text occurs twice; one pass, a few batches open at once."""
+    order = list(examples)
+    rng.shuffle(order)
+    done: list[list[Example]] = []
+    open_batches: list[tuple[list[Example], set[str]]] = []
+    for example in order:
+        texts = _texts(example)
+        for batch, seen in open_batches:
+            if not texts & seen:
+                batch.append(example)
+                seen |= texts
+                if len(batch) >= batch_size:
+                    done.append(batch)
+                    open_batches.remove((batch, seen))
+                break
+        else:
+            if len(open_batches) >= OPEN_BATCHES:
+                fullest = max(open_batches, key=lambda b: len(b[0]))
+                open_batches.remove(fullest)
+                done.append(fullest[0])
+            open_batches.append(([example], set(texts)))
+    done.extend(batch for batch, _ in open_batches)
+    # Singleton batches teach nothing to an in-batch-negatives loss without a hard negative.
+    return [b for b in done if len(b) > 1 or b[0].negative is not None]
+
+
+def plan_batches(data: TrainingDataset, config: FineTuneConfig) -> list[list[Example]]:
+    rng = random.Random(config.seed)
+    batches: list[list[Example]] = []
+    for _ in range(config.epochs):
+        epoch = make_batches(data.triples, config.batch_size, rng) + make_batches(
+            data.pairs, config.batch_size, rng
+        )
+        rng.shuffle(epoch)
+        batches += epoch
+    return batches
+
+
+def fine_tune(
+    base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
+    progress: Progress | None = None,
+) -> FineTuneResult:
+    """Train a copy of the model in `base_dir` on `data`; save it to `out_dir`."""
+    import torch
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.util import batch_to_device
+    from transformers import get_linear_schedule_with_warmup
+
+    started = time.monotonic()
+    seed_everything(config.seed)
+    device = select_device()
+    model = load_model(base_dir, device)
+    batches = plan_batches(data, config)
+    if not batches:
+        raise ValueError("no training batches: the dataset has no usable examples")
+    loss_fn = MultipleNegativesRankingLoss(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_fraction * len(batches)), len(batches)
+    )
+    model.train()
+    losses: list[float] = []
+    for step, batch in enumerate(batches, start=1):
+        columns: list[list[str]] = [[e.anchor for e in batch], [e.positive for e in batch]]
+        if batch[0].negative is not None:
+            columns.append([e.negative or "" for e in batch])
+        features = [batch_to_device(model.preprocess(column), model.device) for column in columns]
+        loss = loss_fn(features, None)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step, len(batches))
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(str(out_dir))
+    seconds = time.monotonic() - started
+    log.info("fine-tuned %d steps on %s in %.1fs, mean loss %.4f", len(batches), device, seconds,
+             sum(losses) / len(losses))
+    return FineTuneResult(len(batches), seconds, device, sum(losses) / len(losses), losses[-1])
+
+
+def evaluate_model(model_dir: Path, data: TrainingDataset, batch_size: int = 64) -> dict[str, float]:
+    model = load_model(model_dir)
+
+    def encode(texts: list[str]) -> Any:
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                            convert_to_numpy=True, show_progress_bar=False)
+
+    return evaluate(encode, data.eval_queries, data.pools)
+
+
+class SentenceTransformersTrainer:
+    """The real `ModelTrainer`: fine-tunes and evaluates with sentence-transformers."""
+
+    def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
+                  progress: Progress | None = None) -> FineTuneResult:
+        return fine_tune(base_dir, out_dir, data, config, progress)
+
+    def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]:
+        return evaluate_model(model_dir, data)

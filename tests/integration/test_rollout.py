@@ -1,0 +1,333 @@
+"""Rollout against the real stack: MLflow -> deployer -> Triton -> reindex-requested -> reindexer
+-> pgvector blue/green switch, rollback, crash and resume of a backfill."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
+
+from consumers.service import SERVICES
+from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.task_store import TaskStore
+from core.adapters.triton_embedder import TritonEmbedder
+from core.bootstrap import build_model_control, build_task_store
+from core.config import Settings
+from core.domain import SearchQuery
+from core.model_registry import REGISTERED_MODEL_NAME, serving_version
+from core.models import default_base_model_dir
+from core.rollout import IndexIncomplete, activate_version
+from core.search import search
+from infra.process import Component
+from infra.services import consumer_service
+from infra.triton_repo import model_versions
+from producers.publisher import Publisher
+from schemas.models import ModelPublished
+from schemas.reindex import ReindexRequested
+from tests.conftest import _run
+
+pytestmark = pytest.mark.integration
+
+DOCS = {
+    "cat": "The domestic cat is a small carnivorous mammal that purrs and hunts mice.",
+    "rocket": "A rocket engine burns propellant to produce thrust and reach orbit.",
+    "bread": "Bread is baked from a dough of flour and water, leavened with yeast.",
+    "python": "Python is a programming language with dynamic typing and garbage collection.",
+}
+FINAL = ("succeeded", "failed", "rejected")
+
+
+# --- fixtures (module scope; the shared stack comes from tests/conftest.py) ---------------------
+def _service(settings: Settings, name: str) -> Component:
+    return consumer_service(settings, name, SERVICES.index(name))
+
+
+@pytest.fixture(scope="module")
+def deployer_service(
+    kafka: Component, mongodb: Component, mlflow_server: Component, triton: Component, test_settings: Settings
+) -> Iterator[Component]:
+    yield from _run(_service(test_settings, "deployer"))
+
+
+def reindexer_settings(settings: Settings) -> Settings:
+    # Small batches and a rate limit, so a backfill lasts long enough to be observed and killed.
+    return settings.model_copy(update={"reindex_batch_size": 4, "reindex_max_rate": 12.0})
+
+
+@pytest.fixture(scope="module")
+def reindexer_service(
+    kafka: Component, postgres: Component, mongodb: Component, triton: Component, test_settings: Settings
+) -> Iterator[Component]:
+    yield from _run(_service(reindexer_settings(test_settings), "reindexer"))
+
+
+@pytest_asyncio.fixture(scope="module")
+async def tasks(mongodb: Component, test_settings: Settings) -> AsyncIterator[TaskStore]:
+    store = await build_task_store(test_settings)
+    yield store
+    await store.close()
+
+
+@pytest_asyncio.fixture(scope="module", autouse=True)
+async def restore_active_version(postgres: Component, test_settings: Settings) -> AsyncIterator[None]:
+    """Other modules assume the base version serves search: put it back afterwards."""
+    yield
+    store = await PgVectorStore.connect(test_settings.postgres_dsn)
+    try:
+        if await store.active_version() not in (None, "1"):
+            await store.activate("1")
+    finally:
+        await store.close()
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def register_model(settings: Settings, model_dir: Path) -> tuple[str, int, str, str]:
+    """Log `model_dir` as a run's artifacts and register it; (serving version, registry version,
+    artifact URI, run id)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_uri)
+    experiment = client.get_experiment_by_name("rollout-tests")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("rollout-tests")
+    run = client.create_run(experiment_id)
+    client.log_artifacts(run.info.run_id, str(model_dir), "model")
+    client.set_terminated(run.info.run_id)
+    with contextlib.suppress(MlflowException):  # registered by an earlier test
+        client.create_registered_model(REGISTERED_MODEL_NAME)
+    uri = f"{run.info.artifact_uri}/model"
+    registered = client.create_model_version(REGISTERED_MODEL_NAME, uri, run_id=run.info.run_id)
+    number = int(registered.version)
+    return serving_version(number), number, uri, run.info.run_id
+
+
+def copy_base_model(target: Path) -> Path:
+    shutil.copytree(default_base_model_dir(), target, ignore=shutil.ignore_patterns(".git*", "README.md"))
+    return target
+
+
+async def wait_task(tasks: TaskStore, task_id: str, timeout_s: float = 420) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        task = await tasks.get(task_id)
+        if task is not None and task["status"] in FINAL:
+            return task
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task_id} not finished in time: {task}")
+        await asyncio.sleep(0.5)
+
+
+async def wait_for(predicate: Any, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.3)
+
+
+async def reindex_requests(settings: Settings, version: str) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        "reindex-requested", bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest", group_id=None,
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch and found:
+                break
+            for records in batch.values():
+                found += [
+                    ReindexRequested.model_validate_json(r.value).model_dump()
+                    for r in records if r.key == version.encode() and r.value
+                ]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def publish_docs(publisher: Publisher, tenant: str, version: int = 1, suffix: str = "") -> None:
+    await publisher.publish_many("content-upserted", [
+        {"id": f"{id_}{suffix}", "title": id_, "text": text, "version": version, "tenant": tenant}
+        for id_, text in DOCS.items()
+    ])
+
+
+async def chunked_items(store: PgVectorStore, version: str) -> dict[tuple[str, str], int]:
+    async with store.pool.connection() as conn:
+        rows = await (await conn.execute(
+            f"SELECT tenant, item_id, max(item_version) FROM chunks_v{int(version)} GROUP BY 1, 2"
+        )).fetchall()
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+async def all_items(store: PgVectorStore) -> dict[tuple[str, str], int]:
+    async with store.pool.connection() as conn:
+        rows = await (await conn.execute("SELECT tenant, id, version FROM items")).fetchall()
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+async def chunk_counts(store: PgVectorStore, version: str) -> dict[tuple[str, str], int]:
+    async with store.pool.connection() as conn:
+        rows = await (await conn.execute(
+            f"SELECT tenant, item_id, count(*) FROM chunks_v{int(version)} GROUP BY 1, 2"
+        )).fetchall()
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+# --- deployer ---------------------------------------------------------------------------------
+async def test_a_broken_artifact_fails_the_deploy_and_the_active_version_keeps_serving(
+    deployer_service: Component, publisher: Publisher, tasks: TaskStore, store: PgVectorStore,
+    embedder: TritonEmbedder, test_settings: Settings, tmp_path: Path,
+) -> None:
+    broken = copy_base_model(tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"not a tensor file")
+    version, registry, uri, run_id = await asyncio.to_thread(register_model, test_settings, broken)
+    active = await store.active_version()
+
+    await publisher.publish("model-published", ModelPublished(
+        model_version=version, registry_version=registry, artifact_uri=uri, run_id=run_id))
+    task = await wait_task(tasks, f"deploy-{version}")
+    assert task["status"] == "failed", task
+    assert task["stage"] == "loading" and task["error"], task
+
+    assert await store.active_version() == active
+    repo, name = test_settings.triton_repository, test_settings.triton_model_name
+    assert int(version) not in model_versions(repo, name)
+    vectors = (await embedder.embed(["still serving"], active or "1")).vectors
+    assert vectors.shape == (1, 384)
+    assert await reindex_requests(test_settings, version) == []
+
+
+async def test_deploy_then_blue_green_reindex_then_rollback(
+    deployer_service: Component, reindexer_service: Component, indexer_service: Component,
+    publisher: Publisher, tasks: TaskStore, store: PgVectorStore, embedder: TritonEmbedder,
+    test_settings: Settings, tmp_path: Path,
+) -> None:
+    first, second = f"t-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
+    await publish_docs(publisher, first)
+    await publish_docs(publisher, second)
+    await publisher.delete_content("python", tenant=second)
+
+    async def indexed() -> bool:
+        return await store.count_items(first) == 4 and await store.count_items(second) == 3
+    await wait_for(indexed)
+    assert await store.active_version() == "1"
+
+    version, registry, uri, run_id = await asyncio.to_thread(
+        register_model, test_settings, copy_base_model(tmp_path / "model"))
+    await publisher.publish("model-published", ModelPublished(
+        model_version=version, registry_version=registry, artifact_uri=uri, run_id=run_id,
+        metrics={"ndcg_at_10": 0.7}, base_version="1"))
+
+    deployed = await wait_task(tasks, f"deploy-{version}")
+    assert deployed["status"] == "succeeded", deployed
+    assert deployed["details"]["min_cosine"] >= 0.999
+    assert (await embedder.embed(["a pet that purrs"], version)).vectors.shape == (1, 384)
+    assert [r["model_version"] for r in await reindex_requests(test_settings, version)] == [version]
+
+    # While the backfill runs, search stays on version 1 and new content lands in both indexes.
+    async def backfilling() -> bool:
+        task = await tasks.get(f"reindex-{version}")
+        return task is not None and task["stage"] in ("backfilling", "reconciling", "activating", "done")
+    await wait_for(backfilling, 300)
+    during = f"t-{uuid.uuid4().hex[:8]}"
+    await publish_docs(publisher, during, suffix="-new")
+    if {r["version"]: r["status"] for r in await store.list_versions()}[version] == "building":
+        with pytest.raises(IndexIncomplete):
+            await activate_version(store, version)
+
+    task = await wait_task(tasks, f"reindex-{version}")
+    assert task["status"] == "succeeded", task
+    assert task["details"]["previous_version"] == "1" and task["progress"] == 1.0
+
+    assert await store.active_version() == version
+    items = await all_items(store)
+    mine = {k: v for k, v in items.items() if k[0] in (first, second, during)}
+    assert len(mine) == 11
+
+    async def complete() -> bool:
+        return mine.items() <= (await chunked_items(store, version)).items()
+    await wait_for(complete, 60)
+    assert (await chunked_items(store, version)).keys() <= items.keys()  # nothing deleted came back
+    result = await search(SearchQuery("a pet that purrs", 2, first), store, embedder)
+    assert result.model_version == version and result.hits[0].id == "cat"
+    result = await search(SearchQuery("a pet that purrs", 2, during), store, embedder)
+    assert result.hits[0].id == "cat-new"
+
+    # Rollback: immediate, and the previous index is complete (it kept receiving writes).
+    began = time.monotonic()
+    rolled = await activate_version(store, "1", is_served=embedder.ready)
+    assert rolled.previous == version and time.monotonic() - began < 2
+    result = await search(SearchQuery("a pet that purrs", 2, during), store, embedder)
+    assert result.model_version == "1" and result.hits[0].id == "cat-new"
+
+    # A redelivered reindex request for the finished version changes nothing.
+    await publisher.publish("reindex-requested", ReindexRequested(model_version=version))
+    await asyncio.sleep(5)
+    again = await tasks.get(f"reindex-{version}")
+    assert again is not None and again["updated_at"] == task["updated_at"]
+    assert await store.active_version() == "1"
+
+
+async def test_a_backfill_killed_midway_resumes_without_gaps_or_duplicates(
+    reindexer_service: Component, indexer_service: Component, publisher: Publisher,
+    tasks: TaskStore, store: PgVectorStore, embedder: TritonEmbedder, test_settings: Settings,
+) -> None:
+    # A version served by Triton but without an index: placed in the repository and loaded.
+    control = build_model_control(test_settings)
+    try:
+        existing = model_versions(test_settings.triton_repository, test_settings.triton_model_name)
+        # Far above the versions training registers, so a later deploy never meets it.
+        version = str(max(existing) + 100)
+        await asyncio.to_thread(control.place_version, int(version), default_base_model_dir())
+        await control.load()
+        assert await control.is_ready(version)
+    finally:
+        await control.close()
+    more = f"t-{uuid.uuid4().hex[:8]}"
+    for round_ in range(3):
+        await publish_docs(publisher, more, suffix=f"-{round_}")
+
+    async def indexed() -> bool:
+        return await store.count_items(more) == 12
+    await wait_for(indexed)
+
+    await publisher.publish("reindex-requested", ReindexRequested(model_version=version, activate=False))
+
+    async def midway() -> bool:
+        task = await tasks.get(f"reindex-{version}")
+        return task is not None and task["details"].get("consumed", 0) > 0
+    await wait_for(midway, 300)
+    pid = reindexer_service.pid()
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)  # a crash: no shutdown, no commit of the request
+    reindexer_service.stop()
+    task = await tasks.get(f"reindex-{version}")
+    assert task is not None and task["status"] == "running", task
+    assert (await store.active_version()) == "1"
+
+    reindexer_service.start()
+    task = await wait_task(tasks, f"reindex-{version}")
+    assert task["status"] == "succeeded", task
+    assert task["details"]["consumed"] == task["details"]["total"]
+
+    items = await all_items(store)
+    built = await chunked_items(store, version)
+    assert built == items  # no gaps, nothing stale, nothing deleted
+    assert await chunk_counts(store, version) == await chunk_counts(store, "1")  # no duplicates
+    versions = {row["version"]: row["status"] for row in await store.list_versions()}
+    assert versions[version] == "retired" and await store.active_version() == "1"

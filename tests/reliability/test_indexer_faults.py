@@ -1,0 +1,197 @@
+"""The indexer loses nothing and duplicates nothing through crashes, outages and bad input.
+
+Each test asserts on PostgreSQL: every valid item present once, with exactly its chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from core.adapters.pgvector_store import PgVectorStore
+from core.config import Settings
+from infra.process import Component, pid_alive
+from producers.publisher import Publisher
+
+pytestmark = pytest.mark.reliability
+
+
+def tenant() -> str:
+    return f"rel-{uuid.uuid4().hex[:8]}"
+
+
+def doc(who: str, i: int) -> dict[str, object]:
+    return {"id": f"d{i}", "text": f"Document {i} about topic {i % 97} in a short sentence.",
+            "version": 1, "tenant": who}
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if await check():
+                return
+        except psycopg.Error:
+            pass  # PostgreSQL restarting
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.5)
+
+
+def integrity(settings: Settings, who: str) -> tuple[int, int, int]:
+    """(items, chunk rows in the active version, distinct items among the chunks)."""
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        [version] = conn.execute("SELECT version FROM active_model").fetchone() or [None]
+        items = conn.execute("SELECT count(*) FROM items WHERE tenant = %s", (who,)).fetchone()
+        chunks = conn.execute(
+            f"SELECT count(*), count(DISTINCT item_id) FROM chunks_v{int(version)} WHERE tenant = %s",
+            (who,)).fetchone()
+    assert items is not None and chunks is not None
+    return items[0], chunks[0], chunks[1]
+
+
+async def all_indexed(store: PgVectorStore, who: str, count: int, timeout_s: float = 300) -> None:
+    async def done() -> bool:
+        return await store.count_items(who) >= count
+    await until(done, timeout_s, f"{count} items of {who}")
+
+
+async def test_kill_9_the_indexer_five_times_while_5000_events_flow(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, test_settings: Settings
+) -> None:
+    who, total = tenant(), 5000
+    rng = random.Random(7)
+
+    async def publish() -> None:
+        for start in range(0, total, 250):
+            await publisher.publish_many("content-upserted", [doc(who, i) for i in range(start, start + 250)])
+            await asyncio.sleep(0.2)
+
+    publishing = asyncio.create_task(publish())
+    for _ in range(5):
+        await asyncio.sleep(rng.uniform(1.0, 4.0))
+        pid = indexer_service.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        while pid_alive(pid):
+            await asyncio.sleep(0.05)
+        os.waitpid(pid, 0)  # the indexer is this test process's child: reap it
+        await asyncio.to_thread(indexer_service.start)
+    await publishing
+    await all_indexed(store, who, total)
+    await asyncio.sleep(2)  # anything redelivered after the last kill has landed by now
+    assert integrity(test_settings, who) == (total, total, total)
+
+
+async def test_broker_database_and_triton_outages_mid_stream(
+    kafka: Component, postgres: Component, triton: Component, indexer_service: Component,
+    publisher: Publisher, store: PgVectorStore, test_settings: Settings,
+) -> None:
+    who, total = tenant(), 600
+    await publisher.publish_many("content-upserted", [doc(who, i) for i in range(0, 200)])
+    await asyncio.to_thread(kafka.stop)
+    await asyncio.to_thread(kafka.start)
+    await publisher.publish_many("content-upserted", [doc(who, i) for i in range(200, 400)])
+
+    await asyncio.to_thread(postgres.stop)
+    await asyncio.sleep(10)
+    await asyncio.to_thread(postgres.start)
+    await publisher.publish_many("content-upserted", [doc(who, i) for i in range(400, 500)])
+
+    await asyncio.to_thread(triton.stop)
+    await publisher.publish_many("content-upserted", [doc(who, i) for i in range(500, total)])
+    await asyncio.sleep(3)
+    await asyncio.to_thread(triton.start)
+
+    await all_indexed(store, who, total)
+    assert integrity(test_settings, who) == (total, total, total)
+
+
+MALFORMED = [
+    b"{not json",
+    json.dumps({"id": "m", "text": "", "version": 1}).encode(),
+    json.dumps({"id": "m", "text": "t", "version": 0}).encode(),
+    json.dumps({"id": "m", "text": "t", "version": 1, "surprise": True}).encode(),
+    json.dumps({"id": "m", "text": "t", "version": 1, "schema_version": "9.0"}).encode(),
+    json.dumps({"id": "m", "text": "nul \u0000 inside", "version": 1}).encode(),
+    json.dumps({"id": "m", "text": "t", "version": 1, "vector": [1.0, 2.0]}).encode(),
+    json.dumps([1, 2, 3]).encode(),
+]
+
+
+async def test_malformed_events_go_to_the_dlq_with_reasons_and_valid_ones_are_indexed(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, test_settings: Settings
+) -> None:
+    who = tenant()
+    producer = publisher._producer
+    assert producer is not None
+    bad_keys = set()
+    futures = []
+    for i in range(1000):
+        key = f"{who}/bad-{i}"
+        bad_keys.add(key)
+        bad = MALFORMED[i % len(MALFORMED)]
+        futures.append(await producer.send("content-upserted", bad, key=key.encode()))
+        futures.append(await producer.send(
+            "content-upserted", json.dumps(doc(who, i)).encode(), key=f"{who}/d{i}".encode()))
+    await asyncio.gather(*futures)
+    await all_indexed(store, who, 1000)
+
+    reasons: dict[str, str] = {}
+    consumer = AIOKafkaConsumer("content-upserted.dlq", bootstrap_servers=test_settings.bootstrap_servers,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 120
+        while len(reasons) < len(bad_keys) and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=2000)).values():
+                for record in records:
+                    key = (record.key or b"").decode()
+                    if key in bad_keys:
+                        reasons[key] = dict(record.headers)["dlq-error"].decode()
+    finally:
+        await consumer.stop()
+    assert set(reasons) == bad_keys
+    assert all(reason.startswith("invalid content-upserted event") for reason in reasons.values())
+    assert integrity(test_settings, who) == (1000, 1000, 1000)
+
+
+async def test_one_poison_message_does_not_hold_up_its_partition(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, test_settings: Settings
+) -> None:
+    """A record that passes validation but that PostgreSQL cannot store (a lone surrogate
+    cannot be encoded as UTF-8) is parked in the DLQ; the records after it are indexed."""
+    who = tenant()
+    producer = publisher._producer
+    assert producer is not None
+    poison = b'{"id": "poison", "text": "bad \\ud800 surrogate", "version": 1, "tenant": "%s"}' % who.encode()
+    await producer.send_and_wait("content-upserted", poison, key=f"{who}/poison".encode(), partition=0)
+    for i in range(50):
+        await producer.send_and_wait("content-upserted", json.dumps(doc(who, i)).encode(),
+                                     key=f"{who}/d{i}".encode(), partition=0)
+    await all_indexed(store, who, 50, timeout_s=120)
+    consumer = AIOKafkaConsumer("content-upserted.dlq", bootstrap_servers=test_settings.bootstrap_servers,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    found = None
+    try:
+        deadline = time.monotonic() + 60
+        while found is None and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    if record.key == f"{who}/poison".encode():
+                        found = {k: v.decode() for k, v in record.headers}
+    finally:
+        await consumer.stop()
+    assert found is not None, "the poison record is not in the DLQ"
+    assert "surrogate" in found["dlq-error"] or "encode" in found["dlq-error"]
+    assert integrity(test_settings, who) == (50, 50, 50)

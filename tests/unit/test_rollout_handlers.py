@@ -1,0 +1,277 @@
+"""Deployer, reindexer and activation handlers over in-memory fakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from consumers.deployer.handlers import SMOKE_TEXTS, DeployDeps, deploy
+from consumers.reindexer.handlers import ReindexDeps, reindex
+from core.chunking import Chunker, ChunkingConfig
+from core.model_registry import registry_version, serving_version
+from core.rollout import IndexIncomplete, NotServed, UnknownVersion, activate_version
+from schemas.models import ModelPublished
+from schemas.reindex import ReindexRequested
+from tests.unit.rollout_fakes import (
+    Crash,
+    FakeLog,
+    FakeModelServer,
+    FakeReindexStore,
+    FakeServingEmbedder,
+    FakeTasks,
+)
+from tests.unit.test_indexer_handlers import WordTokenizer
+
+
+def chunker() -> Chunker:
+    return Chunker(WordTokenizer(), ChunkingConfig(max_tokens=64, overlap_tokens=2))
+
+
+# --- the version convention ------------------------------------------------------------------
+def test_serving_and_registry_versions() -> None:
+    assert serving_version(1) == "2" and registry_version("2") == 1 and registry_version("1") is None
+    with pytest.raises(ValueError):
+        registry_version("latest")
+
+
+# --- deployer -----------------------------------------------------------------------------------
+def published(version: str = "2", registry: int = 1) -> ModelPublished:
+    return ModelPublished(model_version=version, registry_version=registry, artifact_uri="runs:/r/model",
+                          run_id="r", metrics={"ndcg_at_10": 0.5})
+
+
+class DeployRig:
+    def __init__(self, tmp_path: Path, *, broken: set[int] | None = None, drift: float = 0.0) -> None:
+        self.tasks = FakeTasks()
+        self.embedder = FakeServingEmbedder()
+        self.server = FakeModelServer(self.embedder, broken)
+        self.published: list[ReindexRequested] = []
+        self.fetched: list[str] = []
+        self.drift = drift
+
+        def fetch(uri: str, dest: Path) -> Path:
+            self.fetched.append(uri)
+            dest.mkdir(parents=True)
+            return dest
+
+        def reference(model_dir: Path, texts: list[str]) -> np.ndarray:
+            # The fake "registered model" embeds as version 2 does in the fake Triton.
+            import asyncio
+
+            vectors = asyncio.run(FakeServingEmbedder().embed(texts, "2")).vectors
+            noisy = vectors + self.drift * np.ones_like(vectors)
+            return np.asarray(noisy / np.linalg.norm(noisy, axis=1, keepdims=True), dtype=np.float32)
+
+        async def publish(event: ReindexRequested) -> None:
+            self.published.append(event)
+
+        self.deps = DeployDeps(self.tasks, self.server, self.embedder, fetch, reference, publish,
+                               tmp_path / "work", ready_timeout_s=2)
+
+
+async def test_deploy_loads_checks_and_requests_the_reindex(tmp_path: Path) -> None:
+    rig = DeployRig(tmp_path)
+    task = await deploy(published(), rig.deps)
+    assert task["status"] == "succeeded" and task["progress"] == 1.0, task
+    assert task["details"]["min_cosine"] >= 0.999
+    assert rig.server.has_version(2) and await rig.server.is_ready("1")
+    assert [(e.model_version, e.activate) for e in rig.published] == [("2", True)]
+    stages = [u["stage"] for _, u in rig.tasks.updates if "stage" in u]
+    assert stages == ["validating", "downloading", "placing", "loading", "warming_up", "smoke_testing",
+                      "requesting_reindex", "done"]
+    # Warm-up and the smoke test went to version 2 only.
+    assert {v for texts, v in rig.embedder.calls if texts == SMOKE_TEXTS} == {"2"}
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+
+
+async def test_a_redelivered_event_of_a_succeeded_deploy_does_nothing(tmp_path: Path) -> None:
+    rig = DeployRig(tmp_path)
+    event = published()
+    await deploy(event, rig.deps)
+    loads = rig.server.loads
+    again = await deploy(event, rig.deps)
+    assert again["status"] == "succeeded"
+    assert rig.fetched == ["runs:/r/model"] and rig.server.loads == loads and len(rig.published) == 1
+
+
+async def test_a_version_triton_cannot_load_fails_and_is_withdrawn(tmp_path: Path) -> None:
+    rig = DeployRig(tmp_path, broken={2})
+    task = await deploy(published(), rig.deps)
+    assert task["status"] == "failed" and task["stage"] == "loading"
+    assert "failed to load" in task["error"]
+    assert not rig.server.has_version(2) and await rig.server.is_ready("1")
+    assert rig.published == []
+
+
+async def test_a_smoke_test_mismatch_fails_the_deploy(tmp_path: Path) -> None:
+    rig = DeployRig(tmp_path, drift=0.5)
+    task = await deploy(published(), rig.deps)
+    assert task["status"] == "failed" and task["stage"] == "smoke_testing"
+    assert "cosine" in task["error"]
+    assert not rig.server.has_version(2) and rig.embedder.served == {"1"} and rig.published == []
+
+
+async def test_a_failed_deploy_is_retried_when_redelivered(tmp_path: Path) -> None:
+    rig = DeployRig(tmp_path, broken={2})
+    assert (await deploy(published(), rig.deps))["status"] == "failed"
+    rig.server.broken.clear()
+    assert (await deploy(published(), rig.deps))["status"] == "succeeded"
+
+
+async def test_inconsistent_versions_are_refused(tmp_path: Path) -> None:
+    rig = DeployRig(tmp_path)
+    task = await deploy(published("3", registry=1), rig.deps)
+    assert task["status"] == "failed" and "core.model_registry" in task["error"]
+    base = await deploy(published("1", registry=1), DeployRig(tmp_path).deps)
+    assert base["status"] == "failed" and ">= 2" in base["error"]
+    assert rig.fetched == []
+
+
+# --- reindexer ----------------------------------------------------------------------------------
+class ReindexRig:
+    def __init__(self) -> None:
+        self.tasks = FakeTasks()
+        self.store = FakeReindexStore()
+        self.embedder = FakeServingEmbedder({"1", "2"})
+        self.log = FakeLog()
+
+    def deps(self, **extra: object) -> ReindexDeps:
+        return ReindexDeps(self.tasks, self.store, self.embedder, chunker(), self.log.open,
+                           batch_size=2, progress_every_s=0, ready_timeout_s=0.1, **extra)  # type: ignore[arg-type]
+
+    async def live_index(self) -> None:
+        """What the live indexer did: everything in the log applied to the writable versions."""
+        from consumers.indexer.handlers import index_batch, parse_records
+
+        records = [r for p in sorted(self.log.partitions) for r in self.log.partitions[p]]
+        parsed, _ = parse_records(tuple(records))
+        await index_batch([op for _, op in parsed], self.store, self.embedder, chunker())
+
+
+async def test_reindex_backfills_every_tenant_and_switches_at_the_end() -> None:
+    rig = ReindexRig()
+    for i in range(5):
+        rig.log.upsert("a", f"doc{i}", f"text number {i}", 1, partition=i % 2)
+    rig.log.upsert("b", "doc0", "another tenant", 1, partition=1)
+    await rig.live_index()
+    assert set(rig.store.chunks["1"]) == set(rig.store.items)
+
+    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    assert task["status"] == "succeeded" and task["progress"] == 1.0, task
+    assert set(rig.store.chunks["2"]) == set(rig.store.items) and len(rig.store.items) == 6
+    assert await rig.store.active_version() == "2" and rig.store.status["1"] == "retired"
+    assert task["details"]["previous_version"] == "1" and task["details"]["total"] == 6
+    # Replayed events were embedded with version 2 only.
+    assert {v for _, v in rig.embedder.calls[-3:]} == {"2"}
+    # The rollback target keeps receiving writes.
+    assert await rig.store.writable_versions() == ["1", "2"]
+
+
+async def test_redelivered_request_of_a_finished_reindex_does_nothing() -> None:
+    rig = ReindexRig()
+    rig.log.upsert("a", "x", "some text", 1)
+    await rig.live_index()
+    await reindex(ReindexRequested(model_version="2"), rig.deps())
+    await activate_version(rig.store, "1")  # rolled back meanwhile
+    calls = len(rig.embedder.calls)
+    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    assert task["status"] == "succeeded" and len(rig.embedder.calls) == calls
+    assert await rig.store.active_version() == "1"
+
+
+async def test_a_crashed_backfill_resumes_from_committed_offsets() -> None:
+    rig = ReindexRig()
+    for i in range(8):
+        rig.log.upsert("a", f"doc{i}", f"text {i}", 1, partition=0)
+    await rig.live_index()
+    rig.log.crash_after_commits = 2
+    with pytest.raises(Crash):
+        await reindex(ReindexRequested(model_version="2"),
+                      rig.deps(is_transient=lambda e: isinstance(e, Crash)))
+    assert rig.tasks.tasks["reindex-2"]["status"] == "running"
+    assert await rig.store.active_version() == "1" and rig.store.status["2"] == "building"
+    half = len(rig.store.chunks["2"])
+    assert 0 < half < 8
+    embedded_before = sum(len(t) for t, v in rig.embedder.calls if v == "2")
+
+    rig.log.crash_after_commits = None
+    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    assert task["status"] == "succeeded" and set(rig.store.chunks["2"]) == set(rig.store.items)
+    # Resumed from the committed offsets; the batch applied but not committed is replayed
+    # without embedding it again (its chunks are there).
+    embedded = sum(len(t) for t, v in rig.embedder.calls if v == "2") - embedded_before
+    assert embedded == 8 - half + 1  # and the dimension probe
+    assert rig.store.chunks["2"]["a", "doc7"].item.version == 1
+
+
+async def test_replay_neither_resurrects_deleted_items_nor_drops_recreated_ones() -> None:
+    rig = ReindexRig()
+    rig.log.upsert("a", "gone", "deleted later", 1)
+    rig.log.delete("a", "gone")
+    rig.log.upsert("a", "back", "first life", 1)
+    rig.log.delete("a", "back")
+    rig.log.upsert("a", "back", "second life", 2)
+    rig.log.upsert("a", "old", "old text", 1)
+    rig.log.upsert("a", "old", "new text", 2)
+    await rig.live_index()
+    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    assert task["status"] == "succeeded"
+    assert set(rig.store.items) == {("a", "back"), ("a", "old")}
+    assert set(rig.store.chunks["2"]) == {("a", "back"), ("a", "old")}
+    assert set(rig.store.chunks["1"]) == {("a", "back"), ("a", "old")}  # the active index untouched
+    assert rig.store.chunks["2"]["a", "back"].item.version == 2
+
+
+async def test_items_the_replay_missed_are_reconciled_from_the_store() -> None:
+    rig = ReindexRig()
+    rig.log.upsert("a", "x", "in the log", 1)
+    await rig.live_index()
+    # An item the live indexer stored while the table was created, not (yet) in the replay range.
+    from core.domain import ChunkVectors, Item
+
+    item = Item("a", "late", "Late", "arrived late", {}, 1)
+    vectors = (await rig.embedder.embed(["arrived late"], "1")).vectors
+    await rig.store.apply({"1": [ChunkVectors(item, ["arrived late"], vectors)]}, [])
+    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    assert task["status"] == "succeeded" and task["details"]["reconciled"] == 1
+    assert set(rig.store.chunks["2"]) == {("a", "x"), ("a", "late")}
+
+
+async def test_a_version_triton_does_not_serve_fails_without_touching_the_store() -> None:
+    rig = ReindexRig()
+    task = await reindex(ReindexRequested(model_version="3"), rig.deps())
+    assert task["status"] == "failed" and "deploy it first" in task["error"]
+    assert "3" not in rig.store.status and await rig.store.active_version() == "1"
+
+
+async def test_without_activate_the_version_is_complete_but_not_active() -> None:
+    rig = ReindexRig()
+    rig.log.upsert("a", "x", "text", 1)
+    await rig.live_index()
+    task = await reindex(ReindexRequested(model_version="2", activate=False), rig.deps())
+    assert task["status"] == "succeeded" and await rig.store.active_version() == "1"
+    assert rig.store.status["2"] == "retired"
+    assert (await activate_version(rig.store, "2")).previous == "1"
+
+
+# --- activation -----------------------------------------------------------------------------
+async def test_activation_refuses_unknown_building_and_unserved_versions() -> None:
+    store = FakeReindexStore()
+    with pytest.raises(UnknownVersion):
+        await activate_version(store, "7")
+    await store.ensure_version("2", 8)
+    with pytest.raises(IndexIncomplete):
+        await activate_version(store, "2")
+    await store.finish_version("2")
+
+    async def not_served(version: str) -> bool:
+        return False
+
+    with pytest.raises(NotServed):
+        await activate_version(store, "2", is_served=not_served)
+    result = await activate_version(store, "2")
+    assert (result.version, result.previous, result.changed) == ("2", "1", True)
+    back = await activate_version(store, "1")
+    assert back.previous == "2" and await store.active_version() == "1"

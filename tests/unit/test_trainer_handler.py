@@ -1,0 +1,126 @@
+"""The training run state machine over fakes: gate, idempotency, rejection, failure, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
+from core.training.dataset import DatasetStats, EvalQuery, Example, TrainingDataset
+from schemas.training import TrainingRequested
+from tests.unit.training_fakes import FakeDatasets, FakeRegistry, FakeTasks, FakeTrainer, Published
+
+
+def dataset(sessions: int = 50) -> TrainingDataset:
+    return TrainingDataset(
+        triples=[Example("q", "p", "n")], pairs=[Example("r", "s")],
+        eval_queries=[EvalQuery("default", "q", frozenset({"a"}))], pools={"default": {"a": "A"}},
+        stats=DatasetStats(sessions=sessions, sessions_with_clicks=sessions, train_sessions=sessions - 10,
+                           eval_sessions=10, pairs=2, triples=1, eval_queries=1),
+    )
+
+
+def make_deps(tmp_path: Path, trainer: FakeTrainer, data: TrainingDataset | None = None,
+              active: str | None = "1") -> tuple[TrainerDeps, FakeTasks, FakeRegistry, Published]:
+    base = tmp_path / "base"
+    base.mkdir(exist_ok=True)
+    tasks, registry, published = FakeTasks(), FakeRegistry(base), Published()
+
+    async def active_version() -> str | None:
+        return active
+
+    config = TrainerConfig(base_model_dir=base, work_dir=tmp_path / "work", progress_interval_s=0.01)
+    deps = TrainerDeps(tasks, FakeDatasets(data or dataset()), trainer, registry, active_version, published,
+                       config)
+    return deps, tasks, registry, published
+
+
+def request(**kw: object) -> TrainingRequested:
+    return TrainingRequested(run_id="run-1", min_sessions=10, **kw)  # type: ignore[arg-type]
+
+
+async def test_a_better_candidate_is_registered_and_published(tmp_path: Path) -> None:
+    deps, tasks, registry, published = make_deps(tmp_path, FakeTrainer(0.4, 0.6))
+    task = await handle_training_request(request(), deps)
+    assert task["status"] == "succeeded" and task["stage"] == "published" and task["progress"] == 1.0
+    [event] = published.events
+    assert (event.model_version, event.registry_version, event.base_version) == ("2", 1, "1")
+    assert event.metrics["candidate_ndcg_at_10"] == 0.6 and event.metrics["base_ndcg_at_10"] == 0.4
+    assert event.run_id == "run-1" and event.artifact_uri.startswith("mlflow-artifacts:/")
+    [run] = registry.runs.values()
+    assert run["status"] == "FINISHED" and run["tags"]["gate"] == "passed"
+    assert run["metrics"]["dataset_sessions"] == 50 and run["params"]["epochs"] == 1
+    assert task["links"]["mlflow_run"].startswith("http://mlflow/")
+    stages = [h["stage"] for h in tasks.history if "stage" in h]
+    assert stages == ["building-dataset", "building-dataset", "training", "evaluating", "registering",
+                      "published"]
+    assert task["details"]["metrics"]["base"]["ndcg_at_10"] == 0.4
+    assert not (tmp_path / "work" / "runs" / "run-1").exists()  # candidate files cleaned up
+
+
+async def test_a_redelivered_request_does_not_train_twice(tmp_path: Path) -> None:
+    trainer = FakeTrainer(0.4, 0.6)
+    deps, _, registry, published = make_deps(tmp_path, trainer)
+    await handle_training_request(request(), deps)
+    task = await handle_training_request(request(), deps)
+    assert trainer.trained == 1 and len(published.events) == 1 and len(registry.versions) == 1
+    assert task["status"] == "succeeded"
+
+
+async def test_the_gate_rejects_and_keeps_both_scores(tmp_path: Path) -> None:
+    deps, _, registry, published = make_deps(tmp_path, FakeTrainer(0.5, 0.5))
+    task = await handle_training_request(request(), deps)
+    assert task["status"] == "rejected" and task["stage"] == "rejected"
+    assert task["details"]["metrics"]["base"]["ndcg_at_10"] == 0.5
+    assert task["details"]["metrics"]["candidate"]["ndcg_at_10"] == 0.5
+    assert "does not beat" in task["error"]
+    assert published.events == [] and registry.versions == []
+    assert next(iter(registry.runs.values()))["tags"]["gate"] == "rejected"
+
+
+async def test_a_margin_rejects_a_slightly_better_candidate(tmp_path: Path) -> None:
+    deps, _, _, published = make_deps(tmp_path, FakeTrainer(0.5, 0.55))
+    task = await handle_training_request(request(gate_margin=0.1), deps)
+    assert task["status"] == "rejected" and published.events == []
+
+
+async def test_too_few_sessions_is_rejected_without_training(tmp_path: Path) -> None:
+    trainer = FakeTrainer(0.4, 0.6)
+    deps, _, registry, published = make_deps(tmp_path, trainer, dataset(sessions=5))
+    task = await handle_training_request(request(), deps)
+    assert task["status"] == "rejected" and "too few sessions" in task["error"]
+    assert trainer.trained == 0 and registry.runs == {} and published.events == []
+
+
+async def test_a_training_error_fails_the_task(tmp_path: Path) -> None:
+    deps, _, registry, published = make_deps(tmp_path, FakeTrainer(0.4, 0.6, fail=RuntimeError("CUDA OOM")))
+    task = await handle_training_request(request(), deps)
+    assert task["status"] == "failed" and task["stage"] == "training"
+    assert task["error"] == "RuntimeError: CUDA OOM"
+    assert next(iter(registry.runs.values()))["status"] == "FAILED" and published.events == []
+
+
+async def test_fine_tunes_the_active_version(tmp_path: Path) -> None:
+    deps, _, _, published = make_deps(tmp_path, FakeTrainer(0.4, 0.6), active="3")
+    await handle_training_request(request(), deps)
+    assert published.events[0].base_version == "3"
+
+
+async def test_a_crash_after_registering_only_publishes_again(tmp_path: Path) -> None:
+    trainer = FakeTrainer(0.4, 0.6)
+    deps, tasks, _, published = make_deps(tmp_path, trainer)
+    await handle_training_request(request(), deps)
+    # As if the process died between recording the event and finishing the task.
+    tasks.tasks["run-1"]["status"] = "running"
+    task = await handle_training_request(request(), deps)
+    assert trainer.trained == 1 and task["status"] == "succeeded"
+    assert [e.event_id for e in published.events] == [published.events[0].event_id] * 2
+
+
+@pytest.mark.parametrize("status", ["pending", "running"])
+async def test_an_unfinished_task_runs(tmp_path: Path, status: str) -> None:
+    deps, tasks, _, _ = make_deps(tmp_path, FakeTrainer(0.4, 0.6))
+    await tasks.create("run-1", "training", "default")
+    tasks.tasks["run-1"]["status"] = status
+    assert (await handle_training_request(request(), deps))["status"] == "succeeded"
