@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
+from tritonclient.utils import InferenceServerException
 
 from consumers.dead_letters import DeadLetter, send_dead_letters
-from consumers.indexer.handlers import index_batch, parse_records
+from consumers.indexer.handlers import IndexReport, Operation, index_batch, parse_records
+from consumers.poison import process_isolating_poison
 from consumers.service import create_app, create_broker
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.triton_embedder import EmbedderUnavailable, TritonEmbedder
@@ -27,6 +31,11 @@ from core.config import get_settings
 from schemas.registry import CONTENT_UPSERTED
 
 log = logging.getLogger("flywheel.indexer")
+# Errors of a dependency, never of a record: Triton's included (a version still loading).
+TRANSIENT_ERRORS = (
+    EmbedderUnavailable, InferenceServerException, psycopg.OperationalError, psycopg_pool.PoolTimeout,
+    ConnectionError, TimeoutError,
+)
 settings = get_settings()
 broker, registry = create_broker("indexer", settings)
 
@@ -72,19 +81,31 @@ async def on_content(records: Any) -> None:
     records = tuple(records)
     parsed, letters = parse_records(records)
     d = deps["indexer"]
+    report = IndexReport()
+
+    async def index(part: Sequence[tuple[Any, Operation]]) -> None:
+        report.merge(await index_batch([op for _, op in part], d.store, d.embedder, d.chunker))
+
     try:
-        report = await index_batch([op for _, op in parsed], d.store, d.embedder, d.chunker)
-    except (EmbedderUnavailable, psycopg.OperationalError) as error:
-        log.warning("transient failure, batch of %d will be retried: %s", len(records), error)
+        poisoned = await process_isolating_poison(parsed, index, is_transient)
+    except Exception as error:  # only transient errors get here
+        log.warning("transient failure, batch of %d will be retried: %r", len(records), error)
         await asyncio.sleep(settings.retry_backoff_s)
         raise NackMessage() from error
     record_of = {id(op): record for record, op in parsed}
     letters += [DeadLetter(record_of[id(upsert)], reason) for upsert, reason in report.rejected]
+    letters += [DeadLetter(record, f"{type(error).__name__}: {error}", error)
+                for (record, _), error in poisoned]
     await send_dead_letters(broker, letters)
     log.info(
         "batch of %d: %d upserted, %d deleted, %d unchanged, %d dead letters",
         len(records), report.upserted, report.deleted, report.skipped, len(letters),
     )
+
+
+def is_transient(error: BaseException) -> bool:
+    """A dependency that is down or restarting: retry the batch later, don't park records."""
+    return isinstance(error, TRANSIENT_ERRORS)
 
 
 app = create_app("indexer", broker, registry)

@@ -71,6 +71,13 @@ class IndexReport:
     skipped: int = 0
     rejected: list[tuple[Upsert, str]] = field(default_factory=list)
 
+    def merge(self, other: IndexReport) -> None:
+        self.upserted += other.upserted
+        self.deleted += other.deleted
+        self.embedded_texts += other.embedded_texts
+        self.skipped += other.skipped
+        self.rejected += other.rejected
+
 
 def coalesce(operations: Iterable[Operation]) -> list[list[Operation]]:
     """Split a batch into rounds in which each item appears once.
