@@ -19,6 +19,10 @@ system-deps:
 	@command -v kcat >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq kcat >/dev/null; \
 	  else echo "kcat is missing: sudo apt-get install kcat (its tests are skipped)"; fi; }
+	@# Chromium drives the console tests (tests/e2e/test_console.py, through npm's playwright-core).
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install chromium (the console tests are skipped)"; fi; }
 
 up: install
 	$(BIN)/flywheel up

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from bench.gateway import GatewayConfig, run_gateway
 from bench.ingest import IngestConfig, IngestTimeout, run_ingest
 from bench.progress import make_progress
 from bench.runtime import StackUnavailable
@@ -144,3 +145,32 @@ def search(
     recall = report[f"recall_at_{report['k']}"]
     out.print(f"recall@{report['k']} of HNSW vs exact scan: {recall:.3f} "
               f"(min {report['min_recall']:.2f}); {_machine_line(report['machine'])}")
+
+
+@app.command("gateway")
+def gateway(
+    requests: Annotated[int, typer.Option("--requests", min=1, help="Requests per endpoint.")] = 300,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 32,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="Default: the local admin key of `flywheel up`.")
+    ] = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="The key's tenant.")] = "default",
+    as_json: AsJson = False,
+) -> None:
+    """Requests/s and p50/p99 of /v1/search and /v1/content, beside in-process search."""
+    settings = get_settings()
+    key = api_key or (settings.api_key_file.read_text().strip() if settings.api_key_file.exists() else "")
+    report = _run(run_gateway(settings, GatewayConfig(requests, concurrency, api_key=key, tenant=tenant)))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table("path", "requests/s", "p50 ms", "p99 ms", "errors",
+                  title=f"gateway at concurrency {concurrency}; {_machine_line(report['machine'])}")
+    for name in ("search", "content", "search_in_process"):
+        row = report[name]
+        latency = row["latency_ms"] or {}
+        table.add_row(name, f"{row['requests_per_s']:.1f}", f"{latency.get('p50', 0):.1f}",
+                      f"{latency.get('p99', 0):.1f}", str(row["errors"]))
+    out.print(table)
+    if "search_rps_ratio" in report:
+        out.print(f"/v1/search requests/s over in-process search: {report['search_rps_ratio']:.2f}")

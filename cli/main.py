@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli import bench, dlq, models, publish, replay, rollout, schemas, search, stack, tasks, train
+from cli.experiments import ab_split, improve_now, improver_revert
 
 app = typer.Typer(
     name="flywheel",
@@ -27,6 +28,9 @@ app.add_typer(bench.app, name="bench")
 app.command("train")(train.train)
 app.add_typer(tasks.app, name="tasks")
 rollout.models_app.command("registry")(models.registry)
+rollout.models_app.command("ab-split")(ab_split)
+rollout.models_app.command("improve")(improve_now)
+rollout.models_app.command("improver-revert")(improver_revert)
 
 if __name__ == "__main__":
     app()

@@ -114,6 +114,27 @@ class Settings(BaseSettings):
     mlflow_experiment: str = "flywheel-training"
     # ---------------------------------------------------------------------------------------
 
+    # --- Improver and A/B split (issue 6: consumers/improver, gateway A/B) -----------------
+    # The improver service always runs but changes nothing unless enabled. When enabled it runs
+    # every `improver_interval_s` and, debounced by that interval, on new clicks (its own group).
+    improver_enabled: bool = False
+    improver_interval_s: float = 300.0
+    # Bounds: one step moves a vector by at most alpha; cosine to the original stays >= min.
+    improver_alpha: float = 0.1
+    improver_min_cosine: float = 0.9
+    improver_away_weight: float = 0.5
+    improver_max_sessions: int = 10_000
+    improver_max_queries: int = 2_000
+    # Clicks younger than this are left for the next run (the sessions service folds them).
+    improver_settle_s: float = 5.0
+    # GET /v1/models: CTR/MRR per version over sessions of the last days (at most N sessions),
+    # cached for a few seconds; the A/B split config is cached as briefly by each gateway.
+    ab_metrics_window_days: float = 7.0
+    ab_metrics_max_sessions: int = 20_000
+    ab_metrics_cache_s: float = 10.0
+    ab_split_cache_s: float = 1.0
+    # ---------------------------------------------------------------------------------------
+
     # Where components run elsewhere (compose, a cluster), these replace host:port.
     kafka_bootstrap_servers: str = ""
     postgres_url: str = ""

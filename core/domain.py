@@ -59,3 +59,5 @@ class SearchQuery:
     tenant: str = "default"
     filters: dict[str, Any] = field(default_factory=dict)
     mode: SearchMode = "vector"
+    # The model version to search (an A/B candidate); None: the active version.
+    version: str | None = None

@@ -16,7 +16,7 @@ class NoActiveModel(RuntimeError):
 async def search(query: SearchQuery, store: VectorStore, embedder: Embedder) -> SearchResult:
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    version = await store.active_version()
+    version = query.version or await store.active_version()
     if version is None:
         raise NoActiveModel("no model version is active yet; index some content first")
     embedded = await embedder.embed([query.text], version)

@@ -9,9 +9,11 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.config import Settings
+from gateway.experiments import Experiments
 from gateway.problems import Problem
 from gateway.resources import Resources
 from gateway.security import Principal, retry_after_header
@@ -69,6 +71,14 @@ async def tasks(request: Request) -> TaskStore:
     return await resources(request).tasks()
 
 
+async def experiments(request: Request) -> Experiments:
+    return await resources(request).experiments()
+
+
+async def sessions(request: Request) -> MongoSessionStore:
+    return await resources(request).sessions()
+
+
 Publishing = Annotated[Principal, Depends(require("publish"))]
 Searching = Annotated[Principal, Depends(require("search"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -77,3 +87,5 @@ StoreDep = Annotated[PgVectorStore, Depends(store)]
 EmbedderDep = Annotated[TritonEmbedder, Depends(embedder)]
 TasksDep = Annotated[TaskStore, Depends(tasks)]
 SettingsDep = Annotated[Settings, Depends(settings)]
+ExperimentsDep = Annotated[Experiments, Depends(experiments)]
+SessionsDep = Annotated[MongoSessionStore, Depends(sessions)]

@@ -15,7 +15,19 @@ from core.telemetry import configure_tracing
 from gateway import problems
 from gateway.body_limit import BodySizeLimit
 from gateway.resources import Resources
-from gateway.routes import clicks, content, docs, events, health, models, search, tasks, training
+from gateway.routes import (
+    admin,
+    clicks,
+    console,
+    content,
+    docs,
+    events,
+    health,
+    models,
+    search,
+    tasks,
+    training,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     for router in (health.router, content.router, events.router, search.router, clicks.router,
-                   training.router, tasks.router, models.router, docs.router):
+                   training.router, tasks.router, models.router, docs.router, admin.router, console.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
     Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app)

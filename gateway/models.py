@@ -122,12 +122,39 @@ class ModelVersionInfo(BaseModel):
     created_at: datetime
     activated_at: datetime | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
-    traffic: dict[str, float] = Field(default_factory=dict)
+    traffic: dict[str, float] = Field(
+        default_factory=dict, description="`percent`: the share of session traffic this version serves.")
+    searches: int = Field(default=0, description="Searches it served in the online window (sessions).")
+    clicked_searches: int = 0
+    ctr: float | None = Field(default=None, description="Searches with at least one click / searches.")
+    mrr: float | None = Field(default=None, description="Mean reciprocal rank of a search's first click.")
+    adjustments: dict[str, Any] = Field(
+        default_factory=dict, description="The improver's revision, adjusted chunks and last evaluation.")
+
+
+class ABSplitInfo(BaseModel):
+    candidate_version: str
+    percent: float = Field(ge=0.0, le=100.0)
+    updated_at: datetime | None = None
+
+
+class ABSplitRequest(Strict):
+    candidate_version: str = Field(pattern=r"^[0-9]+$")
+    percent: float = Field(ge=0.0, le=100.0)
 
 
 class ModelsResponse(BaseModel):
     active_version: str | None
     versions: list[ModelVersionInfo]
+    ab_split: ABSplitInfo | None = None
+    online_window_days: float | None = None
+    online_sessions: int | None = Field(default=None, description="Sessions the CTR/MRR were read from.")
+
+
+class Reverted(BaseModel):
+    version: str
+    restored_chunks: int
+    revision: int
 
 
 class Activated(BaseModel):

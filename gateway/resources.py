@@ -8,11 +8,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from core.adapters.ab_split_store import PgSplitStore
 from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
-from core.bootstrap import build_embedder, build_store
+from core.adapters.vector_adjustments import PgVectorAdjustments
+from core.bootstrap import build_embedder, build_session_store, build_store
 from core.config import Settings
+from gateway.experiments import Experiments
 from gateway.problems import Problem
 from gateway.security import KeyRing, RateLimiter
 from producers.publisher import Publisher
@@ -61,6 +65,16 @@ class Resources:
         return await self._get(
             "mongodb", lambda: TaskStore.connect(self.settings.mongo_uri, self.settings.mongo_db)
         )
+
+    async def sessions(self) -> MongoSessionStore:
+        return await self._get("mongodb-sessions", lambda: build_session_store(self.settings))
+
+    async def experiments(self) -> Experiments:
+        store = await self.store()
+
+        async def open_experiments() -> Experiments:
+            return Experiments(self.settings, PgSplitStore(store.pool), PgVectorAdjustments(store.pool))
+        return await self._get("experiments", open_experiments)
 
     async def close(self) -> None:
         for name, resource in list(self._opened.items()):

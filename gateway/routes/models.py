@@ -2,32 +2,103 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
 
-from gateway.deps import Admin, Searching, StoreDep
-from gateway.models import Activated, ModelsResponse, ModelVersionInfo
+from fastapi import APIRouter, Request
+
+from core.ab import InvalidSplit, configure_split
+from gateway.deps import Admin, ExperimentsDep, Searching, SettingsDep, StoreDep, resources
+from gateway.models import (
+    ABSplitInfo,
+    ABSplitRequest,
+    Activated,
+    ModelsResponse,
+    ModelVersionInfo,
+    Reverted,
+)
 from gateway.problems import Problem
 
+log = logging.getLogger("flywheel.gateway")
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("", response_model=ModelsResponse)
-async def list_models(who: Searching, store: StoreDep) -> ModelsResponse:
+async def list_models(
+    who: Searching, store: StoreDep, experiments: ExperimentsDep, request: Request, settings: SettingsDep,
+) -> ModelsResponse:
+    """Versions with their A/B traffic share, click-through rate and MRR from the session
+    documents (searches credited to the version that served them), and improver adjustments."""
     active = await store.active_version()
-    versions = [
-        ModelVersionInfo(active=row["version"] == active, **row) for row in await store.list_versions()
-    ]
-    return ModelsResponse(active_version=active, versions=versions)
+    split = await experiments.split()
+    online: dict[str, dict[str, float]] = {}
+    read: int | None = None
+    try:
+        online, read = await experiments.online_metrics(await resources(request).sessions())
+    except Problem as error:  # MongoDB down: the list still answers, without online metrics
+        log.warning("online metrics unavailable: %s", error.detail)
+    states = await experiments.improver_states()
+    versions = []
+    for row in await store.list_versions():
+        version = row["version"]
+        share = split.percent if split and split.candidate_version != active else 0.0
+        percent = (100.0 - share if version == active else
+                   share if split and version == split.candidate_version else 0.0)
+        clicks = online.get(version)
+        state = states.get(version)
+        versions.append(ModelVersionInfo(
+            active=version == active, **row, traffic={"percent": percent},
+            searches=int(clicks["searches"]) if clicks else 0,
+            clicked_searches=int(clicks["clicked_searches"]) if clicks else 0,
+            ctr=clicks["ctr"] if clicks else None, mrr=clicks["mrr"] if clicks else None,
+            metrics={f"improver_{k}": float(v) for k, v in state["metrics"].items()} if state else {},
+            adjustments={k: state[k] for k in ("revision", "adjusted_chunks", "updated_at")} if state else {},
+        ))
+    return ModelsResponse(
+        active_version=active, versions=versions,
+        ab_split=ABSplitInfo(**vars(split)) if split else None,
+        online_window_days=settings.ab_metrics_window_days, online_sessions=read,
+    )
+
+
+@router.put("/ab-split", response_model=ABSplitInfo)
+async def set_ab_split(body: ABSplitRequest, who: Admin, store: StoreDep, experiments: ExperimentsDep
+                       ) -> ABSplitInfo:
+    """Serve `percent` % of sessions (by a hash of the session id) with `candidate_version`,
+    which needs a complete index; searches without a session id stay on the active version."""
+    try:
+        split = await configure_split(experiments.splits, store, body.candidate_version, body.percent)
+    except InvalidSplit as error:
+        status = 404 if "has no index" in str(error) else 409
+        raise Problem(status, str(error)) from error
+    experiments.forget_split()
+    return ABSplitInfo(**vars(split))
+
+
+@router.delete("/ab-split", status_code=204)
+async def clear_ab_split(who: Admin, experiments: ExperimentsDep) -> None:
+    """End the split: all traffic goes to the active version."""
+    await experiments.splits.clear_split()
+    experiments.forget_split()
+
+
+@router.delete("/{version}/adjustments", response_model=Reverted)
+async def revert_adjustments(version: str, who: Admin, store: StoreDep, experiments: ExperimentsDep
+                             ) -> Reverted:
+    """Undo the improver on `version`: restore the original vectors of every adjusted chunk."""
+    if version not in {row["version"] for row in await store.list_versions()}:
+        raise Problem(404, f"model version {version!r} has no index")
+    restored = await experiments.adjustments.revert(version)
+    state = await experiments.adjustments.improver_state(version)
+    return Reverted(version=version, restored_chunks=restored, revision=state.revision)
 
 
 @router.post("/{version}/activate", response_model=Activated)
-async def activate(version: str, who: Admin, store: StoreDep) -> Activated:
+async def activate(version: str, who: Admin, store: StoreDep, embedder: EmbedderDep) -> Activated:
     """Switch search to `version` at once: a promotion, or a rollback to a retired version."""
-    rows = {row["version"]: row for row in await store.list_versions()}
-    if version not in rows:
-        raise Problem(404, f"model version {version!r} has no index")
-    if rows[version]["status"] == "building":
-        raise Problem(409, f"model version {version} is still being indexed; "
-                           "activate it when its reindex is done")
-    previous = await store.activate(version)
-    return Activated(active_version=version, previous_version=previous)
+    try:
+        activation = await activate_version(store, version, is_served=embedder.ready)
+    except UnknownVersion as error:
+        raise Problem(404, str(error)) from error
+    except ActivationError as error:
+        raise Problem(409, str(error)) from error
+    return Activated(active_version=activation.version, previous_version=activation.previous)

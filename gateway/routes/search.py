@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from core.ab import choose_version
 from core.domain import SearchQuery
 from core.search import NoActiveModel, search
-from gateway.deps import EmbedderDep, PublisherDep, Searching, SettingsDep, StoreDep
+from gateway.deps import EmbedderDep, ExperimentsDep, PublisherDep, Searching, SettingsDep, StoreDep
 from gateway.models import SearchRequest, SearchResponse, SearchResultItem
 from gateway.problems import Problem
 from schemas.clicks import SearchEvent, ShownResult
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["search"])
 @router.post("/search", response_model=SearchResponse)
 async def search_items(
     body: SearchRequest, who: Searching, store: StoreDep, embedder: EmbedderDep,
-    publisher: PublisherDep, settings: SettingsDep,
+    publisher: PublisherDep, settings: SettingsDep, experiments: ExperimentsDep,
 ) -> SearchResponse:
     if body.k > settings.gateway_max_k:
         raise Problem(422, f"k: at most {settings.gateway_max_k}",
@@ -27,9 +28,13 @@ async def search_items(
         limit = settings.gateway_max_query_chars
         raise Problem(422, f"query: at most {limit} characters",
                       errors=[{"field": "query", "reason": f"longer than {limit} characters"}])
+    # A/B: a session's searches go to the version its bucket picks (core.ab); else active.
+    split = await experiments.split()
+    version = choose_version(await store.active_version(), split, body.session_id) if split else None
     try:
         result = await search(
-            SearchQuery(body.query, body.k, who.tenant, dict(body.filters), body.mode), store, embedder
+            SearchQuery(body.query, body.k, who.tenant, dict(body.filters), body.mode, version),
+            store, embedder,
         )
     except NoActiveModel as error:
         raise Problem(409, str(error)) from error

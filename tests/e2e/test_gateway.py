@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from core.adapters.session_store import MongoSessionStore
 from core.api_keys import hash_key
 from core.config import Settings
+from core.sessions import session_key
 from infra.process import Component
 from infra.services import gateway_service
 from tests.conftest import _run
@@ -35,7 +38,7 @@ SECRET = {name: f"key-{name}-{uuid.uuid4().hex}" for name in KEYS}
 @pytest.fixture(scope="module")
 def gateway(
     test_settings: Settings, kafka: Component, postgres: Component, mongodb: Component,
-    triton: Component, indexer_service: Component,
+    triton: Component, indexer_service: Component, sessions_service: Component,
 ) -> Iterator[str]:
     records = [
         {"key_id": name, "key_sha256": hash_key(SECRET[name]), "tenant": tenant, "scopes": scopes,
@@ -92,6 +95,43 @@ def test_content_published_is_found_by_search(gateway: str) -> None:
         while rocket_found():
             assert time.monotonic() < deadline
             time.sleep(0.3)
+
+
+async def test_search_and_clicks_with_a_session_id_end_as_one_session_document(
+    gateway: str, session_store: MongoSessionStore
+) -> None:
+    session_id = f"s-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+        item = {"id": "s-tea", "text": "Green tea is brewed from the leaves of Camellia sinensis.",
+                "version": 1}
+        assert (await client.post("/v1/content", json=item, headers=auth("admin-a"))).status_code == 202
+        deadline = time.monotonic() + 60
+        while True:
+            found = await client.post("/v1/search", json={"query": "brewing green tea", "k": 3},
+                                      headers=auth("search-a"))
+            if any(r["id"] == "s-tea" for r in found.json().get("results", [])):
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.3)
+        searched = await client.post("/v1/search", headers=auth("admin-a"), json={
+            "query": "brewing green tea", "k": 3, "session_id": session_id})
+        rank = 1 + [r["id"] for r in searched.json()["results"]].index("s-tea")
+        clicked = await client.post("/v1/clicks", headers=auth("publish-a"), json={"events": [
+            {"type": "click", "session_id": session_id, "content_id": "s-tea", "rank": rank},
+            {"type": "conversion", "session_id": session_id, "content_id": "s-tea", "value": 3.5},
+        ]})
+        assert clicked.status_code == 202
+    key = session_key("tenant-a", session_id)
+    deadline = time.monotonic() + 60
+    while (doc := await session_store.get(key)) is None or len(doc["event_ids"]) < 3:
+        assert time.monotonic() < deadline, f"session document incomplete: {doc}"
+        await asyncio.sleep(0.3)
+    [search] = doc["searches"]
+    assert search["query"] == "brewing green tea"
+    assert search["model_version"] == searched.json()["model_version"]
+    assert [c["content_id"] for c in search["clicks"]] == ["s-tea"]
+    assert [c["content_id"] for c in search["conversions"]] == ["s-tea"]
+    assert doc["tenant"] == "tenant-a"
 
 
 def test_tenants_with_the_same_ids_see_only_their_own(gateway: str) -> None:

@@ -1,0 +1,108 @@
+"""`flywheel models ab-split`, `improve` and `improver-revert`: A/B traffic and the improver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import fail, out
+from core.ab import InvalidSplit, configure_split
+from core.adapters.ab_split_store import PgSplitStore
+from core.adapters.vector_adjustments import PgVectorAdjustments
+from core.bootstrap import build_embedder, build_session_store, build_store
+from core.config import get_settings
+from core.improver import improve, improver_config
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+async def _split(version: str | None, percent: float | None, clear: bool) -> dict[str, Any] | None:
+    store = await build_store(get_settings())
+    try:
+        splits = PgSplitStore(store.pool)
+        if clear:
+            await splits.clear_split()
+            return None
+        if version is not None and percent is not None:
+            return asdict(await configure_split(splits, store, version, percent))
+        split = await splits.get_split()
+        return asdict(split) if split else None
+    finally:
+        await store.close()
+
+
+def ab_split(
+    version: Annotated[str | None, typer.Argument(help="The candidate version (complete index).")] = None,
+    percent: Annotated[float | None, typer.Argument(min=0.0, max=100.0, help="Share of sessions, %.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="End the split: all traffic to active.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Split search sessions between the active version and VERSION (PERCENT % of sessions, by a
+    hash of the session id). Without arguments, show the split; `--clear` ends it."""
+    if (version is None) != (percent is None):
+        raise fail("give both VERSION and PERCENT, or neither")
+    try:
+        split = asyncio.run(_split(version, percent, clear))
+    except InvalidSplit as error:
+        raise fail(str(error)) from error
+    if as_json:
+        print(json.dumps({"ab_split": split}, default=str))
+    elif split is None:
+        out.print("no A/B split: the active version serves all searches")
+    else:
+        out.print(f"version {split['candidate_version']} serves {split['percent']:g}% of sessions")
+
+
+async def _improve() -> dict[str, Any]:
+    settings = get_settings()
+    store = await build_store(settings)
+    sessions = await build_session_store(settings)
+    embedder = build_embedder(settings)
+    try:
+        report = await improve(PgVectorAdjustments(store.pool), sessions, embedder, improver_config(settings))
+        return asdict(report)
+    finally:
+        await embedder.close()
+        await sessions.close()
+        await store.close()
+
+
+def improve_now(as_json: AsJson = False) -> None:
+    """Run the improver once now on the active version (also when the service is disabled)."""
+    report = asyncio.run(_improve())
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        out.print(f"version {report['version']}: revision {report['revision']}, {report['clicks']} clicks, "
+                  f"{report['items']} items adjusted; metrics {report['metrics']}")
+
+
+async def _revert(version: str) -> tuple[int, int]:
+    store = await build_store(get_settings())
+    try:
+        if version not in {row["version"] for row in await store.list_versions()}:
+            raise LookupError(f"model version {version!r} has no index")
+        adjustments = PgVectorAdjustments(store.pool)
+        restored = await adjustments.revert(version)
+        return restored, (await adjustments.improver_state(version)).revision
+    finally:
+        await store.close()
+
+
+def improver_revert(
+    version: Annotated[str, typer.Argument(help="The model version whose adjustments to undo.")],
+    as_json: AsJson = False,
+) -> None:
+    """Restore the original vectors of every chunk the improver adjusted in VERSION."""
+    try:
+        restored, revision = asyncio.run(_revert(version))
+    except LookupError as error:
+        raise fail(str(error)) from error
+    if as_json:
+        print(json.dumps({"version": version, "restored_chunks": restored, "revision": revision}))
+    else:
+        out.print(f"version {version}: {restored} chunks restored (revision {revision})")

@@ -1,0 +1,141 @@
+"""A/B split of search traffic between the active and a candidate version (pure, no I/O).
+
+- Assignment: a session id hashes (SHA-256) to a bucket in [0, 10000); buckets below
+  ``percent * 100`` are served by the candidate. The same session always lands on the same
+  version, in every gateway process; a search without a session id goes to the active version.
+- Credit: the `search` event of a session records the version that served it, so clicks in the
+  session documents are credited to that version. :func:`online_metrics` folds session
+  documents into click-through rate (searches with at least one click / searches) and MRR
+  (mean reciprocal rank of the first click of a search, 0 for a search without clicks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+BUCKETS = 10_000
+
+
+@dataclass(frozen=True)
+class ABSplit:
+    candidate_version: str
+    percent: float
+    updated_at: datetime | None = None
+
+
+class SplitStore(Protocol):
+    async def get_split(self) -> ABSplit | None: ...
+
+    async def set_split(self, candidate_version: str, percent: float) -> ABSplit: ...
+
+    async def clear_split(self) -> bool: ...
+
+
+class VersionLister(Protocol):
+    async def list_versions(self) -> list[dict[str, Any]]: ...
+
+
+class InvalidSplit(ValueError):
+    """The split names an unknown version, a version still being built, or a bad percentage."""
+
+
+def bucket(session_id: str) -> int:
+    digest = hashlib.sha256(session_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def choose_version(active: str | None, split: ABSplit | None, session_id: str | None) -> str | None:
+    """The version that serves a search: the candidate for the session's bucket, else active."""
+    if active is None or split is None or not session_id or split.candidate_version == active:
+        return active
+    return split.candidate_version if bucket(session_id) < round(split.percent * BUCKETS / 100) else active
+
+
+async def configure_split(
+    store: SplitStore, versions: VersionLister, candidate_version: str, percent: float
+) -> ABSplit:
+    """Validate and store a split: the candidate needs a complete index (active or retired)."""
+    if not 0.0 <= percent <= 100.0:
+        raise InvalidSplit(f"percent must lie in [0, 100], not {percent}")
+    rows = {row["version"]: row for row in await versions.list_versions()}
+    if candidate_version not in rows:
+        raise InvalidSplit(f"model version {candidate_version!r} has no index")
+    if rows[candidate_version]["status"] not in ("active", "retired"):
+        raise InvalidSplit(f"model version {candidate_version} is still being indexed")
+    return await store.set_split(candidate_version, percent)
+
+
+@dataclass
+class VersionClicks:
+    searches: int = 0
+    clicked_searches: int = 0
+    reciprocal_ranks: float = 0.0
+    sessions: set[str] = field(default_factory=set)
+
+    def as_metrics(self) -> dict[str, float]:
+        return {
+            "searches": float(self.searches),
+            "clicked_searches": float(self.clicked_searches),
+            "sessions": float(len(self.sessions)),
+            "ctr": self.clicked_searches / self.searches if self.searches else 0.0,
+            "mrr": self.reciprocal_ranks / self.searches if self.searches else 0.0,
+        }
+
+
+def first_click_rank(search: Mapping[str, Any]) -> int | None:
+    """The best (lowest) rank clicked in a search: the rank shown, else the click's own rank."""
+    shown = {r["id"]: int(r["rank"]) for r in search.get("results", [])}
+    ranks = []
+    for click in search.get("clicks", []):
+        rank = shown.get(click.get("content_id"), click.get("rank"))
+        if rank is not None and int(rank) >= 1:
+            ranks.append(int(rank))
+    return min(ranks) if ranks else None
+
+
+def online_metrics(sessions: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per model version: searches, clicked searches, sessions, CTR and MRR of the first click."""
+    per: dict[str, VersionClicks] = {}
+    for doc in sessions:
+        for search in doc.get("searches", []):
+            version = search.get("model_version")
+            if version is None:
+                continue
+            acc = per.setdefault(str(version), VersionClicks())
+            acc.searches += 1
+            acc.sessions.add(str(doc.get("_id")))
+            rank = first_click_rank(search)
+            if rank is not None:
+                acc.clicked_searches += 1
+                acc.reciprocal_ranks += 1.0 / rank
+    return {version: acc.as_metrics() for version, acc in sorted(per.items())}
+
+
+class SessionSource(Protocol):
+    def iter_sessions(
+        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
+    ) -> Any: ...
+
+
+async def collect_online_metrics(
+    source: SessionSource, since: datetime | None, max_sessions: int
+) -> tuple[dict[str, dict[str, float]], int]:
+    """:func:`online_metrics` over sessions whose last event is after `since`, streamed from a
+    cursor and stopped after `max_sessions` (memory stays bounded); and the sessions read."""
+    per: dict[str, VersionClicks] = {}
+    read = 0
+    async for doc in source.iter_sessions(since, None, 256):
+        read += 1
+        for version, metrics in online_metrics([doc]).items():
+            acc = per.setdefault(version, VersionClicks())
+            acc.searches += int(metrics["searches"])
+            acc.clicked_searches += int(metrics["clicked_searches"])
+            acc.reciprocal_ranks += metrics["mrr"] * metrics["searches"]
+            acc.sessions.add(str(doc.get("_id")))
+        if read >= max_sessions:
+            break
+    return {version: acc.as_metrics() for version, acc in sorted(per.items())}, read

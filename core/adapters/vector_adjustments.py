@@ -1,0 +1,190 @@
+"""The improver's adjustments of stored item vectors, in PostgreSQL beside the chunk tables.
+
+- `item_adjustments(version, tenant, item_id, chunk_no, item_version, original, revision,
+  adjusted_at)`: the original vector of every adjusted chunk of a version's index. A row only
+  counts while the chunk still has the same `item_version`: when the indexer rewrites an item
+  (a newer version of it), the new chunks are fresh embeddings and the old row lapses (it is
+  replaced on the next adjustment and ignored by a revert).
+- `improver_state(version, revision, watermark, metrics)`: per model version, the revision of
+  its adjustments (bumped by each run that changed vectors and by each revert), the session
+  time up to which clicks were applied, and the last run's evaluation.
+
+The vectors themselves are updated in place in `chunks_v<version>`, so search needs no change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from core.adapters.pgvector_store import chunk_table
+from core.improver import ChunkState, ChunkUpdate, ImproverState, Key
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS item_adjustments (
+    version text NOT NULL,
+    tenant text NOT NULL,
+    item_id text NOT NULL,
+    chunk_no integer NOT NULL,
+    item_version bigint NOT NULL,
+    original vector NOT NULL,
+    revision bigint NOT NULL,
+    adjusted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (version, tenant, item_id, chunk_no)
+);
+CREATE TABLE IF NOT EXISTS improver_state (
+    version text PRIMARY KEY,
+    revision bigint NOT NULL DEFAULT 0,
+    watermark timestamptz,
+    metrics jsonb NOT NULL DEFAULT '{}',
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+class PgVectorAdjustments:
+    """Implements core.improver.AdjustmentStore on the pgvector store's connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self._ready = False
+
+    async def ensure_schema(self) -> None:
+        if not self._ready:
+            async with self.pool.connection() as conn:
+                await conn.execute("SELECT pg_advisory_xact_lock(7121)")
+                await conn.execute(SCHEMA)
+            self._ready = True
+
+    async def active_version(self) -> str | None:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute("SELECT version FROM active_model")).fetchone()
+        return row[0] if row else None
+
+    async def improver_state(self, version: str) -> ImproverState:
+        await self.ensure_schema()
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT revision, watermark, metrics FROM improver_state WHERE version = %s", (version,)
+            )).fetchone()
+        if row is None:
+            return ImproverState()
+        return ImproverState(int(row[0]), row[1], {k: float(v) for k, v in dict(row[2]).items()})
+
+    async def all_states(self) -> dict[str, dict[str, Any]]:
+        """Every version's revision, adjusted chunk count and last metrics (for GET /v1/models)."""
+        await self.ensure_schema()
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT s.version, s.revision, s.metrics, s.updated_at, "
+                " (SELECT count(*) FROM item_adjustments a WHERE a.version = s.version) "
+                "FROM improver_state s"
+            )).fetchall()
+        return {r[0]: {"revision": int(r[1]), "metrics": dict(r[2]), "updated_at": r[3],
+                       "adjusted_chunks": int(r[4])} for r in rows}
+
+    async def chunk_vectors(self, version: str, keys: Sequence[Key]) -> dict[Key, list[ChunkState]]:
+        await self.ensure_schema()
+        if not keys:
+            return {}
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                sql.SQL(
+                    "SELECT c.tenant, c.item_id, c.chunk_no, c.item_version, c.embedding, "
+                    " CASE WHEN a.item_version = c.item_version THEN a.original END "
+                    "FROM {t} c JOIN unnest(%s::text[], %s::text[]) AS k(tenant, id) "
+                    " ON c.tenant = k.tenant AND c.item_id = k.id "
+                    "LEFT JOIN item_adjustments a ON a.version = %s AND a.tenant = c.tenant "
+                    " AND a.item_id = c.item_id AND a.chunk_no = c.chunk_no "
+                    "ORDER BY c.tenant, c.item_id, c.chunk_no"
+                ).format(t=chunk_table(version)),
+                ([t for t, _ in keys], [i for _, i in keys], version),
+            )).fetchall()
+        result: dict[Key, list[ChunkState]] = {}
+        for tenant, item_id, chunk_no, item_version, embedding, original in rows:
+            current = np.asarray(embedding, dtype=np.float32)
+            kept = current if original is None else np.asarray(original, dtype=np.float32)
+            result.setdefault((tenant, item_id), []).append(
+                ChunkState(int(chunk_no), int(item_version), current, kept))
+        return result
+
+    async def commit_run(
+        self, version: str, expected_revision: int, updates: Sequence[ChunkUpdate],
+        watermark: datetime, metrics: dict[str, float],
+    ) -> bool:
+        await self.ensure_schema()
+        revision = expected_revision + (1 if updates else 0)
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(
+                "INSERT INTO improver_state (version) VALUES (%s) ON CONFLICT (version) DO NOTHING",
+                (version,),
+            )
+            await cur.execute(
+                "SELECT revision FROM improver_state WHERE version = %s FOR UPDATE", (version,))
+            row = await cur.fetchone()
+            if row is None or int(row[0]) != expected_revision:
+                return False
+            if updates:
+                await cur.executemany(
+                    "INSERT INTO item_adjustments "
+                    " (version, tenant, item_id, chunk_no, item_version, original, revision) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (version, tenant, item_id, chunk_no) DO UPDATE SET "
+                    " original = CASE WHEN item_adjustments.item_version = EXCLUDED.item_version "
+                    "   THEN item_adjustments.original ELSE EXCLUDED.original END, "
+                    " item_version = EXCLUDED.item_version, revision = EXCLUDED.revision, "
+                    " adjusted_at = now()",
+                    [(version, u.tenant, u.item_id, u.chunk_no, u.item_version,
+                      np.asarray(u.original, dtype=np.float32), revision) for u in updates],
+                )
+                # Only over the same item version: a concurrent rewrite by the indexer wins.
+                await cur.executemany(
+                    sql.SQL(
+                        "UPDATE {t} SET embedding = %s WHERE tenant = %s AND item_id = %s "
+                        "AND chunk_no = %s AND item_version = %s"
+                    ).format(t=chunk_table(version)),
+                    [(np.asarray(u.vector, dtype=np.float32), u.tenant, u.item_id, u.chunk_no,
+                      u.item_version) for u in updates],
+                )
+            await cur.execute(
+                "UPDATE improver_state SET revision = %s, watermark = %s, metrics = %s, "
+                " updated_at = now() WHERE version = %s",
+                (revision, watermark, Jsonb(metrics), version),
+            )
+        return True
+
+    async def revert(self, version: str) -> int:
+        """Restore the originals of `version` (where the chunk is still the one adjusted), drop
+        the adjustments and bump the revision. The watermark stays: clicks already applied are
+        not applied again."""
+        await self.ensure_schema()
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(
+                "INSERT INTO improver_state (version) VALUES (%s) ON CONFLICT (version) DO NOTHING",
+                (version,),
+            )
+            await cur.execute("SELECT revision FROM improver_state WHERE version = %s FOR UPDATE",
+                              (version,))
+            await cur.execute(
+                sql.SQL(
+                    "UPDATE {t} c SET embedding = a.original FROM item_adjustments a "
+                    "WHERE a.version = %s AND c.tenant = a.tenant AND c.item_id = a.item_id "
+                    "AND c.chunk_no = a.chunk_no AND c.item_version = a.item_version"
+                ).format(t=chunk_table(version)),
+                (version,),
+            )
+            restored = cur.rowcount
+            await cur.execute("DELETE FROM item_adjustments WHERE version = %s", (version,))
+            await cur.execute(
+                "UPDATE improver_state SET revision = revision + 1, "
+                " metrics = jsonb_build_object('revision', revision + 1, 'reverted_chunks', %s::int), "
+                " updated_at = now() WHERE version = %s",
+                (restored, version),
+            )
+        return restored

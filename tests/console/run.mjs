@@ -1,0 +1,192 @@
+// Drives the admin console in Debian's headless Chromium through playwright-core.
+//   node tests/console/run.mjs <gateway url> <admin key> <screenshot dir> [options as JSON]
+// options: {"query": "...", "minSessions": 3, "trainingTimeoutS": 420}
+// Prints one JSON object (what it saw) and exits 0 when every step passed and the browser
+// logged no console error, 1 otherwise.
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [url, key, shotDir, rawOptions] = process.argv.slice(2);
+if (!url || !key || !shotDir) {
+  console.error("usage: node run.mjs <gateway url> <admin key> <screenshot dir> [options JSON]");
+  process.exit(2);
+}
+const options = { query: "cats", minSessions: 3, trainingTimeoutS: 420, ...(rawOptions ? JSON.parse(rawOptions) : {}) };
+const FINAL = ["succeeded", "failed", "rejected"];
+mkdirSync(shotDir, { recursive: true });
+
+const report = { ok: false, steps: [], console_errors: [], screenshots: [] };
+const step = (name, detail = {}) => { report.steps.push({ name, ...detail }); };
+
+const userDataDir = mkdtempSync(join(tmpdir(), "flywheel-console-"));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1280, height: 800 },
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const page = context.pages()[0] || await context.newPage();
+page.setDefaultTimeout(30_000);
+page.on("console", (msg) => {
+  if (msg.type() === "error") report.console_errors.push({ text: msg.text(), location: msg.location() });
+});
+page.on("pageerror", (error) => report.console_errors.push({ text: `uncaught: ${error.message}` }));
+
+async function shot(name) {
+  await page.waitForTimeout(150); // let the last paint land
+  const path = join(shotDir, `${name}.png`);
+  await page.screenshot({ path, fullPage: false });
+  report.screenshots.push(path);
+}
+
+async function go(pageName) {
+  await page.getByRole("link", { name: pageName, exact: true }).click();
+  await page.waitForFunction((n) => document.querySelector("nav a[aria-current=page]")?.textContent === n, pageName);
+}
+
+async function search(query) {
+  await go("Search");
+  await page.getByLabel("Query").fill(query);
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  await page.locator("#answered-by").waitFor();
+  return {
+    results: await page.locator("tr.result").count(),
+    model_version: await page.locator("#answered-by").textContent(),
+    first: await page.locator("tr.result td:nth-child(2)").first().textContent().catch(() => null),
+  };
+}
+
+try {
+  // 1. The key, entered once.
+  await page.goto(`${url}/console`);
+  await page.getByLabel("API key").waitFor();
+  await shot("login");
+  await page.getByLabel("API key").fill(key);
+  await page.keyboard.press("Enter"); // submit from the keyboard
+  await page.locator("nav").waitFor();
+  await page.waitForFunction(() => location.hash === "#/overview");
+  step("signed in", { stored: await page.evaluate(() => Boolean(sessionStorage.getItem("flywheel.apiKey"))) });
+
+  // 2. Overview: health, topics with lag (two polls give events/s), DLQ sizes.
+  await page.locator("#h-health + .stats").waitFor({ timeout: 60_000 });
+  await page.locator("section[aria-labelledby=h-flow] table").waitFor({ timeout: 60_000 });
+  await page.locator("section[aria-labelledby=h-dead] table").waitFor({ timeout: 60_000 });
+  await page.waitForFunction(() => !document.querySelector("section[aria-labelledby=h-flow] .stat")?.textContent.includes("…"),
+    null, { timeout: 20_000 });
+  step("overview", {
+    healthy: await page.locator("#h-health + .stats .stat").textContent(),
+    topics: await page.locator("section[aria-labelledby=h-flow] tbody tr").count(),
+    events_per_s: await page.locator("section[aria-labelledby=h-flow] .stat").textContent(),
+  });
+  await shot("overview");
+
+  // 3. Search: results with scores and the version that answered; a metadata filter row.
+  const first = await search(options.query);
+  if (!first.results) throw new Error(`no results for ${options.query}`);
+  step("search", first);
+  await page.getByRole("button", { name: "Add filter" }).click();
+  await page.locator(".filter-key").last().fill("kind");
+  await page.locator(".filter-value").last().fill("animal");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  await page.waitForFunction(() => [...document.querySelectorAll("tr.result")].every((r) => r.textContent.includes("animal")));
+  step("filtered search", { results: await page.locator("tr.result").count() });
+  await page.locator("section[aria-labelledby=h-tenants] table").waitFor();
+  await shot("search");
+
+  // 4. Training on the tiny corpus, watched on the Tasks page until a final status.
+  await go("Models");
+  await page.locator("#active-version").waitFor();
+  await page.getByLabel("Epochs").fill("1");
+  await page.getByLabel("Min sessions").fill(String(options.minSessions));
+  await page.getByLabel("Gate margin").fill("0");
+  await page.getByRole("button", { name: "Request training" }).click();
+  const taskId = (await page.locator("#train-task").textContent()).trim();
+  step("training requested", { task_id: taskId });
+  await shot("models");
+  await page.locator("#train-task").click();
+  await page.waitForFunction(() => location.hash === "#/tasks");
+  const row = page.locator(`tr.task[data-task-id="${taskId}"]`);
+  await row.waitFor();
+  await shot("tasks-running");
+  await page.waitForFunction(([id, final]) => final.includes(
+    document.querySelector(`tr.task[data-task-id="${id}"]`)?.dataset.status), [taskId, FINAL],
+  { timeout: options.trainingTimeoutS * 1000, polling: 500 });
+  const training = { task_id: taskId, status: await row.getAttribute("data-status"),
+    stage: await row.locator("td:nth-child(4)").textContent(), error: await row.locator("td:nth-child(7)").textContent(),
+    mlflow_link: await row.getByRole("link", { name: "MLflow run" }).getAttribute("href").catch(() => null) };
+  step("training finished", training);
+  report.training = training;
+  await shot("tasks");
+
+  // 5. Activate a version (a confirmation dialog; Escape cancels it), then search with it.
+  await go("Models");
+  await page.locator("tr[data-version]").first().waitFor();
+  const versions = await page.locator("tr[data-version]").evaluateAll((rows) => rows.map((r) => ({
+    version: r.dataset.version, active: Boolean(r.querySelector(".badge.active")),
+    building: r.querySelector("button")?.disabled })));
+  const target = (versions.find((v) => !v.active && !v.building) || versions.find((v) => v.active)).version;
+  const activateButton = page.getByRole("button", { name: `Activate version ${target}` });
+  await activateButton.focus();
+  await page.keyboard.press("Enter");
+  await page.locator("dialog[open]").waitFor();
+  await shot("models-confirm");
+  await page.keyboard.press("Escape");
+  await page.locator("dialog[open]").waitFor({ state: "detached" });
+  const focusBack = await page.evaluate(() => document.activeElement?.getAttribute("aria-label"));
+  await activateButton.click();
+  await page.getByRole("button", { name: `Activate v${target}` }).click();
+  await page.waitForFunction((v) => document.querySelector("#toast")?.textContent.startsWith(`Version ${v} is active`), target);
+  await page.waitForFunction((v) => document.querySelector("#active-version")?.textContent === v, target);
+  step("activated", { version: target, versions, focus_after_escape: focusBack });
+  const after = await search(options.query);
+  step("search after activation", after);
+  report.activated = target;
+  report.search_after = after;
+  if (after.model_version !== target) throw new Error(`search answered with ${after.model_version}, not ${target}`);
+
+  // 6. Dead letters: the list; inspect the first letter if there is one.
+  await go("Dead letters");
+  await page.locator("section[data-topic]").first().waitFor({ timeout: 60_000 });
+  const inspect = page.getByRole("button", { name: /^Inspect letter/ });
+  const letters = await inspect.count();
+  if (letters) {
+    await inspect.first().click();
+    await page.locator("#letter pre").first().waitFor();
+  }
+  step("dead letters", { topics: await page.locator("section[data-topic]").count(), letters });
+  await shot("dlq");
+
+  // 7. Keyboard: the skip link comes first, nav links are reachable and work with Enter.
+  await page.keyboard.press("Home");
+  await page.evaluate(() => document.activeElement?.blur());
+  await page.keyboard.press("Tab");
+  const firstFocus = await page.evaluate(() => document.activeElement?.textContent);
+  await page.getByRole("link", { name: "Overview", exact: true }).focus();
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => location.hash === "#/overview");
+  step("keyboard", { first_tab_stop: firstFocus });
+
+  // 8. A narrow screen (390x844): every page.
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const [name, label] of [["overview", "Overview"], ["search", "Search"], ["tasks", "Tasks"],
+    ["models", "Models"], ["dlq", "Dead letters"]]) {
+    await go(label);
+    await page.waitForTimeout(name === "overview" ? 1500 : 800);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    step(`narrow ${name}`, { horizontal_overflow_px: overflow });
+    await shot(`narrow-${name}`);
+  }
+  report.ok = true;
+} catch (error) {
+  report.error = String(error && error.stack || error);
+  await shot("failure").catch(() => {});
+} finally {
+  await context.close().catch(() => {});
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+
+process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+process.exit(report.ok && report.console_errors.length === 0 ? 0 : 1);

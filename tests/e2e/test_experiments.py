@@ -1,0 +1,245 @@
+"""A/B split through the gateway and the improver, against the real stack.
+
+- A second version with a complete index: the base model placed in Triton under a new number,
+  its chunk table filled from version 1 (the same model, so the same vectors) and marked complete.
+- The improver runs its handler (core.improver.improve) over the real PostgreSQL, FerretDB and
+  Triton; session documents are written straight to MongoDB; everything is reverted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from core.ab import ABSplit, choose_version
+from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.session_store import MongoSessionStore
+from core.adapters.triton_embedder import TritonEmbedder
+from core.adapters.vector_adjustments import PgVectorAdjustments
+from core.api_keys import hash_key
+from core.bootstrap import build_model_control
+from core.config import Settings
+from core.domain import SearchQuery
+from core.improver import ImproverConfig, improve
+from core.models import default_base_model_dir
+from core.search import search
+from core.training.dataset import is_eval_session
+from infra.process import Component
+from infra.services import gateway_service
+from infra.triton_repo import model_versions
+from producers.publisher import Publisher
+from tests.conftest import _run
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = f"key-ab-{uuid.uuid4().hex}"
+TENANT = f"ab-{uuid.uuid4().hex[:6]}"
+DOCS = {
+    "cat": "The domestic cat is a small carnivorous mammal that purrs and hunts mice.",
+    "dog": "Dogs are loyal domesticated mammals that bark and fetch sticks.",
+    "rocket": "A rocket engine burns propellant to produce thrust and reach orbit.",
+    "bread": "Bread is baked from a dough of flour and water, leavened with yeast.",
+}
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+@pytest.fixture(scope="module")
+def ab_gateway(
+    test_settings: Settings, kafka: Component, postgres: Component, mongodb: Component,
+    triton: Component, indexer_service: Component, sessions_service: Component,
+) -> Iterator[str]:
+    records = [{"key_id": "ab-admin", "key_sha256": hash_key(ADMIN), "tenant": TENANT,
+                "scopes": ["publish", "search", "admin"]}]
+    settings = test_settings.model_copy(update={
+        "api_keys_json": json.dumps(records), "ab_metrics_cache_s": 0.0, "ab_split_cache_s": 0.0,
+    })
+    for _ in _run(gateway_service(settings)):
+        yield settings.gateway_url
+
+
+async def wait_for(predicate: Any, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.3)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def indexed(publisher: Publisher, indexer_service: Component, store: PgVectorStore) -> str:
+    await publisher.publish_many("content-upserted", [
+        {"id": id_, "title": id_, "text": text, "version": 1, "tenant": TENANT} for id_, text in DOCS.items()
+    ])
+
+    async def done() -> bool:
+        return await store.count_items(TENANT) == len(DOCS)
+    await wait_for(done)
+    active = await store.active_version()
+    assert active is not None
+    return active
+
+
+@pytest_asyncio.fixture(scope="module")
+async def candidate(
+    indexed: str, store: PgVectorStore, embedder: TritonEmbedder, test_settings: Settings
+) -> AsyncIterator[str]:
+    """A complete second version: the base model under a new number, its index copied."""
+    control = build_model_control(test_settings)
+    existing = model_versions(test_settings.triton_repository, test_settings.triton_model_name)
+    version = str(max(existing) + 200)
+    try:
+        await asyncio.to_thread(control.place_version, int(version), default_base_model_dir())
+        await control.load()
+        assert await control.is_ready(version)
+        dim = (await store.dimensions())[indexed]
+        await store.ensure_version(version, dim)
+        async with store.pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO chunks_v{version} SELECT * FROM chunks_v{int(indexed)} WHERE tenant = %s",
+                (TENANT,))
+        await store.finish_version(version)
+        yield version
+    finally:
+        async with store.pool.connection() as conn:
+            await conn.execute("DELETE FROM ab_split")
+            await conn.execute("DELETE FROM model_versions WHERE version = %s AND status <> 'active'",
+                               (version,))
+            await conn.execute(f"DROP TABLE IF EXISTS chunks_v{int(version)}")
+        await asyncio.to_thread(control.remove_version, int(version))
+        await control.load()
+        await control.close()
+
+
+async def test_a_50_percent_split_routes_sessions_deterministically_and_models_report_ctr_and_mrr(
+    ab_gateway: str, indexed: str, candidate: str, session_store: MongoSessionStore,
+) -> None:
+    async with httpx.AsyncClient(base_url=ab_gateway, timeout=30) as client:
+        building = await client.put("/v1/models/ab-split", headers=AUTH,
+                                    json={"candidate_version": "987654", "percent": 50})
+        assert building.status_code == 404, building.text
+        put = await client.put("/v1/models/ab-split", headers=AUTH,
+                               json={"candidate_version": candidate, "percent": 50})
+        assert put.status_code == 200, put.text
+        split = ABSplit(candidate, 50.0)
+
+        served: dict[str, str] = {}
+        sessions = [f"ab-{TENANT}-{i}" for i in range(16)]
+        for sid in sessions:
+            for _ in range(2):  # the same session always lands on the same version
+                found = await client.post("/v1/search", headers=AUTH, json={
+                    "query": "a pet that purrs", "k": 3, "session_id": sid})
+                assert found.status_code == 200, found.text
+                body = found.json()
+                assert served.setdefault(sid, body["model_version"]) == body["model_version"]
+            assert served[sid] == choose_version(indexed, split, sid)
+        assert set(served.values()) == {indexed, candidate}
+        anonymous = await client.post("/v1/search", headers=AUTH, json={"query": "a pet that purrs"})
+        assert anonymous.json()["model_version"] == indexed
+
+        # Click the first result in every other session: credited to the version that served it.
+        clicked = sessions[::2]
+        events = [{"type": "click", "session_id": sid, "content_id": "cat", "rank": 1} for sid in clicked]
+        assert (await client.post("/v1/clicks", headers=AUTH, json={"events": events})).status_code == 202
+
+        async def folded() -> bool:
+            docs = await session_store.get_many([f"{TENANT}/{sid}" for sid in sessions])
+            return len(docs) == len(sessions) and sum(
+                len(s["clicks"]) for d in docs.values() for s in d["searches"]) == len(clicked)
+        await wait_for(folded)
+
+        models = (await client.get("/v1/models", headers=AUTH)).json()
+        rows = {row["version"]: row for row in models["versions"]}
+        assert models["ab_split"]["candidate_version"] == candidate and models["ab_split"]["percent"] == 50
+        assert rows[indexed]["traffic"]["percent"] == 50 and rows[candidate]["traffic"]["percent"] == 50
+        # Each session searched twice; a click attaches to the latest search showing the item.
+        cand_sessions = [s for s in sessions if served[s] == candidate]
+        cand_clicked = [s for s in clicked if served[s] == candidate]
+        assert rows[candidate]["searches"] == 2 * len(cand_sessions)  # only this test uses it
+        assert rows[candidate]["ctr"] == pytest.approx(len(cand_clicked) / (2 * len(cand_sessions)))
+        assert rows[candidate]["mrr"] == pytest.approx(len(cand_clicked) / (2 * len(cand_sessions)))
+        assert rows[indexed]["searches"] >= 2 * (len(sessions) - len(cand_sessions))
+        assert rows[indexed]["ctr"] is not None and 0 < rows[indexed]["mrr"] <= 1
+
+        assert (await client.delete("/v1/models/ab-split", headers=AUTH)).status_code == 204
+        after = await client.post("/v1/search", headers=AUTH, json={
+            "query": "a pet that purrs", "session_id": cand_sessions[0]})
+        assert after.json()["model_version"] == indexed
+        assert (await client.get("/v1/models", headers=AUTH)).json()["ab_split"] is None
+
+
+async def _vectors(store: PgVectorStore, version: str) -> dict[tuple[str, int], np.ndarray]:
+    async with store.pool.connection() as conn:
+        rows = await (await conn.execute(
+            f"SELECT item_id, chunk_no, embedding FROM chunks_v{int(version)} WHERE tenant = %s",
+            (TENANT,))).fetchall()
+    return {(r[0], int(r[1])): np.asarray(r[2]) for r in rows}
+
+
+def _session(sid: str, query: str, ranking: list[str], clicked: str, version: str) -> dict[str, Any]:
+    at = datetime.now(UTC)
+    return {
+        "_id": f"{TENANT}/{sid}", "tenant": TENANT, "session_id": sid, "first_event_at": at,
+        "last_event_at": at, "created_at": at, "revision": 0, "event_ids": [], "model_versions": [version],
+        "searches": [{"event_id": f"s-{sid}", "query": query, "at": at, "model_version": version,
+                      "results": [{"id": i, "rank": r, "score": 0.0} for r, i in enumerate(ranking, 1)],
+                      "clicks": [{"event_id": f"c-{sid}", "content_id": clicked,
+                                  "rank": ranking.index(clicked) + 1, "at": at}],
+                      "conversions": []}],
+        "unattached": [],
+    }
+
+
+async def test_the_improver_moves_a_clicked_item_up_and_revert_restores_the_exact_vectors(
+    indexed: str, store: PgVectorStore, embedder: TritonEmbedder, session_store: MongoSessionStore,
+) -> None:
+    adjustments = PgVectorAdjustments(store.pool)
+    query = "a small mammal kept as a pet"
+    original = await _vectors(store, indexed)
+
+    async def ranking() -> list[str]:
+        result = await search(SearchQuery(query, 4, TENANT, version=indexed), store, embedder)
+        return [hit.id for hit in result.hits]
+
+    before = await ranking()
+    target = before[1]  # users click the second result, skipping the first
+    config = ImproverConfig(alpha=0.2, min_cosine=0.9, settle_s=0.0)
+    try:
+        revision = (await adjustments.improver_state(indexed)).revision
+        rounds = 0
+        for _ in range(6):
+            rounds += 1
+            sid = next(s for s in (f"imp-{uuid.uuid4().hex[:8]}" for _ in range(100))
+                       if not is_eval_session(f"{TENANT}/{s}", config.eval_fraction))
+            assert await session_store.save(_session(sid, query, await ranking(), target, indexed), None)
+            await asyncio.sleep(0.05)
+            report = await improve(adjustments, session_store, embedder, config)
+            assert report.committed and report.version == indexed
+            assert report.clicks >= 1 and report.revision > revision
+            revision = report.revision
+            if (await ranking())[0] == target:
+                break
+        now = await ranking()
+        assert now[0] == target and now.index(before[0]) > 0, (before, now, rounds)
+        state = await adjustments.improver_state(indexed)
+        assert "items_adjusted_last_run" in state.metrics and state.metrics["revision"] == revision
+        moved = await _vectors(store, indexed)
+        assert any(not np.array_equal(moved[k], original[k]) for k in original)
+        for key, vector in moved.items():  # bounded drift
+            assert float(vector @ original[key]) >= 0.9 - 1e-4
+    finally:
+        restored = await adjustments.revert(indexed)
+    assert restored >= 2
+    after = await _vectors(store, indexed)
+    assert after.keys() == original.keys()
+    assert all(np.array_equal(after[k], original[k]) for k in original)
+    assert await ranking() == before
+    assert (await adjustments.improver_state(indexed)).revision == revision + 1
