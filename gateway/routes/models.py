@@ -7,7 +7,16 @@ import logging
 from fastapi import APIRouter, Request
 
 from core.ab import InvalidSplit, configure_split
-from gateway.deps import Admin, ExperimentsDep, Searching, SettingsDep, StoreDep, resources
+from core.rollout import ActivationError, UnknownVersion, activate_version
+from gateway.deps import (
+    Admin,
+    EmbedderDep,
+    ExperimentsDep,
+    Searching,
+    SettingsDep,
+    StoreDep,
+    resources,
+)
 from gateway.models import (
     ABSplitInfo,
     ABSplitRequest,
