@@ -34,7 +34,7 @@ status: install
 	$(BIN)/flywheel status
 
 test: install system-deps
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -ra tests/unit $(PYTEST_ARGS)

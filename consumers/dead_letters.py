@@ -8,6 +8,8 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 
+from core.metrics import DEAD_LETTERS
+
 STACK_LIMIT = 2000
 
 
@@ -47,6 +49,7 @@ async def send_dead_letters(broker: KafkaBroker, letters: list[DeadLetter]) -> N
     """Publish and wait for the broker's acknowledgement of each, before offsets move on."""
     for letter in letters:
         record = letter.record
+        DEAD_LETTERS.labels(record.topic).inc()
         await broker.publish(
             record.value if record.value is not None else b"",
             topic=dlq_topic(record.topic),

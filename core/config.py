@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     rollout_max_poll_interval_ms: int = 24 * 60 * 60 * 1000
     # --- end of rollout settings ---------------------------------------------------------
 
-    # Indexing: records per batch, and token-aware chunking of long texts.
+    # Indexing: its consumer group, records per batch, and token-aware chunking of long texts.
+    indexer_group: str = "indexer"
     indexer_batch_size: int = 256
     indexer_batch_timeout_ms: int = 100
     chunk_max_tokens: int = 200

@@ -12,7 +12,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from prometheus_client import CollectorRegistry
 
 
 def configure_tracing(service_name: str) -> TracerProvider:
@@ -35,7 +34,3 @@ def _exporter_from_env() -> SpanExporter | None:
 
         return OTLPSpanExporter()
     return None
-
-
-def new_registry() -> CollectorRegistry:
-    return CollectorRegistry()

@@ -14,12 +14,19 @@ from infra.process import Component, Health
 class AsgiService(Component):
     """A uvicorn-served ASGI app of ours, probed over HTTP."""
 
-    def __init__(self, settings: Settings, name: str, app_path: str, port: int, probe: str) -> None:
+    def __init__(
+        self, settings: Settings, name: str, app_path: str, port: int, probe: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(settings)
         self.name = name
         self.app_path = app_path
         self.port = port
         self.probe = probe
+        self.extra_env = extra_env or {}
+
+    def environment(self) -> dict[str, str]:
+        return self.extra_env
 
     @property
     def url(self) -> str:
@@ -45,11 +52,13 @@ class AsgiService(Component):
         return Health(True, f"{self.probe} answered {response.status_code}")
 
 
-def consumer_service(settings: Settings, name: str, index: int) -> AsgiService:
+def consumer_service(
+    settings: Settings, name: str, index: int, extra_env: dict[str, str] | None = None
+) -> AsgiService:
     return AsgiService(
-        settings, name, f"consumers.{name}.app:app", settings.services_base_port + index, "/health"
+        settings, name, f"consumers.{name}.app:app", settings.services_base_port + index, "/health", extra_env
     )
 
 
-def gateway_service(settings: Settings) -> AsgiService:
-    return AsgiService(settings, "gateway", "gateway.main:app", settings.gateway_port, "/healthz")
+def gateway_service(settings: Settings, extra_env: dict[str, str] | None = None) -> AsgiService:
+    return AsgiService(settings, "gateway", "gateway.main:app", settings.gateway_port, "/healthz", extra_env)

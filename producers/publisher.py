@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
@@ -170,6 +170,8 @@ class Publisher:
         ):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
+        # FastStream links a consumed batch's span to each record's trace by this header.
+        carrier["correlation_id"] = str(record.event_id or uuid4())
         headers = [(name, value.encode()) for name, value in sorted(carrier.items())]
         if record.value is not None:
             headers.append(("content-type", b"application/json"))

@@ -28,6 +28,7 @@ from core.adapters.triton_embedder import EmbedderUnavailable, TritonEmbedder
 from core.bootstrap import build_chunker, build_embedder, build_store, ensure_initial_version
 from core.chunking import Chunker
 from core.config import get_settings
+from core.metrics import BATCH_RECORDS
 from schemas.registry import CONTENT_UPSERTED
 
 log = logging.getLogger("flywheel.indexer")
@@ -69,7 +70,7 @@ async def raw_records(message: Any) -> Any:
 
 @broker.subscriber(
     CONTENT_UPSERTED.name,
-    group_id="indexer",
+    group_id=settings.indexer_group,
     batch=True,
     max_records=settings.indexer_batch_size,
     batch_timeout_ms=settings.indexer_batch_timeout_ms,
@@ -79,6 +80,7 @@ async def raw_records(message: Any) -> Any:
 )
 async def on_content(records: Any) -> None:
     records = tuple(records)
+    BATCH_RECORDS.labels(CONTENT_UPSERTED.name).observe(len(records))
     parsed, letters = parse_records(records)
     d = deps["indexer"]
     report = IndexReport()
@@ -108,6 +110,6 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT_ERRORS)
 
 
-app = create_app("indexer", broker, registry)
+app = create_app("indexer", broker, registry, lag_of=(settings.indexer_group, CONTENT_UPSERTED.name))
 app.on_startup(open_dependencies)
 app.on_shutdown(close_dependencies)

@@ -17,12 +17,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from core.domain import ChunkVectors, Item
+from core.metrics import DB_WRITE_SECONDS
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -56,6 +59,7 @@ CREATE TABLE IF NOT EXISTS active_model (
 """
 
 RRF_K = 60
+_tracer = trace.get_tracer("flywheel.vector_store")
 _VERSION_RE = re.compile(r"^[0-9]+$")
 
 
@@ -194,6 +198,18 @@ class PgVectorStore:
             return {version: await self._pending_in(cur, wanted, version) for version in versions}
 
     async def apply(
+        self,
+        upserts: dict[str, list[ChunkVectors]],
+        deletes: Sequence[tuple[str, str]],
+    ) -> int:
+        with DB_WRITE_SECONDS.time(), _tracer.start_as_current_span(
+            "pgvector write", kind=SpanKind.CLIENT,
+            attributes={"db.system": "postgresql", "deletes": len(deletes),
+                        "versions": ",".join(upserts)},
+        ):
+            return await self._apply(upserts, deletes)
+
+    async def _apply(
         self,
         upserts: dict[str, list[ChunkVectors]],
         deletes: Sequence[tuple[str, str]],

@@ -14,13 +14,17 @@ from collections.abc import Sequence
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from tritonclient.utils import InferenceServerException
 
 from core.domain import Embeddings
+from core.metrics import EMBED_SECONDS, EMBEDDED_TEXTS
 from core.models import TRITON_INPUT as INPUT_NAME
 from core.models import TRITON_OUTPUT as OUTPUT_NAME
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("flywheel.embedder")
 
 # gRPC status codes worth retrying: the server restarting, overloaded, or the model loading.
 _TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "not ready", "unavailable")
@@ -55,7 +59,12 @@ class TritonEmbedder:
         if not texts:
             return Embeddings(np.zeros((0, 0), dtype=np.float32), self.model_name, model_version)
         batches = [texts[i : i + self.max_batch_size] for i in range(0, len(texts), self.max_batch_size)]
-        parts = await asyncio.gather(*(self._infer(batch, model_version) for batch in batches))
+        with EMBED_SECONDS.labels(model_version).time(), _tracer.start_as_current_span(
+            "triton infer", kind=SpanKind.CLIENT,
+            attributes={"model": self.model_name, "model_version": model_version, "texts": len(texts)},
+        ):
+            parts = await asyncio.gather(*(self._infer(batch, model_version) for batch in batches))
+        EMBEDDED_TEXTS.labels(model_version).inc(len(texts))
         return Embeddings(np.concatenate(parts), self.model_name, model_version)
 
     async def _infer(self, texts: Sequence[str], model_version: str) -> np.ndarray:

@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS improver_state (
 """
 
 
+def as_array(value: Any) -> np.ndarray:
+    """A pgvector value (numpy array, or pgvector's Vector in binary results) as float32."""
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
 class PgVectorAdjustments:
     """Implements core.improver.AdjustmentStore on the pgvector store's connection pool."""
 
@@ -108,8 +115,8 @@ class PgVectorAdjustments:
             )).fetchall()
         result: dict[Key, list[ChunkState]] = {}
         for tenant, item_id, chunk_no, item_version, embedding, original in rows:
-            current = np.asarray(embedding, dtype=np.float32)
-            kept = current if original is None else np.asarray(original, dtype=np.float32)
+            current = as_array(embedding)
+            kept = current if original is None else as_array(original)
             result.setdefault((tenant, item_id), []).append(
                 ChunkState(int(chunk_no), int(item_version), current, kept))
         return result

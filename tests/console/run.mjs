@@ -15,6 +15,17 @@ if (!url || !key || !shotDir) {
 }
 const options = { query: "cats", minSessions: 3, trainingTimeoutS: 420, ...(rawOptions ? JSON.parse(rawOptions) : {}) };
 const FINAL = ["succeeded", "failed", "rejected"];
+const stubVersion = (version, status, metrics, percent, ctr) => ({
+  version, status, active: status === "active", dim: 384, created_at: "2026-01-01T00:00:00Z", activated_at: null,
+  metrics, traffic: { percent }, searches: 200, clicked_searches: Math.round(200 * ctr), ctr, mrr: ctr * 0.8,
+  adjustments: {} });
+const STUB_MODELS = {
+  active_version: "2", ab_split: { candidate_version: "3", percent: 20 }, online_window_days: 7, online_sessions: 600,
+  versions: [
+    stubVersion("1", "retired", {}, 0, 0.41),
+    stubVersion("2", "active", { "ndcg@10": 0.62, "mrr@10": 0.55, "recall@10": 0.81 }, 80, 0.47),
+    stubVersion("3", "retired", { "ndcg@10": 0.68, "mrr@10": 0.6, "recall@10": 0.86 }, 20, 0.52),
+  ] };
 mkdirSync(shotDir, { recursive: true });
 
 const report = { ok: false, steps: [], console_errors: [], screenshots: [] };
@@ -160,16 +171,30 @@ try {
   await shot("dlq");
 
   // 7. Keyboard: the skip link comes first, nav links are reachable and work with Enter.
-  await page.keyboard.press("Home");
-  await page.evaluate(() => document.activeElement?.blur());
+  await page.reload();
+  await page.locator("nav").waitFor();
   await page.keyboard.press("Tab");
   const firstFocus = await page.evaluate(() => document.activeElement?.textContent);
+  await page.keyboard.press("Enter"); // the skip link focuses the content, the page stays
+  const afterSkip = await page.evaluate(() => [document.activeElement?.id, location.hash]);
   await page.getByRole("link", { name: "Overview", exact: true }).focus();
   await page.keyboard.press("Enter");
   await page.waitForFunction(() => location.hash === "#/overview");
-  step("keyboard", { first_tab_stop: firstFocus });
+  step("keyboard", { first_tab_stop: firstFocus, after_skip: afterSkip });
 
-  // 8. A narrow screen (390x844): every page.
+  // 8. The metrics chart and A/B split with several versions. The real stack above has only the
+  //    base version (a tiny corpus rarely passes the gate), so this one view answers /v1/models
+  //    from a stub; it is saved as models-chart-stubbed.png and changes nothing on the server.
+  await page.route("**/v1/models", (r) => r.fulfill({ contentType: "application/json", body: JSON.stringify(STUB_MODELS) }));
+  await go("Models");
+  await page.locator(".chart svg rect").first().waitFor();
+  step("models chart (stubbed /v1/models)", { bars: await page.locator(".chart svg rect").count(),
+    split: await page.locator("#ab-split").textContent() });
+  await shot("models-chart-stubbed");
+  await page.unroute("**/v1/models");
+  await go("Overview");
+
+  // 9. A narrow screen (390x844): every page.
   await page.setViewportSize({ width: 390, height: 844 });
   for (const [name, label] of [["overview", "Overview"], ["search", "Search"], ["tasks", "Tasks"],
     ["models", "Models"], ["dlq", "Dead letters"]]) {

@@ -123,7 +123,10 @@ def test_console_in_headless_chromium(
     assert report["training"]["status"] in ("succeeded", "rejected"), report["training"]
     assert report["search_after"]["model_version"] == report["activated"]
     assert steps["activated"]["focus_after_escape"] == f"Activate version {report['activated']}"
-    for page in ("overview", "search", "tasks", "models", "dlq"):
+    assert steps["keyboard"]["first_tab_stop"] == "Skip to content"
+    assert steps["keyboard"]["after_skip"] == ["main", "#/dlq"]
+    assert steps["models chart (stubbed /v1/models)"]["bars"] == 6  # 2 versions x 3 metrics
+    for page in ("overview", "search", "tasks", "models", "dlq"):  # every page, wide and narrow
         assert (shots / f"{page}.png").stat().st_size > 5000
         assert (shots / f"narrow-{page}.png").stat().st_size > 5000
         assert steps[f"narrow {page}"]["horizontal_overflow_px"] <= 0, f"{page} scrolls sideways on a phone"

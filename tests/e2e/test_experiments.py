@@ -25,7 +25,7 @@ from core.ab import ABSplit, choose_version
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.triton_embedder import TritonEmbedder
-from core.adapters.vector_adjustments import PgVectorAdjustments
+from core.adapters.vector_adjustments import PgVectorAdjustments, as_array
 from core.api_keys import hash_key
 from core.bootstrap import build_model_control
 from core.config import Settings
@@ -181,7 +181,7 @@ async def _vectors(store: PgVectorStore, version: str) -> dict[tuple[str, int], 
         rows = await (await conn.execute(
             f"SELECT item_id, chunk_no, embedding FROM chunks_v{int(version)} WHERE tenant = %s",
             (TENANT,))).fetchall()
-    return {(r[0], int(r[1])): np.asarray(r[2]) for r in rows}
+    return {(r[0], int(r[1])): as_array(r[2]) for r in rows}
 
 
 def _session(sid: str, query: str, ranking: list[str], clicked: str, version: str) -> dict[str, Any]:

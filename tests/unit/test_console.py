@@ -32,7 +32,8 @@ def test_console_page_and_assets_are_served_from_the_package() -> None:
             assert asset.status_code == 200, src
         assert c.get("/console/static/app.js").headers["content-type"].startswith("text/javascript")
         assert c.get("/console/", follow_redirects=False).status_code == 308
-        for bad in ("/console/static/..%2F..%2Fmain.py", "/console/static/.hidden.js", "/console/static/x.py"):
+        for bad in ("/console/static/..%2F..%2Fmain.py", "/console/static/.hidden.js",
+                    "/console/static/x.py"):
             response = c.get(bad)
             assert response.status_code == 404
             assert response.headers["content-type"] == "application/problem+json"

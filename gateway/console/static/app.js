@@ -361,7 +361,8 @@ function tasksPage(root) {
       updated.textContent = `updated ${new Date().toLocaleTimeString("en-GB", { hour12: false })}, every 2 s`;
       list.replaceChildren(table(["Task", "Type", "Status", "Stage", "Progress", ["Updated", "hide-narrow"], "Error", "Links"],
         tasks.map((t) => {
-          const progress = typeof t.progress === "number" ? t.progress : (FINAL.has(t.status) ? 1 : 0);
+          // A finished task is done whatever stage it stopped at (a rejection can come early).
+          const progress = FINAL.has(t.status) ? 1 : (typeof t.progress === "number" ? t.progress : 0);
           return h("tr", { class: "task", "data-task-id": t.id, "data-status": t.status },
             h("td", { class: "mono" }, t.id), h("td", {}, t.type), h("td", {}, badge(t.status)),
             h("td", {}, t.stage || "–"),
@@ -399,17 +400,26 @@ function metricOrder(versions) {
 
 function shareOf(version) {
   for (const [k, v] of numericEntries(version.traffic)) {
-    if (SHARE_KEYS.some((s) => k.toLowerCase().includes(s))) return v > 1 ? v / 100 : v;
+    const key = k.toLowerCase();
+    if (key.includes("percent")) return v / 100;
+    if (SHARE_KEYS.some((x) => key.includes(x))) return v;
   }
   return null;
 }
 
+// Fields shown in their own columns; anything else a newer gateway adds lands in "Other".
+const KNOWN_FIELDS = new Set(["version", "status", "active", "dim", "created_at", "activated_at", "metrics", "traffic",
+  "searches", "clicked_searches", "ctr", "mrr", "adjustments"]);
+
 function extraFields(version) {
-  const known = new Set(["version", "status", "active", "dim", "created_at", "activated_at", "metrics", "traffic"]);
   const out = [];
   for (const [k, v] of Object.entries(version)) {
-    if (known.has(k) || v === null || v === undefined) continue;
+    if (KNOWN_FIELDS.has(k) || v === null || v === undefined) continue;
     out.push(`${k}: ${typeof v === "number" ? fmt.num(v, 4) : JSON.stringify(v)}`);
+  }
+  const adj = version.adjustments || {};
+  if (Object.keys(adj).length) {
+    out.unshift(`improver revision ${adj.revision ?? "–"}${adj.adjusted_chunks !== undefined ? `, ${adj.adjusted_chunks} chunks nudged` : ""}`);
   }
   return out;
 }
@@ -452,26 +462,38 @@ function modelsPage(root) {
     }
     const versions = data.versions || [];
     const metrics = metricOrder(versions);
-    const trafficKeys = [...new Set(versions.flatMap((v) => numericEntries(v.traffic).map(([k]) => k)))];
-    const shares = versions.map((v) => [v.version, shareOf(v)]).filter(([, s]) => s !== null && s > 0);
-    const split = shares.length ? h("div", {},
+    const shares = versions.map((v) => [v.version, shareOf(v)]).filter(([, x]) => x !== null && x > 0);
+    const ab = data.ab_split;
+    const split = h("div", {},
       h("h4", {}, "A/B split"),
-      h("div", { class: "split", role: "img", "aria-label": shares.map(([v, s]) => `version ${v}: ${fmt.pct(s)}`).join(", ") },
-        shares.map(([v, s], i) => h("span", { style: `width:${(s * 100).toFixed(2)}%;background:${PALETTE[i % PALETTE.length]}`, title: `version ${v}: ${fmt.pct(s)}` }))),
-      h("div", { class: "legend" }, shares.map(([v, s], i) => h("span", {},
-        h("span", { class: "swatch", style: `background:${PALETTE[i % PALETTE.length]}` }), `v${v} ${fmt.pct(s)}`))))
-      : h("p", { class: "muted" }, "No A/B split: the active version serves all traffic.");
+      ab ? h("p", { id: "ab-split" }, `Candidate v${ab.candidate_version} serves ${fmt.num(ab.percent, 1)}% of sessions; `,
+        `the active v${data.active_version} serves the rest.`)
+        : h("p", { class: "muted", id: "ab-split" }, "No A/B split: the active version serves all traffic."),
+      shares.length ? [
+        h("div", { class: "split", role: "img", "aria-label": shares.map(([v, x]) => `version ${v}: ${fmt.pct(x)}`).join(", ") },
+          shares.map(([v, x], i) => h("span", { style: `width:${(x * 100).toFixed(2)}%;background:${PALETTE[i % PALETTE.length]}`, title: `version ${v}: ${fmt.pct(x)}` }))),
+        h("div", { class: "legend" }, shares.map(([v, x], i) => h("span", {},
+          h("span", { class: "swatch", style: `background:${PALETTE[i % PALETTE.length]}` }), `v${v} ${fmt.pct(x)}`)))] : null,
+      data.online_sessions !== undefined && data.online_sessions !== null
+        ? h("p", { class: "muted" }, `Click-through from ${fmt.num(data.online_sessions)} sessions`,
+          data.online_window_days ? ` in the last ${fmt.num(data.online_window_days, 1)} days.` : ".") : null);
+    const online = (v, k, digits) => (typeof v[k] === "number" ? fmt.num(v[k], digits) : "–");
     overview.replaceChildren(h("h3", { id: "h-versions" }, "Versions"),
       h("p", {}, "Active version: ", h("strong", { id: "active-version" }, data.active_version ?? "none")),
       split,
       table(["Version", "Status", ["Created", "hide-narrow"], ...metrics.map((m) => [m, "num"]),
-        ...trafficKeys.map((k) => [k, "num"]), ["Other", "hide-narrow"], "Action"],
+        ["Traffic", "num"], ["Clicked / searches", "num hide-narrow"], ["CTR", "num"], ["MRR (online)", "num hide-narrow"],
+        ["Other", "hide-narrow"], "Action"],
       versions.map((v) => h("tr", { "data-version": v.version },
         h("td", {}, h("strong", {}, v.version), v.active ? [" ", badge("active")] : null),
         h("td", {}, badge(v.status)),
         h("td", { class: "hide-narrow" }, fmt.time(v.created_at)),
         metrics.map((m) => h("td", { class: "num" }, fmt.num((v.metrics || {})[m], 4))),
-        trafficKeys.map((k) => h("td", { class: "num" }, fmt.num((v.traffic || {})[k], 4))),
+        h("td", { class: "num" }, shareOf(v) === null ? "–" : fmt.pct(shareOf(v))),
+        h("td", { class: "num hide-narrow" }, typeof v.searches === "number"
+          ? `${fmt.num(v.clicked_searches ?? 0)} / ${fmt.num(v.searches)}` : "–"),
+        h("td", { class: "num" }, typeof v.ctr === "number" ? fmt.pct(v.ctr) : "–"),
+        h("td", { class: "num hide-narrow" }, online(v, "mrr", 3)),
         h("td", { class: "muted hide-narrow" }, extraFields(v).join("; ") || "–"),
         h("td", {}, h("button", {
           type: "button", class: "small", disabled: v.status === "building",
@@ -621,6 +643,8 @@ function route() {
 }
 
 $("#login-form").addEventListener("submit", signIn);
+// The skip link must not change the hash: that is the router's.
+$(".skip").addEventListener("click", (event) => { event.preventDefault(); $("#main").focus(); });
 $("#sign-out").addEventListener("click", () => signOut());
 window.addEventListener("hashchange", route);
 showSignedIn(Boolean(apiKey()));
