@@ -31,6 +31,8 @@ def create_broker(service: str, settings: Settings | None = None) -> tuple[Kafka
     broker = KafkaBroker(
         settings.bootstrap_servers,
         client_id=f"flywheel-{service}",
+        # SIGTERM: stop fetching, let the batch in hand finish and commit, then exit.
+        graceful_timeout=settings.shutdown_grace_s,
         middlewares=[
             KafkaTelemetryMiddleware(tracer_provider=provider),
             KafkaPrometheusMiddleware(registry=registry, app_name=f"flywheel-{service}"),

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     services_base_port: int = 8090
 
     startup_timeout_s: float = 120.0
+    # On SIGTERM a service finishes the batch in hand for at most this long.
+    shutdown_grace_s: float = 60.0
 
     # --- Rollout: deployer and reindexer (issue 6) ---------------------------------------
     # Deployer: the longest a Triton load may take, and how closely Triton's embeddings of

@@ -145,7 +145,8 @@ class Component(ABC):
             f"({health.detail}); see {self.log_file}:\n{self._log_tail()}"
         )
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
+        timeout_s = timeout_s or 30.0
         pid = self.pid()
         if pid is not None:
             _signal_group(pid, self.stop_signal)

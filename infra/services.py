@@ -28,6 +28,10 @@ class AsgiService(Component):
     def environment(self) -> dict[str, str]:
         return self.extra_env
 
+    def stop(self, timeout_s: float | None = None) -> None:
+        # Past the graceful shutdown of uvicorn and of the broker before SIGKILL.
+        super().stop(timeout_s or self.settings.shutdown_grace_s + 30)
+
     @property
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
@@ -36,7 +40,7 @@ class AsgiService(Component):
         return [
             sys.executable, "-m", "uvicorn", self.app_path,
             "--host", self.settings.host, "--port", str(self.port),
-            "--no-access-log", "--timeout-graceful-shutdown", "30",
+            "--no-access-log", "--timeout-graceful-shutdown", str(int(self.settings.shutdown_grace_s) + 15),
         ]
 
     def cwd(self) -> Path:
