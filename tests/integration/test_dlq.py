@@ -50,11 +50,11 @@ async def test_letters_are_listed_shown_and_redriven_once(
                            f"{parked.partition}@{parked.offset}"))
     assert shown["headers"]["dlq-original-offset"] == "7" and "second chance" in shown["value"]
 
-    assert "redrove" in await cli(test_settings, "dlq", "redrive", "content-upserted")
+    # Other tests' letters may be pending too: they are redriven with ours.
+    assert f"key={tenant}/parked" in await cli(test_settings, "dlq", "redrive", "content-upserted")
     deadline = time.monotonic() + 60
     while await store.count_items(tenant) != 1:
         assert time.monotonic() < deadline, "redriven letter was not indexed"
         await asyncio.sleep(0.3)
-    assert "redrove 0 letter(s)" in await cli(test_settings, "dlq", "redrive", "content-upserted")
-    after = json.loads(await cli(test_settings, "dlq", "list", "--topic", "content-upserted", "--json"))
-    assert after[0]["pending"] == 0
+    # Redriven once: a second redrive does not send it again.
+    assert f"key={tenant}/parked" not in await cli(test_settings, "dlq", "redrive", "content-upserted")
