@@ -36,6 +36,24 @@ PORT_OFFSET = int(os.environ.get("FLYWHEEL_TEST_PORT_OFFSET", "0"))
 TEST_STATE_DIR = Path(os.environ.get("FLYWHEEL_TEST_STATE_DIR", REPO_ROOT / ".flywheel-test"))
 
 
+# Cheap and independent first; what restarts components or changes the served model versions
+# of the shared stack last, so earlier tests see the stack as it starts.
+_ORDER = ("unit", "integration", "e2e", "reliability", "rollout")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("rollout"):
+            return _ORDER.index("rollout")
+        if item.get_closest_marker("reliability"):
+            return _ORDER.index("reliability")
+        if item.get_closest_marker("e2e"):
+            return _ORDER.index("e2e")
+        return _ORDER.index("integration") if item.get_closest_marker("integration") else 0
+
+    items.sort(key=rank)  # stable: file order within a rank
+
+
 def make_test_settings() -> Settings:
     """Every port of a test stack lies in [base, base + 20): offsets that are multiples of
     100 give stacks that never share a port."""

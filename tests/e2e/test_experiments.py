@@ -40,7 +40,7 @@ from infra.triton_repo import model_versions
 from producers.publisher import Publisher
 from tests.conftest import _run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.rollout]
 
 ADMIN = f"key-ab-{uuid.uuid4().hex}"
 TENANT = f"ab-{uuid.uuid4().hex[:6]}"

@@ -37,7 +37,7 @@ from schemas.models import ModelPublished
 from schemas.reindex import ReindexRequested
 from tests.conftest import _run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.rollout]
 
 DOCS = {
     "cat": "The domestic cat is a small carnivorous mammal that purrs and hunts mice.",

@@ -54,7 +54,9 @@ def test_triton_serves_numeric_versions(triton: Component, test_settings: Settin
     versions = model_versions(repo, test_settings.triton_model_name)
     assert versions and versions[0] == 1
     model_root = repo / test_settings.triton_model_name
-    assert not [p.name for p in model_root.iterdir() if p.is_dir() and not p.name.isdigit()]
+    # Versions being placed are built aside in hidden directories, never served.
+    served = [p.name for p in model_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert served and all(name.isdigit() for name in served)
     assert (model_root / "1" / "model" / "model.safetensors").is_file()
 
     health = triton.check()
