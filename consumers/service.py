@@ -7,6 +7,7 @@ local runtime, compose and Kubernetes probe it the same way.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
@@ -20,6 +21,12 @@ from core.logging import configure_logging
 from core.telemetry import configure_tracing
 
 SERVICES = ("indexer", "sessions", "trainer", "deployer", "reindexer", "improver")
+
+
+async def raw_message(message: Any) -> Any:
+    """A FastStream decoder handing handlers aiokafka's own record(s): keys, tombstones and
+    offsets stay visible, and decoding is ours (schemas.codec) so bad records can be parked."""
+    return message.raw_message
 
 
 def create_broker(service: str, settings: Settings | None = None) -> tuple[KafkaBroker, CollectorRegistry]:

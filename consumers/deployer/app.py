@@ -16,17 +16,16 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 
-from consumers.dead_letters import DeadLetter, send_dead_letters
+from consumers.dead_letters import decode_or_park
 from consumers.deployer.artifacts import download_model, reference_embeddings
 from consumers.deployer.handlers import DeployDeps, deploy
-from consumers.service import create_app, create_broker
+from consumers.service import create_app, create_broker, raw_message
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_control import TritonModelControl
 from core.adapters.triton_embedder import TritonEmbedder
 from core.bootstrap import build_embedder, build_model_control, build_task_store
 from core.config import get_settings
 from producers.publisher import Publisher
-from schemas.codec import EventValidationError, decode_record
 from schemas.models import ModelPublished
 from schemas.registry import MODEL_PUBLISHED, REINDEX_REQUESTED
 from schemas.reindex import ReindexRequested
@@ -84,26 +83,17 @@ async def close_resources() -> None:
         await r.tasks.close()
 
 
-async def raw_record(message: Any) -> Any:
-    return message.raw_message
-
-
 @broker.subscriber(
     MODEL_PUBLISHED.name,
     group_id="deployer",
     auto_offset_reset="earliest",
     ack_policy=AckPolicy.NACK_ON_ERROR,
     max_poll_interval_ms=settings.rollout_max_poll_interval_ms,
-    decoder=raw_record,
+    decoder=raw_message,
 )
 async def on_model_published(record: Any) -> None:
-    try:
-        event = decode_record(record)
-    except (EventValidationError, ValueError) as error:
-        await send_dead_letters(broker, [DeadLetter(record, str(error), error)])
-        return
-    if not isinstance(event, ModelPublished):
-        await send_dead_letters(broker, [DeadLetter(record, "model-published does not accept tombstones")])
+    event = await decode_or_park(broker, record, ModelPublished)
+    if event is None:
         return
     try:
         task = await deploy(event, resources["deployer"].deps())

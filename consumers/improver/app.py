@@ -16,7 +16,7 @@ import contextlib
 import logging
 from typing import Any
 
-from consumers.service import create_app, create_broker
+from consumers.service import create_app, create_broker, raw_message
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.vector_adjustments import PgVectorAdjustments
 from core.bootstrap import build_embedder, build_session_store, build_store
@@ -78,13 +78,9 @@ async def close_dependencies() -> None:
             await deps.pop(name).close()
 
 
-async def raw_records(message: Any) -> Any:
-    return message.raw_message
-
-
 @broker.subscriber(
     CLICKS.name, group_id="improver", batch=True, max_records=500, batch_timeout_ms=500,
-    auto_offset_reset="latest", decoder=raw_records,
+    auto_offset_reset="latest", decoder=raw_message,
 )
 async def on_clicks(records: Any) -> None:
     if settings.improver_enabled:

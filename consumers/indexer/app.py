@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from consumers.dead_letters import DeadLetter, send_dead_letters
 from consumers.indexer.handlers import IndexReport, Operation, index_batch, parse_records
 from consumers.poison import process_isolating_poison
-from consumers.service import create_app, create_broker
+from consumers.service import create_app, create_broker, raw_message
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.triton_embedder import EmbedderUnavailable, TritonEmbedder
 from core.bootstrap import build_chunker, build_embedder, build_store, ensure_initial_version
@@ -64,10 +64,6 @@ async def close_dependencies() -> None:
         await deps["indexer"].embedder.close()
 
 
-async def raw_records(message: Any) -> Any:
-    return message.raw_message
-
-
 @broker.subscriber(
     CONTENT_UPSERTED.name,
     group_id=settings.indexer_group,
@@ -76,7 +72,7 @@ async def raw_records(message: Any) -> Any:
     batch_timeout_ms=settings.indexer_batch_timeout_ms,
     auto_offset_reset="earliest",
     ack_policy=AckPolicy.NACK_ON_ERROR,
-    decoder=raw_records,
+    decoder=raw_message,
 )
 async def on_content(records: Any) -> None:
     records = tuple(records)

@@ -21,17 +21,16 @@ from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from pymongo.errors import ConnectionFailure
 
-from consumers.dead_letters import DeadLetter, send_dead_letters
+from consumers.dead_letters import decode_or_park
 from consumers.reindexer.handlers import ReindexDeps, ReplaySource, reindex
 from consumers.reindexer.replay import open_replay
-from consumers.service import create_app, create_broker
+from consumers.service import create_app, create_broker, raw_message
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import EmbedderUnavailable, TritonEmbedder
 from core.bootstrap import build_chunker, build_embedder, build_store, build_task_store
 from core.chunking import Chunker
 from core.config import get_settings
-from schemas.codec import EventValidationError, decode_record
 from schemas.registry import CONTENT_UPSERTED, REINDEX_REQUESTED
 from schemas.reindex import ReindexRequested
 
@@ -86,26 +85,17 @@ async def close_resources() -> None:
         await r.tasks.close()
 
 
-async def raw_record(message: Any) -> Any:
-    return message.raw_message
-
-
 @broker.subscriber(
     REINDEX_REQUESTED.name,
     group_id="reindexer",
     auto_offset_reset="earliest",
     ack_policy=AckPolicy.NACK_ON_ERROR,
     max_poll_interval_ms=settings.rollout_max_poll_interval_ms,
-    decoder=raw_record,
+    decoder=raw_message,
 )
 async def on_reindex_requested(record: Any) -> None:
-    try:
-        event = decode_record(record)
-    except (EventValidationError, ValueError) as error:
-        await send_dead_letters(broker, [DeadLetter(record, str(error), error)])
-        return
-    if not isinstance(event, ReindexRequested):
-        await send_dead_letters(broker, [DeadLetter(record, "reindex-requested does not accept tombstones")])
+    event = await decode_or_park(broker, record, ReindexRequested)
+    if event is None:
         return
     try:
         task = await reindex(event, resources["reindexer"].deps())

@@ -19,7 +19,7 @@ from faststream.exceptions import NackMessage
 from pymongo.errors import PyMongoError
 
 from consumers.dead_letters import DeadLetter, send_dead_letters
-from consumers.service import create_app, create_broker
+from consumers.service import create_app, create_broker, raw_message
 from consumers.sessions.handlers import ConcurrentUpdates, fold_batch, maybe_request_training
 from core.adapters.session_store import MongoSessionStore
 from core.bootstrap import build_session_store
@@ -63,10 +63,6 @@ def parse_records(records: tuple[Any, ...]) -> tuple[list[SessionEventModel], li
     return events, letters
 
 
-async def raw_records(message: Any) -> Any:
-    return message.raw_message
-
-
 async def publish_training(event: TrainingRequested) -> None:
     await broker.publish(
         encode(event), topic=TRAINING_REQUESTED.name, key=event.run_id.encode(),
@@ -82,7 +78,7 @@ async def publish_training(event: TrainingRequested) -> None:
     batch_timeout_ms=settings.sessions_batch_timeout_ms,
     auto_offset_reset="earliest",
     ack_policy=AckPolicy.NACK_ON_ERROR,
-    decoder=raw_records,
+    decoder=raw_message,
 )
 async def on_clicks(records: Any) -> None:
     records = tuple(records)

@@ -19,8 +19,8 @@ from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from pymongo.errors import PyMongoError
 
-from consumers.dead_letters import DeadLetter, send_dead_letters
-from consumers.service import create_app, create_broker
+from consumers.dead_letters import decode_or_park
+from consumers.service import create_app, create_broker, raw_message
 from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
 from core.adapters.item_texts import PgItemTexts
 from core.adapters.pgvector_store import PgVectorStore
@@ -37,7 +37,7 @@ from core.config import get_settings
 from core.models import base_model_dir
 from core.training.dataset import DatasetBuilder, DatasetConfig
 from core.training.finetune import SentenceTransformersTrainer
-from schemas.codec import EventValidationError, decode_record, encode
+from schemas.codec import encode
 from schemas.models import ModelPublished
 from schemas.registry import MODEL_PUBLISHED, TRAINING_REQUESTED
 from schemas.training import TrainingRequested
@@ -92,25 +92,17 @@ async def close_dependencies() -> None:
         await r.tasks.close()
 
 
-async def raw_record(message: Any) -> Any:
-    return message.raw_message
-
-
 @broker.subscriber(
     TRAINING_REQUESTED.name,
     group_id="trainer",
     auto_offset_reset="earliest",
     ack_policy=AckPolicy.NACK_ON_ERROR,
     max_poll_interval_ms=settings.training_max_poll_interval_ms,
-    decoder=raw_record,
+    decoder=raw_message,
 )
 async def on_training_requested(record: Any) -> None:
-    try:
-        event = decode_record(record)
-        if not isinstance(event, TrainingRequested):
-            raise ValueError("a null value is not a training request")
-    except (EventValidationError, ValueError) as error:
-        await send_dead_letters(broker, [DeadLetter(record, str(error), error)])
+    event = await decode_or_park(broker, record, TrainingRequested)
+    if event is None:
         return
     try:
         task = await handle_training_request(event, resources["trainer"].deps)
