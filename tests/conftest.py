@@ -36,9 +36,9 @@ PORT_OFFSET = int(os.environ.get("FLYWHEEL_TEST_PORT_OFFSET", "0"))
 TEST_STATE_DIR = Path(os.environ.get("FLYWHEEL_TEST_STATE_DIR", REPO_ROOT / ".flywheel-test"))
 
 
-# Cheap and independent first; what restarts components or changes the served model versions
-# of the shared stack last, so earlier tests see the stack as it starts.
-_ORDER = ("unit", "integration", "e2e", "reliability", "rollout")
+# Cheap and independent first. Rollouts replay content-upserted from the start, so they run
+# before the e2e and reliability tests fill it; the tests that restart components run last.
+_ORDER = ("unit", "integration", "rollout", "e2e", "reliability")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -58,7 +58,8 @@ def traced_stack(
         "services_base_port": test_settings.services_base_port + 7,
         "indexer_group": "indexer-traced",
     })
-    console = {"OTEL_TRACES_EXPORTER": "console"}
+    # Spans go to stdout (the service's log file): unbuffered, so the test sees them at once.
+    console = {"OTEL_TRACES_EXPORTER": "console", "PYTHONUNBUFFERED": "1"}
     gateway = gateway_service(settings, extra_env=console)
     indexer = consumer_service(settings, "indexer", 0, extra_env=console)
     gateway.name, indexer.name = "gateway-traced", "indexer-traced"
@@ -80,7 +81,8 @@ async def test_one_trace_from_gateway_through_kafka_into_the_indexer(
         assert response.status_code == 202
     gateway_log = test_settings.logs_dir / "gateway-traced.log"
     indexer_log = test_settings.logs_dir / "indexer-traced.log"
-    deadline = time.monotonic() + 60
+    # The traced indexer's group starts at the topic's beginning: earlier tests' events first.
+    deadline = time.monotonic() + 180
     while True:
         gateway_traces = set(_trace_ids(gateway_log.read_text(), "POST /v1/content"))
         indexer_spans = indexer_log.read_text()

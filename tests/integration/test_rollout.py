@@ -11,6 +11,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from infra.process import Component
 from infra.services import consumer_service
 from infra.triton_repo import model_versions
 from producers.publisher import Publisher
+from producers.replay import reset_group
 from schemas.models import ModelPublished
 from schemas.reindex import ReindexRequested
 from tests.conftest import _run
@@ -53,10 +55,17 @@ def _service(settings: Settings, name: str) -> Component:
     return consumer_service(settings, name, SERVICES.index(name))
 
 
+def skip_history(settings: Settings, topic: str, group: str) -> None:
+    """Start `group` at the end of `topic`, as an operator would with `flywheel replay --from now`:
+    earlier modules' model-published and reindex-requested events are not this module's."""
+    asyncio.run(reset_group(settings.bootstrap_servers, topic, group, datetime.now(UTC)))
+
+
 @pytest.fixture(scope="module")
 def deployer_service(
     kafka: Component, mongodb: Component, mlflow_server: Component, triton: Component, test_settings: Settings
 ) -> Iterator[Component]:
+    skip_history(test_settings, "model-published", "deployer")
     yield from _run(_service(test_settings, "deployer"))
 
 
@@ -69,6 +78,7 @@ def reindexer_settings(settings: Settings) -> Settings:
 def reindexer_service(
     kafka: Component, postgres: Component, mongodb: Component, triton: Component, test_settings: Settings
 ) -> Iterator[Component]:
+    skip_history(test_settings, "reindex-requested", "reindexer")
     yield from _run(_service(reindexer_settings(test_settings), "reindexer"))
 
 
