@@ -66,6 +66,7 @@ class Triton(Component):
             f"--metrics-address={s.host}",
             f"--metrics-port={s.triton_metrics_port}",
             "--exit-timeout-secs=10",
+            "--strict-readiness=false",
             "--log-verbose=0",
         ]
 
@@ -85,8 +86,10 @@ class Triton(Component):
                 self.settings.triton_http_url, connection_timeout=2.0, network_timeout=5.0
             )
             try:
-                if not client.is_server_ready():
-                    return Health(False, "server not ready")
+                # Liveness, not strict readiness: a version that failed to load (and was
+                # withdrawn) must not mark the whole server down; the versions are checked below.
+                if not client.is_server_live():
+                    return Health(False, "server not live")
                 index = client.get_model_repository_index()
             finally:
                 client.close()

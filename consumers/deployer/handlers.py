@@ -137,7 +137,7 @@ async def deploy(event: ModelPublished, deps: DeployDeps) -> dict[str, Any]:
         reason = f"{stage}: {error}"
         log.error("deploy of version %s failed at %s", event.model_version, reason)
         if placed_now:
-            await _withdraw(deps.server, version, loaded=await deps.server.is_ready(str(version)))
+            await _withdraw(deps.server, version)
         failed = await deps.tasks.update(tid, status="failed", stage=stage, error=reason)
         return failed or task
     finally:
@@ -210,12 +210,12 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return np.asarray(vectors / np.where(norms == 0, 1.0, norms), dtype=np.float32)
 
 
-async def _withdraw(server: ModelServer, version: int, *, loaded: bool) -> None:
-    """Remove a version this attempt placed, so no later load trips over it; when Triton had
-    loaded it, reload so that Triton drops it (the other versions keep serving)."""
+async def _withdraw(server: ModelServer, version: int) -> None:
+    """Remove a version this attempt placed, so no later load trips over it, and reload so
+    that Triton forgets it, loaded or failed (a failed version keeps the server unready);
+    the other versions keep serving."""
     try:
         await asyncio.to_thread(server.remove_version, version)
-        if loaded:
-            await server.load()
+        await server.load()
     except Exception as error:  # best effort: the task already records the failure
         log.warning("could not withdraw version %s from Triton: %s", version, error)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from consumers.service import SERVICES
 from core.adapters.pgvector_store import PgVectorStore
@@ -58,7 +59,14 @@ def _service(settings: Settings, name: str) -> Component:
 def skip_history(settings: Settings, topic: str, group: str) -> None:
     """Start `group` at the end of `topic`, as an operator would with `flywheel replay --from now`:
     earlier modules' model-published and reindex-requested events are not this module's."""
-    asyncio.run(reset_group(settings.bootstrap_servers, topic, group, datetime.now(UTC)))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            asyncio.run(reset_group(settings.bootstrap_servers, topic, group, datetime.now(UTC)))
+            return
+        except GroupCoordinatorNotAvailableError:  # a fresh broker creates __consumer_offsets
+            assert time.monotonic() < deadline, "no group coordinator"
+            time.sleep(1)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +209,7 @@ async def chunk_counts(store: PgVectorStore, version: str) -> dict[tuple[str, st
 # --- deployer ---------------------------------------------------------------------------------
 async def test_a_broken_artifact_fails_the_deploy_and_the_active_version_keeps_serving(
     deployer_service: Component, publisher: Publisher, tasks: TaskStore, store: PgVectorStore,
-    embedder: TritonEmbedder, test_settings: Settings, tmp_path: Path,
+    embedder: TritonEmbedder, triton: Component, test_settings: Settings, tmp_path: Path,
 ) -> None:
     broken = copy_base_model(tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"not a tensor file")
@@ -220,6 +228,9 @@ async def test_a_broken_artifact_fails_the_deploy_and_the_active_version_keeps_s
     vectors = (await embedder.embed(["still serving"], active or "1")).vectors
     assert vectors.shape == (1, 384)
     assert await reindex_requests(test_settings, version) == []
+    # Triton forgot the failed version: the server is ready again (readiness probes pass).
+    health = await asyncio.to_thread(triton.check)
+    assert health.healthy, health.detail
 
 
 async def test_deploy_then_blue_green_reindex_then_rollback(
