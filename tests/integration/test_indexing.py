@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from consumers.lag import measure_lag
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.config import Settings
@@ -161,3 +162,69 @@ async def test_invalid_events_go_to_the_dead_letter_topic_and_the_rest_is_indexe
     reason = letters[f"{who}/x-{marker}"]["dlq-error"]
     assert "version" in reason and "text" in reason
     assert letters[f"{who}/x-{marker}"]["dlq-original-topic"] == "content-upserted"
+
+
+async def test_the_same_events_replayed_leave_the_tables_identical(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, test_settings: Settings
+) -> None:
+    import psycopg
+
+    who = tenant()
+    events = [{"id": f"r{i}", "text": f"Replay check number {i} about rivers and lakes.", "version": 1,
+               "tenant": who, "event_id": str(uuid.uuid4())} for i in range(30)]
+    await publisher.publish_many("content-upserted", events)
+    await indexed(store, who, 30)
+
+    def snapshot() -> tuple[object, ...]:
+        version = int(store_version)
+        with psycopg.connect(test_settings.postgres_dsn) as conn:
+            items = conn.execute("SELECT id, version, updated_at FROM items WHERE tenant = %s ORDER BY id",
+                                 (who,)).fetchall()
+            chunks = conn.execute(
+                f"SELECT item_id, chunk_no, embedding::text FROM chunks_v{version} WHERE tenant = %s "
+                "ORDER BY item_id, chunk_no", (who,)).fetchall()
+        return tuple(items), tuple(chunks)
+
+    store_version = await store.active_version()
+    before = snapshot()
+    await publisher.publish_many("content-upserted", events)  # the very same events again
+
+    async def consumed() -> bool:
+        lag = await measure_lag(test_settings.bootstrap_servers, "indexer", "content-upserted")
+        return sum(lag.values()) == 0
+    await wait_for(consumed)
+    assert len(before[0]) == 30 and len(before[1]) == 30
+    assert snapshot() == before
+
+
+async def test_a_filtered_search_returns_k_where_post_filtering_returns_fewer(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, embedder: TritonEmbedder,
+    test_settings: Settings,
+) -> None:
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    who = tenant()
+    common = [{"id": f"c{i}", "text": f"Weather report {i}: sunny skies, light wind and mild temperatures.",
+               "version": 1, "tenant": who, "metadata": {"rare": False}} for i in range(240)]
+    rare = [{"id": f"x{i}", "text": f"Accounting ledger entry {i} for quarterly tax filings.",
+             "version": 1, "tenant": who, "metadata": {"rare": True}} for i in range(12)]
+    await publisher.publish_many("content-upserted", common + rare)
+    await indexed(store, who, len(common) + len(rare))
+
+    query = "what will the weather be like tomorrow, sunny or windy"
+    result = await search(SearchQuery(query, 10, who, {"rare": True}), store, embedder)
+    assert len(result.hits) == 10 and all(h.id.startswith("x") for h in result.hits)
+
+    vector = (await embedder.embed([query], result.model_version)).vectors[0]
+    with psycopg.connect(test_settings.postgres_dsn) as conn:
+        register_vector(conn)
+        conn.execute("SET hnsw.iterative_scan = off")
+        conn.execute("SET hnsw.ef_search = 40")
+        # Make the planner walk the HNSW index, as it does on large tables.
+        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            conn.execute(f"SET {setting} = off")
+        post_filtered = conn.execute(
+            f"SELECT item_id FROM chunks_v{int(result.model_version)} WHERE tenant = %s "
+            "AND metadata @> '{\"rare\": true}' ORDER BY embedding <=> %s LIMIT 10", (who, vector)).fetchall()
+    assert len(post_filtered) < 10
