@@ -11,7 +11,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from core.adapters.triton_embedder import TritonEmbedder
 from core.bootstrap import build_model_control, build_task_store
 from core.config import Settings
 from core.domain import SearchQuery
-from core.model_registry import REGISTERED_MODEL_NAME, serving_version
+from core.model_registry import REGISTERED_MODEL_NAME, registry_version, serving_version
 from core.models import default_base_model_dir
 from core.rollout import IndexIncomplete, activate_version
 from core.search import search
@@ -352,3 +352,38 @@ async def test_a_backfill_killed_midway_resumes_without_gaps_or_duplicates(
     assert await chunk_counts(store, version) == await chunk_counts(store, "1")  # no duplicates
     versions = {row["version"]: row["status"] for row in await store.list_versions()}
     assert versions[version] == "retired" and await store.active_version() == "1"
+
+
+async def test_a_full_cycle_from_clicks_to_search_served_by_the_new_version(
+    trainer_service: Component, sessions_service: Component, indexer_service: Component,
+    deployer_service: Component, reindexer_service: Component, publisher: Publisher,
+    store: PgVectorStore, embedder: TritonEmbedder, session_store: Any, tasks: TaskStore,
+    test_settings: Settings,
+) -> None:
+    """clicks -> sessions -> training (gate passed, MLflow) -> deploy to Triton -> reindex ->
+    the new version active, and search answered by it."""
+    from tests.integration.test_training import finished, training_data
+
+    who = f"cycle-{uuid.uuid4().hex[:8]}"
+    since = await training_data(publisher, store, session_store, who, 24)
+    run_id = f"run-{uuid.uuid4().hex}"
+    await publisher.publish("training-requested", {
+        "run_id": run_id, "min_sessions": 10, "epochs": 1, "gate_margin": 0.05,
+        "since": since.isoformat(), "until": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()})
+    trained = await finished(tasks, run_id)
+    assert trained["status"] == "succeeded", trained
+    version = trained["details"]["model_version"]
+
+    deployed = await wait_task(tasks, f"deploy-{version}")
+    assert deployed["status"] == "succeeded", deployed
+    reindexed = await wait_task(tasks, f"reindex-{version}")
+    assert reindexed["status"] == "succeeded", reindexed
+
+    assert await store.active_version() == version
+    result = await search(SearchQuery("anything at all", 3, who), store, embedder)
+    assert result.model_version == version and result.hits
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=test_settings.mlflow_uri)
+    registered = client.get_model_version(REGISTERED_MODEL_NAME, str(registry_version(version)))
+    assert registered.run_id and client.get_run(registered.run_id).info.status == "FINISHED"
