@@ -104,14 +104,13 @@ async def run_gateway(settings: Settings, config: GatewayConfig) -> dict[str, An
         published = await run_load([content_call(i) for i in range(config.requests)], config.concurrency)
 
     async with open_stack(settings, ingest=False) as stack:
-        async def in_process(query: str) -> Callable[[], Awaitable[bool]]:
+        def in_process(query: str) -> Callable[[], Awaitable[bool]]:
             async def call() -> bool:
                 await search(SearchQuery(query, config.k, config.tenant), stack.store, stack.embedder)
                 return True
             return call
 
-        calls = [await in_process(q) for q in queries]
-        baseline = await run_load(calls, config.concurrency)
+        baseline = await run_load([in_process(q) for q in queries], config.concurrency)
 
     report = {
         "concurrency": config.concurrency,

@@ -15,6 +15,7 @@ from core.api_keys import hash_key
 from core.config import Settings
 from infra.process import Component
 from infra.services import consumer_service, gateway_service
+from producers.publisher import Publisher
 from tests.conftest import _run
 
 pytestmark = pytest.mark.integration
@@ -24,10 +25,7 @@ def metric(text: str, name: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(name)]
 
 
-async def test_indexer_metrics(indexer_service: Component, publisher: object) -> None:
-    from producers.publisher import Publisher
-
-    assert isinstance(publisher, Publisher)
+async def test_indexer_metrics(indexer_service: Component, publisher: Publisher) -> None:
     tenant = f"m-{uuid.uuid4().hex[:8]}"
     await publisher.publish("content-upserted", {"id": "m1", "text": "metrics please", "version": 1,
                                                  "tenant": tenant})
