@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import bench, dlq, models, publish, replay, rollout, schemas, search, stack, tasks, train
+from cli import bench, dlq, keys, models, publish, replay, rollout, schemas, search, stack, tasks, train
 from cli.experiments import ab_split, improve_now, improver_revert
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command("reindex")(rollout.reindex)
 app.add_typer(bench.app, name="bench")
 app.command("train")(train.train)
 app.add_typer(tasks.app, name="tasks")
+app.add_typer(keys.app, name="keys")
 rollout.models_app.command("registry")(models.registry)
 rollout.models_app.command("ab-split")(ab_split)
 rollout.models_app.command("improve")(improve_now)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.api_keys import ApiKeyRecord, hash_key, load_keys
 from core.config import Settings
+
+log = logging.getLogger("flywheel.gateway")
 
 
 @dataclass(frozen=True)
@@ -22,24 +26,55 @@ class Principal:
 
 
 class KeyRing:
-    def __init__(self, records: list[ApiKeyRecord]) -> None:
+    """The keys the gateway accepts. Keys from the store file (`flywheel keys create|revoke`)
+    are re-read when the file changes, checked at most once per `recheck_s`: a new or revoked
+    key takes effect without a restart."""
+
+    def __init__(self, records: list[ApiKeyRecord], store: Path | None = None,
+                 recheck_s: float = 1.0) -> None:
         self.records = records
+        self._store = store
+        self._recheck_s = recheck_s
+        self._checked = time.monotonic()
+        self._stamp = _stamp(store) if store else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
         if settings.api_keys_json:
-            records = [ApiKeyRecord.model_validate(r) for r in json.loads(settings.api_keys_json)]
-        else:
-            records = load_keys(settings.api_key_store)
-        return cls(records)
+            return cls([ApiKeyRecord.model_validate(r) for r in json.loads(settings.api_keys_json)])
+        return cls(load_keys(settings.api_key_store), settings.api_key_store)
+
+    def _refresh(self) -> None:
+        if self._store is None or time.monotonic() - self._checked < self._recheck_s:
+            return
+        self._checked = time.monotonic()
+        stamp = _stamp(self._store)
+        if stamp == self._stamp:
+            return
+        try:
+            self.records = load_keys(self._store)
+        except (OSError, ValueError):  # half-written or broken: keep the keys we have
+            log.warning("could not re-read the API key store %s", self._store, exc_info=True)
+            return
+        self._stamp = stamp
+        log.info("API keys re-read from %s: %d keys", self._store, len(self.records))
 
     def authenticate(self, key: str) -> Principal | None:
+        self._refresh()
         digest = hash_key(key)
         for record in self.records:
             if hmac.compare_digest(record.key_sha256, digest):
                 return Principal(record.key_id, record.tenant, frozenset(record.scopes),
                                  record.rate_per_s, record.burst)
         return None
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from core.api_keys import ApiKeyRecord, ensure_local_admin_key, hash_key, load_keys
+import pytest
+
+from core.api_keys import ApiKeyRecord, create_key, ensure_local_admin_key, hash_key, load_keys, revoke_key
 from gateway.security import KeyRing, RateLimiter
 
 
@@ -32,3 +34,32 @@ def test_per_key_limits_override_the_default() -> None:
     limiter = RateLimiter(rate=100, burst=100)
     assert limiter.acquire(principal.key_id, principal.rate_per_s, principal.burst) == 0.0
     assert limiter.acquire(principal.key_id, principal.rate_per_s, principal.burst) > 1.0
+
+
+def test_a_ring_on_the_store_sees_keys_created_and_revoked_without_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = tmp_path / "keys.json"
+    ring = KeyRing(load_keys(store), store, recheck_s=0.0)
+    key = create_key(store, "reader", "acme", ["search"], rate_per_s=5)
+    principal = ring.authenticate(key)
+    assert principal is not None and principal.tenant == "acme" and principal.scopes == {"search"}
+    assert principal.rate_per_s == 5
+    assert oct(store.stat().st_mode & 0o777) == "0o600"
+    replacement = create_key(store, "reader", "acme", ["search", "publish"])
+    assert ring.authenticate(key) is None and ring.authenticate(replacement) is not None
+    assert revoke_key(store, "reader") and not revoke_key(store, "reader")
+    assert ring.authenticate(replacement) is None
+
+
+def test_a_ring_keeps_its_keys_when_the_store_turns_unreadable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = tmp_path / "keys.json"
+    key = create_key(store, "writer", "acme", ["publish"])
+    ring = KeyRing(load_keys(store), store, recheck_s=0.0)
+    store.write_text("[{not json")
+    assert ring.authenticate(key) is not None
+
+
+def test_unknown_scopes_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="scopes must be some of"):
+        create_key(tmp_path / "keys.json", "k", "t", ["read"])
+    with pytest.raises(ValueError):
+        create_key(tmp_path / "keys.json", "k", "t", [])

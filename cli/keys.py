@@ -1,0 +1,60 @@
+"""`flywheel keys`: the gateway's API keys, each bound to one tenant and a set of scopes.
+Kept hashed in the stack's key store; a running gateway picks up changes within a second."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import fail, out
+from core.api_keys import SCOPES, create_key, load_keys, revoke_key
+from core.config import get_settings
+
+app = typer.Typer(help="API keys of the gateway: create, list, revoke.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    key_id: Annotated[str, typer.Argument(help="A name for the key (replaces a key of the same name).")],
+    tenant: Annotated[str, typer.Option("--tenant", help="The only tenant the key can read and write.")],
+    scopes: Annotated[
+        str, typer.Option("--scopes", help=f"Comma-separated, of: {', '.join(SCOPES)}.")
+    ] = "publish,search",
+    rate: Annotated[
+        float | None, typer.Option("--rate", min=0.1, help="Requests/s (default: the gateway's).")
+    ] = None,
+    burst: Annotated[int | None, typer.Option("--burst", min=1, help="Burst size.")] = None,
+) -> None:
+    """Create a key and print it: this is the only time it is shown."""
+    settings = get_settings()
+    try:
+        key = create_key(settings.api_key_store, key_id, tenant,
+                         [s.strip() for s in scopes.split(",") if s.strip()], rate, burst)
+    except ValueError as error:
+        raise fail(str(error), 2) from error
+    print(key)
+
+
+@app.command("list")
+def list_keys(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The keys in the store (their hashes are not shown)."""
+    records = load_keys(get_settings().api_key_store)
+    if as_json:
+        print(json.dumps([r.model_dump(exclude={"key_sha256"}) for r in records], indent=2))
+        return
+    table = Table("key id", "tenant", "scopes", "rate/s", "burst")
+    for r in records:
+        table.add_row(r.key_id, r.tenant, ",".join(r.scopes), str(r.rate_per_s or "default"),
+                      str(r.burst or "default"))
+    out.print(table)
+
+
+@app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Remove a key; the gateway refuses it from then on."""
+    if not revoke_key(get_settings().api_key_store, key_id):
+        raise fail(f"no key named {key_id!r}", 1)
+    out.print(f"revoked {key_id}")
