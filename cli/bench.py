@@ -11,12 +11,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from bench.beir import read_dataset
 from bench.gateway import GatewayConfig, run_gateway
 from bench.ingest import IngestConfig, IngestTimeout, run_ingest
 from bench.progress import make_progress
+from bench.quality import QualityConfig, QualityError, run_quality
 from bench.runtime import StackUnavailable
 from bench.search import SearchConfig, run_search
 from cli.common import fail, out
+from core.api_keys import SCOPES, create_key
 from core.config import get_settings
 from core.search import NoActiveModel
 
@@ -44,7 +47,7 @@ def _run(coroutine: Any) -> Any:
         return asyncio.run(coroutine)
     except StackUnavailable as error:
         raise fail(str(error), 1) from error
-    except (IngestTimeout, NoActiveModel, ValueError, FileNotFoundError) as error:
+    except (IngestTimeout, QualityError, NoActiveModel, ValueError, FileNotFoundError) as error:
         raise fail(str(error), 1) from error
 
 
@@ -174,3 +177,82 @@ def gateway(
     out.print(table)
     if "search_rps_ratio" in report:
         out.print(f"/v1/search requests/s over in-process search: {report['search_rps_ratio']:.2f}")
+
+
+@app.command("quality")
+def quality(
+    dataset: Annotated[
+        Path, typer.Option("--dataset", exists=True, file_okay=False,
+                           help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/{train,test}.tsv."),
+    ],
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="An admin key of the tenant to fill (default: a key "
+                                 "`bench-quality` for --tenant is created in the local key store).")
+    ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", help="The tenant of the created key (default: quality-<dataset>)."),
+    ] = None,
+    max_docs: Annotated[
+        int | None, typer.Option("--max-docs", min=1, help="Cut the corpus (every judged document kept).")
+    ] = None,
+    train_queries: Annotated[
+        int | None, typer.Option("--train-queries", min=1, help="Use the first N train queries.")
+    ] = None,
+    test_queries: Annotated[
+        int | None, typer.Option("--test-queries", min=1, help="Use the first N test queries.")
+    ] = None,
+    shown_k: Annotated[
+        int, typer.Option("--shown-k", min=1, max=100, help="Results shown per training search.")
+    ] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=100, help="Training epochs.")] = 1,
+    gate_margin: Annotated[
+        float, typer.Option("--gate-margin", min=0.0, max=1.0, help="nDCG@10 the candidate must gain.")
+    ] = 0.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 4,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for each step."),
+    ] = 7200,
+    as_json: AsJson = False,
+    progress: ShowProgress = True,
+) -> None:
+    """nDCG@10 and Recall@100 before and after one turn of the flywheel, through the gateway."""
+    settings = get_settings()
+    try:
+        data = read_dataset(dataset, max_docs, train_queries, test_queries)
+    except (ValueError, FileNotFoundError) as error:
+        raise fail(str(error), 2) from error
+    tenant = tenant or f"quality-{data.name}"
+    if api_key is None:
+        api_key = create_key(settings.api_key_store, "bench-quality", tenant, list(SCOPES),
+                             rate_per_s=1000, burst=1000)
+    config = QualityConfig(shown_k, epochs, gate_margin, concurrency, timeout_s)
+    report = _run(run_quality(settings.gateway_url, api_key, tenant, data, config, make_progress(progress)))
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_quality(report)
+    if report["fine_tuned"] is None:
+        raise typer.Exit(3)
+
+
+def _print_quality(report: dict[str, Any]) -> None:
+    data = report["dataset"]
+    table = Table("model", "version", "nDCG@10", "Recall@100", title=(
+        f"bench quality: {data['name']}, {data['documents']} documents, {data['test_queries']} test queries, "
+        f"{report['sessions'].get('sessions_with_clicks', 0)} click sessions from {data['train_queries']} "
+        "train queries"))
+    for name in ("base", "fine_tuned"):
+        row = report[name]
+        if row:
+            table.add_row(name.replace("_", "-"), row["model_version"], f"{row['ndcg@10']:.4f}",
+                          f"{row['recall@100']:.4f}")
+    out.print(table)
+    training = report["training"]
+    if report["fine_tuned"] is None:
+        out.print(f"[yellow]no rollout[/]: training {training['status']}: {training.get('error')}")
+    else:
+        change = report["change"]
+        out.print(f"change: nDCG@10 {change['ndcg@10']:+.4f}, Recall@100 {change['recall@100']:+.4f}")
+    timings = ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_s"].items())
+    out.print(f"timings: {timings}; {_machine_line(report['machine'])}")

@@ -1,0 +1,89 @@
+"""The quality benchmark's data handling and scoring, and its client's patience with 429s."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.beir import clicks_for, judged_metrics, ndcg, read_dataset, read_qrels, recall
+from bench.quality import Api, QualityError
+
+
+def write_beir(root: Path, docs: int = 8) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    with (root / "corpus.jsonl").open("w") as f:
+        for i in range(docs):
+            f.write(json.dumps({"_id": f"d{i}", "title": f"T{i}", "text": f"text {i}"}) + "\n")
+    with (root / "queries.jsonl").open("w") as f:
+        for q in ("1", "2", "10", "3", "4"):
+            f.write(json.dumps({"_id": q, "text": f"query {q}"}) + "\n")
+    (root / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n10\td1\t1\n2\td2\t1\n2\td3\t2\n1\td0\t1\n1\tgone\t1\n9\td4\t1\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n3\td5\t1\n4\td6\t0\n")
+    return root
+
+
+def test_a_dataset_keeps_queries_with_a_text_and_a_judged_document(tmp_path: Path) -> None:
+    data = read_dataset(write_beir(tmp_path))
+    assert list(data.train) == ["1", "2", "10"]  # numeric order; query 9 has no text
+    assert data.train["1"] == {"d0": 1}  # "gone" is not in the corpus
+    assert data.train["2"] == {"d2": 1, "d3": 2}
+    assert data.test == {"3": {"d5": 1}}  # a grade of 0 is not a judgement
+    assert data.summary() == {"documents": 8, "train_queries": 3, "test_queries": 1,
+                              "train_judgements": 4, "test_judgements": 1}
+
+
+def test_a_cut_corpus_keeps_every_judged_document(tmp_path: Path) -> None:
+    data = read_dataset(write_beir(tmp_path), max_docs=6, max_train=2)
+    ids = [d.id for d in data.docs]
+    assert len(ids) == 6 and {"d0", "d2", "d3", "d5"} <= set(ids)
+    assert list(data.train) == ["1", "2"] and set(data.queries) == {"1", "2", "3"}
+    with pytest.raises(ValueError, match="below the 5 documents"):
+        read_dataset(tmp_path, max_docs=4)
+
+
+def test_a_folder_without_qrels_is_named(tmp_path: Path) -> None:
+    write_beir(tmp_path)
+    (tmp_path / "qrels" / "test.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing qrels/test.tsv"):
+        read_dataset(tmp_path)
+
+
+def test_bad_qrels_rows_name_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "q.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\n1\td1\tmany\n")
+    with pytest.raises(ValueError, match=r"q.tsv:2: score 'many'"):
+        read_qrels(path)
+
+
+def test_graded_ndcg_recall_and_clicks() -> None:
+    judged = {"a": 2, "b": 1}
+    assert ndcg(["a", "b", "x"], judged, 10) == pytest.approx(1.0)
+    swapped = (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))
+    assert ndcg(["b", "a"], judged, 10) == pytest.approx(swapped)
+    assert ndcg(["x"] * 10 + ["a"], judged, 10) == 0.0
+    assert recall(["x", "b"], judged, 100) == 0.5
+    assert clicks_for(["x", "b", "y", "a"], judged) == [("b", 2), ("a", 4)]
+    metrics = judged_metrics({"q1": ["a", "b"]}, {"q1": judged, "q2": {"c": 1}})
+    assert metrics == {"ndcg@10": 0.5, "recall@100": 0.5}  # q2 was never answered: a miss
+
+
+def test_the_client_waits_out_429_and_names_other_errors() -> None:
+    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}),
+                    httpx.Response(200, json={"ok": True}),
+                    httpx.Response(422, json={"title": "k: at most 100"})])
+
+    async def scenario() -> None:
+        transport = httpx.MockTransport(lambda request: next(answers))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            api = Api(client)
+            assert await api.json("GET", "/v1/models") == {"ok": True}
+            with pytest.raises(QualityError, match=r"POST /v1/search answered 422: .*at most 100"):
+                await api.call("POST", "/v1/search")
+
+    asyncio.run(scenario())
