@@ -106,4 +106,4 @@ async def on_model_published(record: Any) -> None:
 
 app = create_app("deployer", broker, registry)
 app.on_startup(open_resources)
-app.on_shutdown(close_resources)
+app.after_shutdown(close_resources)

@@ -89,4 +89,4 @@ async def on_clicks(records: Any) -> None:
 
 app = create_app("improver", broker, registry)
 app.on_startup(open_dependencies)
-app.on_shutdown(close_dependencies)
+app.after_shutdown(close_dependencies)

@@ -108,4 +108,4 @@ def is_transient(error: BaseException) -> bool:
 
 app = create_app("indexer", broker, registry, lag_of=(settings.indexer_group, CONTENT_UPSERTED.name))
 app.on_startup(open_dependencies)
-app.on_shutdown(close_dependencies)
+app.after_shutdown(close_dependencies)

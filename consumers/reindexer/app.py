@@ -108,4 +108,4 @@ async def on_reindex_requested(record: Any) -> None:
 
 app = create_app("reindexer", broker, registry)
 app.on_startup(open_resources)
-app.on_shutdown(close_resources)
+app.after_shutdown(close_resources)

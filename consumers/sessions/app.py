@@ -109,4 +109,4 @@ async def on_clicks(records: Any) -> None:
 
 app = create_app("sessions", broker, registry, lag_of=("sessions", "clicks"))
 app.on_startup(open_dependencies)
-app.on_shutdown(close_dependencies)
+app.after_shutdown(close_dependencies)

@@ -115,4 +115,4 @@ async def on_training_requested(record: Any) -> None:
 
 app = create_app("trainer", broker, registry)
 app.on_startup(open_dependencies)
-app.on_shutdown(close_dependencies)
+app.after_shutdown(close_dependencies)

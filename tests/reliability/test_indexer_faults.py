@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import time
 import uuid
@@ -16,7 +17,8 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from core.adapters.pgvector_store import PgVectorStore
 from core.config import Settings
@@ -50,7 +52,9 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: st
 def integrity(settings: Settings, who: str) -> tuple[int, int, int]:
     """(items, chunk rows in the active version, distinct items among the chunks)."""
     with psycopg.connect(settings.postgres_dsn) as conn:
-        [version] = conn.execute("SELECT version FROM active_model").fetchone() or [None]
+        active = conn.execute("SELECT version FROM active_model").fetchone()
+        assert active is not None, "no active model version"
+        version = active[0]
         items = conn.execute("SELECT count(*) FROM items WHERE tenant = %s", (who,)).fetchone()
         chunks = conn.execute(
             f"SELECT count(*), count(DISTINCT item_id) FROM chunks_v{int(version)} WHERE tenant = %s",
@@ -197,11 +201,37 @@ async def test_one_poison_message_does_not_hold_up_its_partition(
     assert integrity(test_settings, who) == (50, 50, 50)
 
 
-async def test_sigterm_mid_batch_exits_cleanly_and_loses_nothing(
+async def committed_and_end(settings: Settings) -> tuple[int, int]:
+    """The indexer group's committed offsets and the topic's end offsets, summed."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    await consumer.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.indexer_group)
+        parts = [TopicPartition("content-upserted", p)
+                 for p in consumer.partitions_for_topic("content-upserted") or set()]
+        ends = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    done = sum(meta.offset for tp, meta in offsets.items()
+               if tp.topic == "content-upserted" and meta.offset > 0)
+    return done, sum(ends.values())
+
+
+async def test_sigterm_finishes_the_batch_in_hand_commits_it_and_exits(
     indexer_service: Component, publisher: Publisher, store: PgVectorStore, test_settings: Settings
 ) -> None:
     who, total = tenant(), 400
     log = test_settings.logs_dir / "indexer.log"
+
+    async def caught_up() -> bool:
+        done, end = await committed_and_end(test_settings)
+        return done == end
+    await until(caught_up, 120, "the indexer to commit everything before the test")
+    before, _ = await committed_and_end(test_settings)
+
     mark = len(log.read_text())
     await publisher.publish_many("content-upserted", [doc(who, i) for i in range(total)])
     deadline = time.monotonic() + 60
@@ -214,9 +244,17 @@ async def test_sigterm_mid_batch_exits_cleanly_and_loses_nothing(
     _, status = await asyncio.to_thread(os.waitpid, pid, 0)
     # uvicorn re-raises the signal once its graceful shutdown is done.
     assert os.waitstatus_to_exitcode(status) in (0, -signal.SIGTERM)
-    # FastStream 0.7 cancels the batch in hand rather than finishing it; the batch is then
-    # not committed, so it is consumed again after the restart.
-    assert "Application shutdown complete" in log.read_text()[mark:]
+    after_signal = log.read_text()[mark:]
+    assert "Application shutdown complete" in after_signal
+    # The batch in hand ran to its end (dependencies close only after the broker stopped) ...
+    assert re.search(r"batch of \d+: \d+ upserted", after_signal), after_signal[-2000:]
+    assert "will be retried" not in after_signal and "Traceback" not in after_signal
+    # ... and was committed: every indexed item's record is behind the committed offset, so
+    # nothing is consumed twice after the restart.
+    indexed = await store.count_items(who)
+    after, _ = await committed_and_end(test_settings)
+    assert indexed > 0 and after - before == indexed
+
     await asyncio.to_thread(indexer_service.start)
     await all_indexed(store, who, total)
     assert integrity(test_settings, who) == (total, total, total)
