@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,10 @@ async def build_task_store(settings: Settings) -> TaskStore:
 def build_model_registry(settings: Settings) -> MLflowRegistry:
     from core.adapters.mlflow_registry import MLflowRegistry
 
+    # MLflow's client retries a failed request 7 times with growing pauses (minutes in all);
+    # an outage should reach the trainer's own retry, which keeps the task up to date, sooner.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     return MLflowRegistry(settings.mlflow_uri, settings.mlflow_experiment, training_work_dir(settings))
 
 

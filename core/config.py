@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     # A training run holds its Kafka record this long without polling.
     training_max_poll_interval_ms: int = 6 * 60 * 60 * 1000
     mlflow_experiment: str = "flywheel-training"
+    # Retries of one MLflow request inside its client; past them the trainer retries the run.
+    mlflow_http_retries: int = 2
     # ---------------------------------------------------------------------------------------
 
     # --- Improver and A/B split (issue 6: consumers/improver, gateway A/B) -----------------

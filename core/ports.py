@@ -11,6 +11,11 @@ import numpy as np
 from core.domain import ChunkVectors, Embeddings
 
 
+class DependencyUnavailable(RuntimeError):
+    """A component an adapter talks to is down or failing: the work is retried later, it is
+    not the input's fault."""
+
+
 class Embedder(Protocol):
     max_batch_size: int
 

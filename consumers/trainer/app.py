@@ -4,8 +4,8 @@ MLflow -> model-published, recorded in the run's task; then commit.
 Run: `uvicorn consumers.trainer.app:app`. One request at a time; the offset is committed
 after the task holds the outcome. Training runs in a worker thread, and the consumer may
 hold a record for `training_max_poll_interval_ms` without being dropped from its group.
-An invalid request goes to `training-requested.dlq`; when MongoDB is unreachable the
-request is retried after a pause.
+An invalid request goes to `training-requested.dlq`; when MLflow, MongoDB or PostgreSQL is
+unreachable the request is retried after a pause, its task left pending at stage "waiting".
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from pymongo.errors import PyMongoError
@@ -35,6 +36,7 @@ from core.bootstrap import (
 )
 from core.config import get_settings
 from core.models import base_model_dir
+from core.ports import DependencyUnavailable
 from core.training.dataset import DatasetBuilder, DatasetConfig
 from core.training.finetune import SentenceTransformersTrainer
 from schemas.codec import encode
@@ -43,6 +45,7 @@ from schemas.registry import MODEL_PUBLISHED, TRAINING_REQUESTED
 from schemas.training import TrainingRequested
 
 log = logging.getLogger("flywheel.trainer")
+TRANSIENT_ERRORS = (DependencyUnavailable, PyMongoError, psycopg.OperationalError)
 settings = get_settings()
 broker, registry = create_broker("trainer", settings)
 
@@ -80,7 +83,7 @@ async def open_dependencies() -> None:
         warmup_fraction=settings.training_warmup_fraction, seed=settings.training_seed,
     )
     deps = TrainerDeps(tasks, datasets, SentenceTransformersTrainer(), build_model_registry(settings),
-                       store.active_version, publish_model, config)
+                       store.active_version, publish_model, config, transient=TRANSIENT_ERRORS)
     resources["trainer"] = Resources(store, sessions, tasks, deps)
 
 
@@ -106,8 +109,9 @@ async def on_training_requested(record: Any) -> None:
         return
     try:
         task = await handle_training_request(event, resources["trainer"].deps)
-    except PyMongoError as error:
-        log.warning("task store unavailable, training request %s will be retried: %s", event.run_id, error)
+    except TRANSIENT_ERRORS as error:
+        log.warning("a dependency is unavailable, training request %s will be retried: %r",
+                    event.run_id, error)
         await asyncio.sleep(settings.retry_backoff_s)
         raise NackMessage() from error
     log.info("training run %s: %s (%s)", event.run_id, task["status"], task.get("error") or task["stage"])

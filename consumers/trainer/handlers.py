@@ -4,6 +4,8 @@
             -> registering -> succeeded (stage "published")
             -> rejected (too few sessions, or the gate: both scores kept)
             -> failed (the error kept)
+    -> pending (stage "waiting"): a dependency (MLflow, MongoDB, PostgreSQL) is down; the
+       error is raised to the consumer, which retries the request after a pause
 
 Idempotent per run id: a request whose task is final changes nothing, so a redelivered
 request never trains twice. A task left running by a crash is run again; if it had passed
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.model_registry import BASE_SERVING_VERSION, serving_version
+from core.ports import DependencyUnavailable
 from core.training.dataset import DatasetStats, TrainingDataset
 from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
 from core.training.gate import decide
@@ -88,6 +91,8 @@ class TrainerDeps:
     active_version: Callable[[], Awaitable[str | None]]
     publish: Callable[[ModelPublished], Awaitable[None]]
     config: TrainerConfig
+    # Errors of a dependency that is down: the request is retried, the task is not final.
+    transient: tuple[type[BaseException], ...] = (DependencyUnavailable,)
 
 
 class Rejected(Exception):
@@ -121,6 +126,11 @@ async def handle_training_request(request: TrainingRequested, deps: TrainerDeps)
         return await _finish(deps, run_id, status="rejected", stage="rejected", error=str(reason),
                              **{"details.reason": str(reason)})
     except Exception as error:
+        if isinstance(error, deps.transient):
+            await run.end_mlflow("FAILED")
+            await deps.tasks.update(run_id, status="pending", stage="waiting",
+                                    error=f"retrying: {type(error).__name__}: {error}"[:1000])
+            raise
         log.exception("training run %s failed", run_id)
         await run.end_mlflow("FAILED")
         return await _finish(deps, run_id, status="failed", stage=run.stage,

@@ -6,18 +6,45 @@ core.model_registry). All calls block; async callers run them in a worker thread
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from core.model_registry import REGISTERED_MODEL_NAME, registry_version
+from core.ports import DependencyUnavailable
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """MLflow's REST client wraps a refused connection, a timeout and repeated 5xx answers in
+    `MlflowException("API request to ... failed with exception ...")`."""
+    if isinstance(error, MlflowException):
+        return "API request to" in error.message and "failed with exception" in error.message
+    return isinstance(error, (ConnectionError, TimeoutError))
+
+
+def unavailable_as_transient(method: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except DependencyUnavailable:
+            raise
+        except Exception as error:
+            if is_unreachable(error):
+                raise DependencyUnavailable(f"MLflow is unavailable: {str(error)[:300]}") from error
+            raise
+    return call
 
 RUN_ID_TAG = "flywheel.run_id"
 MODEL_ARTIFACT_PATH = "model"
@@ -31,6 +58,7 @@ class MLflowRegistry:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     # --- model files -------------------------------------------------------------------------
+    @unavailable_as_transient
     def model_dir(self, serving: str, base_dir: Path) -> Path:
         """The sentence-transformers directory of a serving version: the base model for "1",
         else registry version N - 1 downloaded once into the work directory."""
@@ -62,6 +90,7 @@ class MLflowRegistry:
         return target
 
     # --- runs --------------------------------------------------------------------------------
+    @unavailable_as_transient
     def experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:
@@ -73,14 +102,17 @@ class MLflowRegistry:
             assert found is not None
             return str(found.experiment_id)
 
+    @unavailable_as_transient
     def start_run(self, run_name: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=tags)
         return str(run.info.run_id)
 
+    @unavailable_as_transient
     def run_url(self, mlflow_run_id: str) -> str:
         run = self.client.get_run(mlflow_run_id)
         return f"{self.tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{mlflow_run_id}"
 
+    @unavailable_as_transient
     def log(self, mlflow_run_id: str, params: dict[str, Any] | None = None,
             metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None:
         import time
@@ -93,18 +125,22 @@ class MLflowRegistry:
             tags=[RunTag(k, v) for k, v in (tags or {}).items()],
         )
 
+    @unavailable_as_transient
     def log_dict(self, mlflow_run_id: str, data: dict[str, Any], name: str) -> None:
         self.client.log_dict(mlflow_run_id, data, name)
 
+    @unavailable_as_transient
     def log_model_dir(self, mlflow_run_id: str, model_dir: Path) -> str:
         """Upload the model directory; its artifact URI (what the registry version points at)."""
         self.client.log_artifacts(mlflow_run_id, str(model_dir), MODEL_ARTIFACT_PATH)
         return f"{self.client.get_run(mlflow_run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
 
+    @unavailable_as_transient
     def end_run(self, mlflow_run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(mlflow_run_id, status)
 
     # --- registry ----------------------------------------------------------------------------
+    @unavailable_as_transient
     def register(self, artifact_uri: str, mlflow_run_id: str, run_id: str, tags: dict[str, str]) -> int:
         """A new version of the registered model; the one already made for `run_id` if any."""
         try:
@@ -121,6 +157,7 @@ class MLflowRegistry:
         )
         return int(version.version)
 
+    @unavailable_as_transient
     def list_versions(self) -> list[dict[str, Any]]:
         try:
             found = self.client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
+from core.ports import DependencyUnavailable
 from core.training.dataset import DatasetStats, EvalQuery, Example, TrainingDataset
 from schemas.training import TrainingRequested
 from tests.unit.training_fakes import FakeDatasets, FakeRegistry, FakeTasks, FakeTrainer, Published
@@ -124,3 +125,44 @@ async def test_an_unfinished_task_runs(tmp_path: Path, status: str) -> None:
     await tasks.create("run-1", "training", "default")
     tasks.tasks["run-1"]["status"] = status
     assert (await handle_training_request(request(), deps))["status"] == "succeeded"
+
+
+class DownRegistry(FakeRegistry):
+    """MLflow down for the first `outages` runs started."""
+
+    def __init__(self, base_dir: Path, outages: int) -> None:
+        super().__init__(base_dir)
+        self.outages = outages
+
+    def start_run(self, run_name: str, tags: dict[str, str]) -> str:
+        if self.outages:
+            self.outages -= 1
+            raise DependencyUnavailable("MLflow is unavailable: connection refused")
+        return super().start_run(run_name, tags)
+
+
+async def test_mlflow_down_leaves_the_task_waiting_and_the_retry_finishes_it(tmp_path: Path) -> None:
+    trainer = FakeTrainer(0.4, 0.6)
+    deps, tasks, _, published = make_deps(tmp_path, trainer)
+    deps.registry = registry = DownRegistry(tmp_path / "base", outages=2)
+    for _ in range(2):
+        with pytest.raises(DependencyUnavailable):
+            await handle_training_request(request(), deps)
+        task = tasks.tasks["run-1"]
+        assert (task["status"], task["stage"]) == ("pending", "waiting")
+        assert "MLflow is unavailable" in task["error"] and published.events == []
+    task = await handle_training_request(request(), deps)
+    assert task["status"] == "succeeded" and task["error"] is None
+    assert trainer.trained == 1 and len(registry.versions) == 1 and len(published.events) == 1
+
+
+def test_mlflow_connection_failures_are_told_apart_from_its_answers() -> None:
+    from mlflow.exceptions import MlflowException
+
+    from core.adapters.mlflow_registry import is_unreachable
+
+    refused = MlflowException("API request to http://127.0.0.1:5/api/2.0/mlflow/runs/create failed with "
+                              "exception HTTPConnectionPool(host='127.0.0.1', port=5): Max retries exceeded")
+    assert is_unreachable(refused) and is_unreachable(ConnectionRefusedError())
+    assert not is_unreachable(MlflowException("RESOURCE_DOES_NOT_EXIST: Run 'x' not found"))
+    assert not is_unreachable(ValueError("bad"))
