@@ -1,6 +1,7 @@
 // Drives the admin console in Debian's headless Chromium through playwright-core.
 //   node tests/console/run.mjs <gateway url> <admin key> <screenshot dir> [options as JSON]
-// options: {"query": "...", "minSessions": 3, "trainingTimeoutS": 420}
+// options: {"query": "...", "minSessions": 3, "trainingTimeoutS": 420, "rolloutTimeoutS": 420,
+//           "dlqTopic": "clicks.dlq"}
 // Prints one JSON object (what it saw) and exits 0 when every step passed and the browser
 // logged no console error, 1 otherwise.
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
@@ -13,7 +14,8 @@ if (!url || !key || !shotDir) {
   console.error("usage: node run.mjs <gateway url> <admin key> <screenshot dir> [options JSON]");
   process.exit(2);
 }
-const options = { query: "cats", minSessions: 3, trainingTimeoutS: 420, ...(rawOptions ? JSON.parse(rawOptions) : {}) };
+const options = { query: "cats", minSessions: 3, trainingTimeoutS: 420, rolloutTimeoutS: 420, dlqTopic: null,
+  ...(rawOptions ? JSON.parse(rawOptions) : {}) };
 const FINAL = ["succeeded", "failed", "rejected"];
 const stubVersion = (version, status, metrics, percent, ctr) => ({
   version, status, active: status === "active", dim: 384, created_at: "2026-01-01T00:00:00Z", activated_at: null,
@@ -107,15 +109,18 @@ try {
   await page.locator("section[aria-labelledby=h-tenants] table").waitFor();
   await shot("search");
 
-  // 4. Training on the tiny corpus, watched on the Tasks page until a final status.
+  // 4. Training on the tiny corpus, watched on the Tasks page until a final status; when it
+  //    passed the gate, its deploy and reindex tasks too, until the new version serves.
   await go("Models");
   await page.locator("#active-version").waitFor();
+  await page.waitForFunction(() => /^\d+$/.test(document.querySelector("#active-version")?.textContent ?? ""));
+  const activeBefore = (await page.locator("#active-version").textContent()).trim();
   await page.getByLabel("Epochs").fill("1");
   await page.getByLabel("Min sessions").fill(String(options.minSessions));
   await page.getByLabel("Gate margin").fill("0");
   await page.getByRole("button", { name: "Request training" }).click();
   const taskId = (await page.locator("#train-task").textContent()).trim();
-  step("training requested", { task_id: taskId });
+  step("training requested", { task_id: taskId, active_before: activeBefore });
   await shot("models");
   await page.locator("#train-task").click();
   await page.waitForFunction(() => location.hash === "#/tasks");
@@ -131,14 +136,36 @@ try {
   step("training finished", training);
   report.training = training;
   await shot("tasks");
+  if (training.status === "succeeded") {
+    const reindexRow = page.locator('tr.task[data-task-id^="reindex-"]');
+    await page.waitForFunction((final) => [...document.querySelectorAll('tr.task[data-task-id^="reindex-"]')]
+      .some((r) => final.includes(r.dataset.status)), FINAL, { timeout: options.rolloutTimeoutS * 1000, polling: 500 });
+    const reindexId = await reindexRow.first().getAttribute("data-task-id");
+    const version = reindexId.replace("reindex-", "");
+    report.rollout = {
+      version,
+      deploy: await page.locator(`tr.task[data-task-id="deploy-${version}"]`).getAttribute("data-status"),
+      reindex: await page.locator(`tr.task[data-task-id="${reindexId}"]`).getAttribute("data-status"),
+    };
+    step("rolled out", report.rollout);
+    await shot("tasks-rollout");
+    await go("Models");
+    await page.waitForFunction((v) => document.querySelector("#active-version")?.textContent === v, version,
+      { timeout: 60_000 });
+    const served = await search(options.query);
+    step("search after rollout", served);
+    report.search_rolled_out = served;
+  }
 
-  // 5. Activate a version (a confirmation dialog; Escape cancels it), then search with it.
+  // 5. Activate a version (a confirmation dialog; Escape cancels it), then search with it:
+  //    after a rollout, the version that served before it (a rollback).
   await go("Models");
   await page.locator("tr[data-version]").first().waitFor();
   const versions = await page.locator("tr[data-version]").evaluateAll((rows) => rows.map((r) => ({
     version: r.dataset.version, active: Boolean(r.querySelector(".badge.active")),
     building: r.querySelector("button")?.disabled })));
-  const target = (versions.find((v) => !v.active && !v.building) || versions.find((v) => v.active)).version;
+  const target = report.rollout ? activeBefore
+    : (versions.find((v) => !v.active && !v.building) || versions.find((v) => v.active)).version;
   const activateButton = page.getByRole("button", { name: `Activate version ${target}` });
   await activateButton.focus();
   await page.keyboard.press("Enter");
@@ -158,17 +185,32 @@ try {
   report.search_after = after;
   if (after.model_version !== target) throw new Error(`search answered with ${after.model_version}, not ${target}`);
 
-  // 6. Dead letters: the list; inspect the first letter if there is one.
+  // 6. Dead letters: the list; inspect a letter; redrive a topic (with its confirmation).
   await go("Dead letters");
   await page.locator("section[data-topic]").first().waitFor({ timeout: 60_000 });
-  const inspect = page.getByRole("button", { name: /^Inspect letter/ });
+  const section = options.dlqTopic ? page.locator(`section[data-topic="${options.dlqTopic}"]`) : page.locator("section[data-topic]").first();
+  const inspect = section.getByRole("button", { name: /^Inspect letter/ });
   const letters = await inspect.count();
+  let letter = null;
   if (letters) {
     await inspect.first().click();
     await page.locator("#letter pre").first().waitFor();
+    letter = { error: await page.locator("#letter p").first().textContent(),
+      value: await page.locator("#letter pre").last().textContent() };
   }
-  step("dead letters", { topics: await page.locator("section[data-topic]").count(), letters });
+  step("dead letters", { topics: await page.locator("section[data-topic]").count(), letters, letter });
   await shot("dlq");
+  if (options.dlqTopic) {
+    await section.getByRole("button", { name: `Redrive ${options.dlqTopic}` }).click();
+    await page.locator("dialog[open]").waitFor();
+    await shot("dlq-confirm");
+    await page.locator("dialog[open]").getByRole("button", { name: "Redrive" }).click();
+    await page.waitForFunction((t) => document.querySelector("#toast")?.textContent.includes(`redriven from ${t}`),
+      options.dlqTopic, { timeout: 120_000 });
+    const toast = await page.locator("#toast").textContent();
+    report.redrive = { topic: options.dlqTopic, toast, redriven: Number(toast.split(" ")[0]) };
+    step("redriven", report.redrive);
+  }
 
   // 7. Keyboard: the skip link comes first, nav links are reachable and work with Enter.
   await page.reload();
@@ -182,9 +224,9 @@ try {
   await page.waitForFunction(() => location.hash === "#/overview");
   step("keyboard", { first_tab_stop: firstFocus, after_skip: afterSkip });
 
-  // 8. The metrics chart and A/B split with several versions. The real stack above has only the
-  //    base version (a tiny corpus rarely passes the gate), so this one view answers /v1/models
-  //    from a stub; it is saved as models-chart-stubbed.png and changes nothing on the server.
+  // 8. The metrics chart and A/B split with three versions and a split in force, which the real
+  //    stack above does not have at this point: this one view answers /v1/models from a stub;
+  //    it is saved as models-chart-stubbed.png and changes nothing on the server.
   await page.route("**/v1/models", (r) => r.fulfill({ contentType: "application/json", body: JSON.stringify(STUB_MODELS) }));
   await go("Models");
   await page.locator(".chart svg rect").first().waitFor();

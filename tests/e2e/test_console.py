@@ -1,6 +1,8 @@
 """The admin web console in Debian's headless Chromium, driven by playwright-core (npm), against
-the real stack: sign in with a key, search, request training and watch its task finish,
-activate a version and search with it, look at every page at 1280x800 and 390x844.
+the real stack: sign in with a key, search, request training and watch it pass the gate, be
+deployed and reindexed until search answers with the new version; roll back to the version
+before it and search with that; inspect a dead letter and redrive it; look at every page at
+1280x800 and 390x844.
 
 Needs `node`/`npm` and `/usr/bin/chromium` (`make system-deps` installs Chromium when root);
 skipped with the reason when they are missing. Screenshots land in the test's tmp path and
@@ -9,6 +11,7 @@ are copied to <test state dir>/screenshots.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -21,12 +24,16 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from core.api_keys import hash_key
 from core.config import REPO_ROOT, Settings
 from infra.process import Component
 from infra.services import gateway_service
-from tests.conftest import _run
+from tests.conftest import _run, _service
+from tests.integration.flywheel_data import CODEWORDS, ITEMS
+from tests.integration.kafka_helpers import end_offsets, read_from
+from tests.integration.test_rollout import skip_history
 
 pytestmark = pytest.mark.e2e
 
@@ -34,18 +41,11 @@ DRIVER_DIR = REPO_ROOT / "tests" / "console"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ADMIN_KEY = f"key-console-{uuid.uuid4().hex}"
 TENANT = "console"
-DOCS = {
-    "c-cat": ("Cats", "The domestic cat is a small carnivorous mammal that purrs and hunts mice.", "animal"),
-    "c-dog": ("Dogs", "Dogs are loyal animals that bark, fetch sticks and guard the house.", "animal"),
-    "c-owl": ("Owls", "Owls are birds of prey that hunt small animals at night.", "animal"),
-    "c-rocket": ("Rockets", "A rocket engine burns propellant to produce thrust and reach orbit.", "space"),
-    "c-bread": ("Bread", "Bread is baked from a dough of flour and water, leavened with yeast.", "food"),
-    "c-tea": ("Tea", "Green tea is brewed from the leaves of Camellia sinensis.", "food"),
-}
-# (query, the item clicked): a few sessions, so the trainer has something to look at.
-SESSIONS = [("a pet that purrs", "c-cat"), ("an animal that barks", "c-dog"),
-            ("bird hunting at night", "c-owl"), ("baking with yeast", "c-bread"),
-            ("brewing green tea", "c-tea"), ("reaching orbit", "c-rocket")]
+ANIMALS = {"cat", "whale"}
+# Sessions whose made-up query words are always answered by one item: the base model cannot
+# know them, so a fine-tuned one beats it on the held-out sessions and passes the gate.
+SESSIONS = 24
+MALFORMED_CLICK = b'{"type": "click", "session_id": "console-bad"'  # cut off: not JSON
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,19 @@ def driver() -> Path:
 
 
 @pytest.fixture(scope="module")
+def rollout_services(
+    test_settings: Settings, kafka: Component, postgres: Component, mongodb: Component, triton: Component,
+    mlflow_server: Component,
+) -> Iterator[None]:
+    """The deployer and the reindexer, from now on: earlier tests' rollout events are theirs."""
+    skip_history(test_settings, "model-published", "deployer")
+    skip_history(test_settings, "reindex-requested", "reindexer")
+    for _ in _run(_service(test_settings, "deployer")):
+        for _ in _run(_service(test_settings, "reindexer")):
+            yield
+
+
+@pytest.fixture(scope="module")
 def console_gateway(
     test_settings: Settings, kafka: Component, postgres: Component, mongodb: Component, triton: Component,
     indexer_service: Component, sessions_service: Component, trainer_service: Component,
@@ -73,41 +86,72 @@ def console_gateway(
         yield settings.gateway_url
 
 
-def _seed(gateway: str) -> None:
-    """A tiny corpus, searchable, and a handful of search+click sessions."""
+def _wait(what: str, check: Any, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def _seed(gateway: str, bootstrap: str) -> dict[int, int]:
+    """A tiny corpus, searchable; search+click sessions, folded; one malformed click event in
+    clicks.dlq. Returns the clicks topic's end offsets after it, to find the redriven copy."""
     auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with httpx.Client(base_url=gateway, timeout=30, headers=auth) as client:
-        items = [{"id": i, "title": t, "text": x, "version": 1, "metadata": {"kind": k}}
-                 for i, (t, x, k) in DOCS.items()]
+        items = [{"id": i, "title": title, "text": text, "version": 1,
+                  "metadata": {"kind": "animal" if i in ANIMALS else "thing"}}
+                 for i, (title, text) in ITEMS.items()]
         assert client.post("/v1/content", json={"items": items}).status_code == 202
-        deadline = time.monotonic() + 120
-        while True:
-            found = client.post("/v1/search", json={"query": "cats", "k": 10})
-            if found.status_code == 200 and len(found.json()["results"]) == len(DOCS):
-                break
-            assert time.monotonic() < deadline, f"corpus not searchable: {found.text}"
-            time.sleep(0.5)
-        for query, clicked in SESSIONS:
+
+        def searchable() -> bool:
+            found = client.post("/v1/search", json={"query": "cats", "k": 50})
+            return found.status_code == 200 and len(found.json()["results"]) == len(ITEMS)
+        _wait("the corpus to be searchable", searchable)
+
+        words = sorted(CODEWORDS)
+        for n in range(SESSIONS):
+            word = words[n % len(words)]
             session_id = f"console-{uuid.uuid4().hex[:8]}"
-            shown = client.post("/v1/search", json={"query": query, "k": 4, "session_id": session_id})
+            shown = client.post("/v1/search", json={"query": word, "k": len(ITEMS), "session_id": session_id})
             ids = [r["id"] for r in shown.json()["results"]]
-            rank = ids.index(clicked) + 1 if clicked in ids else 1
-            response = client.post("/v1/clicks", json={"events": [
-                {"type": "click", "session_id": session_id, "content_id": ids[rank - 1], "rank": rank}]})
+            response = client.post("/v1/clicks", json={"events": [{
+                "type": "click", "session_id": session_id, "content_id": CODEWORDS[word],
+                "rank": ids.index(CODEWORDS[word]) + 1}]})
             assert response.status_code == 202, response.text
+
+        async def send_malformed() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            await producer.start()
+            try:
+                await producer.send_and_wait("clicks", MALFORMED_CLICK, key=b"console-bad")
+            finally:
+                await producer.stop()
+        asyncio.run(send_malformed())
+
+        def lag_zero() -> bool:
+            topics = client.get("/v1/admin/topics").json()
+            clicks = next(t for t in topics if t["topic"] == "clicks")
+            return any(g["group"] == "sessions" and g["lag"] == 0 for g in clicks["groups"])
+        _wait("the sessions service to fold the clicks", lag_zero)
+
+        def parked() -> bool:
+            topics = client.get("/v1/admin/dlq?letters=0").json()
+            return any(t["topic"] == "clicks.dlq" and t["pending"] > 0 for t in topics)
+        _wait("the malformed click in clicks.dlq", parked)
+    return asyncio.run(end_offsets(bootstrap, "clicks"))
 
 
 def test_console_in_headless_chromium(
-    driver: Path, console_gateway: str, test_settings: Settings, tmp_path: Path
+    driver: Path, console_gateway: str, rollout_services: None, test_settings: Settings, tmp_path: Path
 ) -> None:
-    _seed(console_gateway)
-    time.sleep(2)  # the sessions service folds the clicks in
+    clicks_end = _seed(console_gateway, test_settings.bootstrap_servers)
     shots = tmp_path / "screenshots"
-    options = {"query": "cats", "minSessions": 3, "trainingTimeoutS": 420}
+    options = {"query": "cats", "minSessions": 10, "trainingTimeoutS": 420, "rolloutTimeoutS": 420,
+               "dlqTopic": "clicks.dlq"}
     try:
         done = subprocess.run(
             ["node", str(driver), console_gateway, ADMIN_KEY, str(shots), json.dumps(options)],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True, text=True, timeout=1200,
         )
     finally:
         if shots.exists():  # for humans, also when the run failed
@@ -120,9 +164,25 @@ def test_console_in_headless_chromium(
     assert done.returncode == 0, done.stderr[-3000:]
     steps = {s["name"]: s for s in report["steps"]}
     assert steps["search"]["results"] > 0 and steps["search"]["model_version"]
-    assert report["training"]["status"] in ("succeeded", "rejected"), report["training"]
-    assert report["search_after"]["model_version"] == report["activated"]
-    assert steps["activated"]["focus_after_escape"] == f"Activate version {report['activated']}"
+
+    # Training passed the gate; deploy and reindex finished; the new version served search.
+    assert report["training"]["status"] == "succeeded", report["training"]
+    assert report["training"]["mlflow_link"].startswith(test_settings.mlflow_uri)
+    new = report["rollout"]["version"]
+    assert report["rollout"] == {"version": new, "deploy": "succeeded", "reindex": "succeeded"}
+    assert report["search_rolled_out"]["model_version"] == new and report["search_rolled_out"]["results"] > 0
+    # Rolled back from the page to the version before it, and search answered with that one.
+    before = steps["training requested"]["active_before"]
+    assert report["activated"] == before != new
+    assert report["search_after"]["model_version"] == before and report["search_after"]["results"] > 0
+    assert steps["activated"]["focus_after_escape"] == f"Activate version {before}"
+
+    # The malformed click: inspected, then redriven byte for byte to the clicks topic.
+    assert steps["dead letters"]["letter"]["value"].startswith('{"type": "click"')
+    assert report["redrive"]["redriven"] >= 1
+    again = asyncio.run(read_from(test_settings.bootstrap_servers, "clicks", clicks_end))
+    assert any(r.value == MALFORMED_CLICK and r.key == b"console-bad" for r in again)
+
     assert steps["keyboard"]["first_tab_stop"] == "Skip to content"
     assert steps["keyboard"]["after_skip"] == ["main", "#/dlq"]
     assert steps["models chart (stubbed /v1/models)"]["bars"] == 6  # 2 versions x 3 metrics
