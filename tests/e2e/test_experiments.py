@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from infra.services import gateway_service
 from infra.triton_repo import model_versions
 from producers.publisher import Publisher
 from tests.conftest import _run
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rollout]
 
@@ -65,13 +65,6 @@ def ab_gateway(
     })
     for _ in _run(gateway_service(settings)):
         yield settings.gateway_url
-
-
-async def wait_for(predicate: Any, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.3)
 
 
 @pytest_asyncio.fixture(scope="module")

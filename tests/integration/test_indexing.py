@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
@@ -19,6 +18,7 @@ from core.domain import SearchQuery
 from core.search import search
 from infra.process import Component
 from producers.publisher import Publisher
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,6 @@ DOCS = {
 
 def tenant() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
-
-
-async def wait_for(predicate: Any, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.2)
 
 
 async def publish_docs(publisher: Publisher, who: str, **extra: Any) -> None:

@@ -39,6 +39,7 @@ from producers.replay import reset_group
 from schemas.models import ModelPublished
 from schemas.reindex import ReindexRequested
 from tests.conftest import _run
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.rollout]
 
@@ -144,14 +145,6 @@ async def wait_task(tasks: TaskStore, task_id: str, timeout_s: float = 420) -> d
         if time.monotonic() > deadline:
             raise AssertionError(f"task {task_id} not finished in time: {task}")
         await asyncio.sleep(0.5)
-
-
-async def wait_for(predicate: Any, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.3)
 
 
 async def reindex_requests(settings: Settings, version: str) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from core.sessions import fold
 from infra.process import Component
 from producers.publisher import Publisher
 from schemas.codec import validate
+from tests.helpers import wait_for
 from tests.integration.flywheel_data import ITEMS, synthetic_sessions
 from tests.integration.kafka_helpers import end_offsets, read_from
 
@@ -35,14 +36,6 @@ pytestmark = pytest.mark.integration
 
 def tenant() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
-
-
-async def wait_for(predicate: Any, timeout_s: float = 60.0, every_s: float = 0.3) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every_s)
 
 
 async def caught_up(settings: Settings, group: str, topic: str, timeout_s: float = 60.0) -> None:
