@@ -80,6 +80,25 @@ class TaskStore:
         return [_public(task) async for task in cursor]
 
 
+    async def evaluation_metrics(self) -> dict[str, dict[str, float]]:
+        """Held-out scores per model version, from the training runs that passed the gate:
+        a version's are its candidate scores in the run that produced it; a version no run
+        produced (the base model) gets its scores in the first run that fine-tuned it."""
+        produced: dict[str, dict[str, float]] = {}
+        as_base: dict[str, dict[str, float]] = {}
+        cursor = self.tasks.find(
+            {"type": "training", "status": "succeeded", "details.model_version": {"$exists": True}},
+            projection={"details.model_version": 1, "details.base_version": 1, "details.metrics": 1},
+        ).sort("created_at", ASCENDING)
+        async for task in cursor:
+            details = task.get("details") or {}
+            scores = details.get("metrics") or {}
+            produced[str(details["model_version"])] = dict(scores.get("candidate") or {})
+            if details.get("base_version"):
+                as_base.setdefault(str(details["base_version"]), dict(scores.get("base") or {}))
+        return {**as_base, **produced}
+
+
 def _public(task: dict[str, Any]) -> dict[str, Any]:
     task = dict(task)
     task["id"] = task.pop("_id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request
+from pymongo.errors import PyMongoError
 
 from core.ab import InvalidSplit, configure_split
 from core.rollout import ActivationError, UnknownVersion, activate_version
@@ -31,12 +32,18 @@ log = logging.getLogger("flywheel.gateway")
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
+def held_out_metrics(scores: dict[str, float]) -> dict[str, float]:
+    """The trainer's `ndcg_at_10` etc. as `ndcg@10`, without the query count."""
+    return {name.replace("_at_", "@"): float(value) for name, value in scores.items() if "_at_" in name}
+
+
 @router.get("", response_model=ModelsResponse)
 async def list_models(
     who: Searching, store: StoreDep, experiments: ExperimentsDep, request: Request, settings: SettingsDep,
 ) -> ModelsResponse:
-    """Versions with their A/B traffic share, click-through rate and MRR from the session
-    documents (searches credited to the version that served them), and improver adjustments."""
+    """Versions with their held-out scores from training (nDCG@10, MRR@10, Recall@10), A/B
+    traffic share, click-through rate and MRR from the session documents (searches credited
+    to the version that served them), and improver adjustments."""
     active = await store.active_version()
     split = await experiments.split()
     online: dict[str, dict[str, float]] = {}
@@ -46,6 +53,11 @@ async def list_models(
     except Problem as error:  # MongoDB down: the list still answers, without online metrics
         log.warning("online metrics unavailable: %s", error.detail)
     states = await experiments.improver_states()
+    evaluated: dict[str, dict[str, float]] = {}
+    try:
+        evaluated = await (await resources(request).tasks()).evaluation_metrics()
+    except (Problem, PyMongoError) as error:  # MongoDB down: the list answers without them
+        log.warning("training scores unavailable: %r", error)
     versions = []
     for row in await store.list_versions():
         version = row["version"]
@@ -59,7 +71,8 @@ async def list_models(
             searches=int(clicks["searches"]) if clicks else 0,
             clicked_searches=int(clicks["clicked_searches"]) if clicks else 0,
             ctr=clicks["ctr"] if clicks else None, mrr=clicks["mrr"] if clicks else None,
-            metrics={f"improver_{k}": float(v) for k, v in state["metrics"].items()} if state else {},
+            metrics={**held_out_metrics(evaluated.get(version, {})),
+                     **({f"improver_{k}": float(v) for k, v in state["metrics"].items()} if state else {})},
             adjustments={k: state[k] for k in ("revision", "adjusted_chunks", "updated_at")} if state else {},
         ))
     return ModelsResponse(

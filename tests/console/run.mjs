@@ -152,6 +152,11 @@ try {
     await go("Models");
     await page.waitForFunction((v) => document.querySelector("#active-version")?.textContent === v, version,
       { timeout: 60_000 });
+    await page.locator(".chart svg rect").first().waitFor();
+    report.chart = { bars: await page.locator(".chart svg rect").count(),
+      label: await page.locator(".chart svg").first().getAttribute("aria-label") };
+    step("models chart", report.chart);
+    await shot("models-rolled-out");
     const served = await search(options.query);
     step("search after rollout", served);
     report.search_rolled_out = served;
@@ -166,7 +171,7 @@ try {
     building: r.querySelector("button")?.disabled })));
   const target = report.rollout ? activeBefore
     : (versions.find((v) => !v.active && !v.building) || versions.find((v) => v.active)).version;
-  const activateButton = page.getByRole("button", { name: `Activate version ${target}` });
+  const activateButton = page.getByRole("button", { name: `Activate version ${target}`, exact: true });
   await activateButton.focus();
   await page.keyboard.press("Enter");
   await page.locator("dialog[open]").waitFor();
@@ -175,7 +180,7 @@ try {
   await page.locator("dialog[open]").waitFor({ state: "detached" });
   const focusBack = await page.evaluate(() => document.activeElement?.getAttribute("aria-label"));
   await activateButton.click();
-  await page.getByRole("button", { name: `Activate v${target}` }).click();
+  await page.getByRole("button", { name: `Activate v${target}`, exact: true }).click();
   await page.waitForFunction((v) => document.querySelector("#toast")?.textContent.startsWith(`Version ${v} is active`), target);
   await page.waitForFunction((v) => document.querySelector("#active-version")?.textContent === v, target);
   step("activated", { version: target, versions, focus_after_escape: focusBack });
@@ -201,10 +206,10 @@ try {
   step("dead letters", { topics: await page.locator("section[data-topic]").count(), letters, letter });
   await shot("dlq");
   if (options.dlqTopic) {
-    await section.getByRole("button", { name: `Redrive ${options.dlqTopic}` }).click();
+    await section.getByRole("button", { name: `Redrive ${options.dlqTopic}`, exact: true }).click();
     await page.locator("dialog[open]").waitFor();
     await shot("dlq-confirm");
-    await page.locator("dialog[open]").getByRole("button", { name: "Redrive" }).click();
+    await page.locator("dialog[open]").getByRole("button", { name: "Redrive", exact: true }).click();
     await page.waitForFunction((t) => document.querySelector("#toast")?.textContent.includes(`redriven from ${t}`),
       options.dlqTopic, { timeout: 120_000 });
     const toast = await page.locator("#toast").textContent();

@@ -171,6 +171,9 @@ def test_console_in_headless_chromium(
     new = report["rollout"]["version"]
     assert report["rollout"] == {"version": new, "deploy": "succeeded", "reindex": "succeeded"}
     assert report["search_rolled_out"]["model_version"] == new and report["search_rolled_out"]["results"] > 0
+    # The chart holds the held-out scores of the training runs: at least the new version's and
+    # its base's, three metrics each.
+    assert report["chart"]["bars"] >= 6 and "ndcg@10, mrr@10, recall@10" in report["chart"]["label"]
     # Rolled back from the page to the version before it, and search answered with that one.
     before = steps["training requested"]["active_before"]
     assert report["activated"] == before != new

@@ -499,11 +499,14 @@ function modelsPage(root) {
           type: "button", class: "small", disabled: v.status === "building",
           "aria-label": `Activate version ${v.version}`, onclick: () => activate(v.version, v.active),
         }, "Activate")))), { empty: "No model versions." }));
-    const series = metrics.map((m, i) => ({ name: m, color: PALETTE[i % PALETTE.length] }));
+    // The chart compares held-out scores (0..1) from training; the improver's own figures
+    // (revisions, chunk counts) stay in the table.
+    const scored = metrics.filter((m) => !m.startsWith("improver_"));
+    const series = scored.map((m, i) => ({ name: m, color: PALETTE[i % PALETTE.length] }));
     chart.replaceChildren(h("h3", { id: "h-chart" }, "Evaluation metrics"),
-      metrics.length
-        ? barChart(versions.map((v) => ({ label: `v${v.version}`, values: metrics.map((m) => (v.metrics || {})[m] ?? null) })),
-          series, { label: `evaluation metrics per model version: ${metrics.join(", ")}` })
+      scored.length
+        ? barChart(versions.map((v) => ({ label: `v${v.version}`, values: scored.map((m) => (v.metrics || {})[m] ?? null) })),
+          series, { label: `evaluation metrics per model version: ${scored.join(", ")}` })
         : h("p", { class: "muted" }, "No evaluation metrics yet: they come from training runs."));
     const chosen = reindexVersion.value;
     reindexVersion.replaceChildren(...versions.map((v) => h("option", { value: v.version }, `v${v.version}`)));
