@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     # Held-out evaluation sessions (by a hash of the session id), fine-tuning hyper-parameters.
     training_eval_fraction: float = 0.2
     training_batch_size: int = 32
+    # Texts per forward pass within a batch (GradCache): bounds training memory; 0 = whole batch.
+    training_mini_batch_size: int = 8
     training_learning_rate: float = 2e-5
     training_warmup_fraction: float = 0.1
     training_seed: int = 42

@@ -79,7 +79,8 @@ async def open_dependencies() -> None:
     ))
     config = TrainerConfig(
         base_model_dir=base_model_dir(settings), work_dir=training_work_dir(settings),
-        batch_size=settings.training_batch_size, learning_rate=settings.training_learning_rate,
+        batch_size=settings.training_batch_size, mini_batch_size=settings.training_mini_batch_size,
+        learning_rate=settings.training_learning_rate,
         warmup_fraction=settings.training_warmup_fraction, seed=settings.training_seed,
     )
     deps = TrainerDeps(tasks, datasets, SentenceTransformersTrainer(), build_model_registry(settings),

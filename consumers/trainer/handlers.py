@@ -76,6 +76,7 @@ class TrainerConfig:
     base_model_dir: Path
     work_dir: Path
     batch_size: int = 32
+    mini_batch_size: int = 8
     learning_rate: float = 2e-5
     warmup_fraction: float = 0.1
     seed: int = 42
@@ -173,7 +174,8 @@ class _Run:
             "flywheel.run_id": request.run_id, "flywheel.base_version": base_version})
         url = await asyncio.to_thread(deps.registry.run_url, self.mlflow_run)
         tune = FineTuneConfig(
-            request.epochs, cfg.batch_size, cfg.learning_rate, cfg.warmup_fraction, cfg.seed)
+            request.epochs, cfg.batch_size, cfg.learning_rate, cfg.warmup_fraction, cfg.seed,
+            cfg.mini_batch_size)
         await asyncio.to_thread(deps.registry.log, self.mlflow_run, {
             **asdict(tune), "base_version": base_version, "gate_margin": request.gate_margin,
             "min_sessions": request.min_sessions, "since": request.since, "until": request.until,

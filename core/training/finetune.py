@@ -41,6 +41,11 @@ class FineTuneConfig:
     learning_rate: float = 2e-5
     warmup_fraction: float = 0.1
     seed: int = 42
+    # Texts per forward pass. Below batch_size, the loss is computed GradCache-style
+    # (CachedMultipleNegativesRankingLoss): the same gradients as one pass over the batch,
+    # with activation memory bounded by the mini-batch, not the batch (attention memory grows
+    # with the square of the sequence length: 32 triples of 256 tokens take ~6 GB on CPU).
+    mini_batch_size: int = 8
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,10 @@ def fine_tune(
 ) -> FineTuneResult:
     """Train a copy of the model in `base_dir` on `data`; save it to `out_dir`."""
     import torch
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
     from sentence_transformers.util import batch_to_device
     from transformers import get_linear_schedule_with_warmup
 
@@ -135,7 +143,10 @@ def fine_tune(
     batches = plan_batches(data, config)
     if not batches:
         raise ValueError("no training batches: the dataset has no usable examples")
-    loss_fn = MultipleNegativesRankingLoss(model)
+    loss_fn: torch.nn.Module = (
+        CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
+        if 0 < config.mini_batch_size < config.batch_size else MultipleNegativesRankingLoss(model)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_fraction * len(batches)), len(batches)
