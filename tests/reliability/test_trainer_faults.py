@@ -47,7 +47,6 @@ async def test_training_waits_out_an_mlflow_outage_and_finishes_when_it_returns(
         await asyncio.sleep(3)  # retries while MLflow stays down (each one runs, then waits again)
         task = await task_store.get(run_id)
         assert task is not None and task["status"] in ("pending", "running"), task
-        assert not registered(test_settings)[before:]
     finally:
         await asyncio.to_thread(mlflow_server.start)
 
