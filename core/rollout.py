@@ -3,7 +3,8 @@
 Shared by the gateway (POST /v1/models/{version}/activate) and `flywheel models activate`.
 A version's index is complete once its reindex finished (status active or retired); a
 version still being built (status building) is refused, so search never sees a partial
-index. The switch is one UPDATE of the active pointer, so a rollback takes effect at once.
+index, and so is a retired version older than the rollback target, which has stopped
+receiving new content. The switch is one UPDATE of the active pointer, so a rollback takes effect at once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Protocol
 
 class RolloutStore(Protocol):
     async def list_versions(self) -> list[dict[str, Any]]: ...
+
+    async def writable_versions(self) -> list[str]: ...
 
     async def activate(self, version: str) -> str | None: ...
 
@@ -29,6 +32,10 @@ class UnknownVersion(ActivationError, LookupError):
 
 class IndexIncomplete(ActivationError):
     """The version's index is still being built."""
+
+
+class IndexStale(ActivationError):
+    """A retired version that no longer receives new content: its index misses items."""
 
 
 class NotServed(ActivationError):
@@ -63,6 +70,12 @@ async def activate_version(
     if row["status"] == "building":
         raise IndexIncomplete(
             f"model version {version} is still being indexed; activate it when its reindex is done"
+        )
+    if row["status"] == "retired" and version not in await store.writable_versions():
+        raise IndexStale(
+            f"model version {version} stopped receiving new content when another version was "
+            "retired after it (only the version retired last is kept current for rollback), so its "
+            "index may miss items; activate a current version, or roll out a new one"
         )
     if is_served is not None and not await is_served(version):
         raise NotServed(f"model version {version} is not loaded in the model server; deploy it first")

@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS model_versions (
     created_at timestamptz NOT NULL DEFAULT now(),
     activated_at timestamptz
 );
+-- When a version last stopped being the newest complete one (retired by an activation, or
+-- finished without one): the version retired last is the rollback target kept current.
+ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS retired_at timestamptz;
 CREATE TABLE IF NOT EXISTS active_model (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version text NOT NULL REFERENCES model_versions (version)
@@ -146,7 +149,8 @@ class PgVectorStore:
             )
             if previous is not None and previous != version:
                 await conn.execute(
-                    "UPDATE model_versions SET status = 'retired' WHERE version = %s", (previous,)
+                    "UPDATE model_versions SET status = 'retired', retired_at = now() WHERE version = %s",
+                    (previous,),
                 )
         return previous
 
@@ -157,13 +161,15 @@ class PgVectorStore:
 
     async def writable_versions(self) -> list[str]:
         """Every version new content is written to: the active one, those being built, and the
-        rollback target (the most recently active or completed retired version), so that a
-        rollback switches to a complete index at once."""
+        rollback target (the version retired last: the one active before the current one, or
+        one completed since without being activated), so that a rollback switches to a
+        complete index at once."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
                 "SELECT version FROM model_versions WHERE status IN ('active', 'building') "
                 "OR version = (SELECT version FROM model_versions WHERE status = 'retired' "
-                "  ORDER BY coalesce(activated_at, created_at) DESC, version::bigint DESC LIMIT 1) "
+                "  ORDER BY coalesce(retired_at, activated_at, created_at) DESC, version::bigint DESC "
+                "  LIMIT 1) "
                 "ORDER BY version::bigint"
             )).fetchall()
         return [row[0] for row in rows]
@@ -172,7 +178,8 @@ class PgVectorStore:
         """Mark a fully built version complete without serving it (status retired)."""
         async with self.pool.connection() as conn:
             await conn.execute(
-                "UPDATE model_versions SET status = 'retired' WHERE version = %s AND status = 'building'",
+                "UPDATE model_versions SET status = 'retired', retired_at = now() "
+                "WHERE version = %s AND status = 'building'",
                 (version,),
             )
 

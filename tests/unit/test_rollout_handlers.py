@@ -11,7 +11,7 @@ from consumers.deployer.handlers import SMOKE_TEXTS, DeployDeps, deploy
 from consumers.reindexer.handlers import ReindexDeps, reindex
 from core.chunking import Chunker, ChunkingConfig
 from core.model_registry import registry_version, serving_version
-from core.rollout import IndexIncomplete, NotServed, UnknownVersion, activate_version
+from core.rollout import IndexIncomplete, IndexStale, NotServed, UnknownVersion, activate_version
 from schemas.models import ModelPublished
 from schemas.reindex import ReindexRequested
 from tests.unit.rollout_fakes import (
@@ -275,3 +275,17 @@ async def test_activation_refuses_unknown_building_and_unserved_versions() -> No
     assert (result.version, result.previous, result.changed) == ("2", "1", True)
     back = await activate_version(store, "1")
     assert back.previous == "2" and await store.active_version() == "1"
+
+
+async def test_only_the_version_retired_last_can_be_activated_again() -> None:
+    store = FakeReindexStore()  # version 1 active
+    for version in ("2", "3"):
+        await store.ensure_version(version, 8)
+        await store.finish_version(version)
+        await activate_version(store, version)
+    # 3 active; 2 retired last (kept current); 1 retired before it and no longer written to.
+    assert set(await store.writable_versions()) == {"2", "3"}
+    with pytest.raises(IndexStale, match="model version 1 stopped receiving new content"):
+        await activate_version(store, "1")
+    assert (await activate_version(store, "2")).previous == "3"  # the rollback
+    assert (await activate_version(store, "3")).previous == "2"  # and forward again
