@@ -1,7 +1,7 @@
 // Drives the admin console in Debian's headless Chromium through playwright-core.
 //   node tests/console/run.mjs <gateway url> <admin key> <screenshot dir> [options as JSON]
 // options: {"query": "...", "minSessions": 3, "trainingTimeoutS": 420, "rolloutTimeoutS": 420,
-//           "dlqTopic": "clicks.dlq"}
+//           "dlqTopic": "clicks.dlq", "letterKey": "console-bad"}
 // Prints one JSON object (what it saw) and exits 0 when every step passed and the browser
 // logged no console error, 1 otherwise.
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
@@ -14,7 +14,7 @@ if (!url || !key || !shotDir) {
   console.error("usage: node run.mjs <gateway url> <admin key> <screenshot dir> [options JSON]");
   process.exit(2);
 }
-const options = { query: "cats", minSessions: 3, trainingTimeoutS: 420, rolloutTimeoutS: 420, dlqTopic: null,
+const options = { query: "cats", minSessions: 3, trainingTimeoutS: 420, rolloutTimeoutS: 420, dlqTopic: null, letterKey: null,
   ...(rawOptions ? JSON.parse(rawOptions) : {}) };
 const FINAL = ["succeeded", "failed", "rejected"];
 const stubVersion = (version, status, metrics, percent, ctr) => ({
@@ -194,7 +194,9 @@ try {
   await go("Dead letters");
   await page.locator("section[data-topic]").first().waitFor({ timeout: 60_000 });
   const section = options.dlqTopic ? page.locator(`section[data-topic="${options.dlqTopic}"]`) : page.locator("section[data-topic]").first();
-  const inspect = section.getByRole("button", { name: /^Inspect letter/ });
+  // The letter with the given key when there is one (other letters may be listed first).
+  const rows = options.letterKey ? section.locator("tr", { hasText: options.letterKey }) : section;
+  const inspect = rows.getByRole("button", { name: /^Inspect letter/ });
   const letters = await inspect.count();
   let letter = null;
   if (letters) {

@@ -147,7 +147,7 @@ def test_console_in_headless_chromium(
     clicks_end = _seed(console_gateway, test_settings.bootstrap_servers)
     shots = tmp_path / "screenshots"
     options = {"query": "cats", "minSessions": 10, "trainingTimeoutS": 420, "rolloutTimeoutS": 420,
-               "dlqTopic": "clicks.dlq"}
+               "dlqTopic": "clicks.dlq", "letterKey": "console-bad"}
     try:
         done = subprocess.run(
             ["node", str(driver), console_gateway, ADMIN_KEY, str(shots), json.dumps(options)],
