@@ -3,7 +3,6 @@ called in-process on the same queries at the same concurrency."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 
 from bench.corpus import derive_queries, synthetic_corpus
-from bench.runtime import StackUnavailable, machine_info, open_stack
+from bench.runtime import StackUnavailable, machine_info, open_stack, run_bounded
 from bench.stats import rate, summarize
 from core.config import Settings
 from core.domain import SearchQuery
@@ -44,16 +43,12 @@ class LoadResult:
 
 async def run_load(calls: Sequence[Callable[[], Awaitable[bool]]], concurrency: int) -> LoadResult:
     """Run every call with at most `concurrency` in flight; a call returns whether it succeeded."""
-    queue: asyncio.Queue[Callable[[], Awaitable[bool]]] = asyncio.Queue()
-    for call in calls:
-        queue.put_nowait(call)
     latencies: list[float] = []
     errors = 0
 
-    async def worker() -> None:
-        nonlocal errors
-        while not queue.empty():
-            call = queue.get_nowait()
+    def timed(call: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            nonlocal errors
             began = time.perf_counter()
             try:
                 ok = await call()
@@ -63,9 +58,10 @@ async def run_load(calls: Sequence[Callable[[], Awaitable[bool]]], concurrency: 
                 latencies.append((time.perf_counter() - began) * 1000)
             else:
                 errors += 1
+        return run
 
     began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await run_bounded([timed(call) for call in calls], concurrency)
     return LoadResult(time.perf_counter() - began, latencies, errors)
 
 

@@ -28,7 +28,7 @@ import httpx
 from rich.progress import Progress
 
 from bench.beir import BeirDataset, Qrels, clicks_for, judged_metrics
-from bench.runtime import StackUnavailable, machine_info
+from bench.runtime import StackUnavailable, machine_info, run_bounded
 from schemas.registry import CLICKS
 
 FINAL = ("succeeded", "failed", "rejected")
@@ -88,16 +88,6 @@ class Api:
         return (await self.call(method, url, **kwargs)).json()
 
 
-async def _bounded(calls: Sequence[Callable[[], Awaitable[None]]], concurrency: int) -> None:
-    queue = list(reversed(calls))
-
-    async def worker() -> None:
-        while queue:
-            await queue.pop()()
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
 async def _wait(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float, poll_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not await check():
@@ -138,7 +128,7 @@ class QualityRun:
                 self.progress.advance(bar, len(batch))
             return call
 
-        await _bounded([send(b) for b in batches], 2)
+        await run_bounded([send(b) for b in batches], 2)
         self.timings.phase("publish", began)
 
         began = time.monotonic()
@@ -161,21 +151,18 @@ class QualityRun:
         began = time.monotonic()
         rankings: dict[str, list[str]] = {}
         versions: Counter[str] = Counter()
-        latencies: list[float] = []
         bar = self.progress.add_task(f"evaluate {label} (search k=100)", total=len(qrels))
 
         def ask(qid: str) -> Callable[[], Awaitable[None]]:
             async def call() -> None:
-                sent = time.monotonic()
                 body = await self.api.json("POST", "/v1/search",
                                            json={"query": self.data.queries[qid], "k": 100})
-                latencies.append(time.monotonic() - sent)
                 rankings[qid] = [hit["id"] for hit in body["results"]]
                 versions[body["model_version"]] += 1
                 self.progress.advance(bar)
             return call
 
-        await _bounded([ask(q) for q in qrels], self.config.concurrency)
+        await run_bounded([ask(q) for q in qrels], self.config.concurrency)
         self.timings.phase(f"evaluate_{label}", began)
         return {**judged_metrics(rankings, qrels), "queries": len(qrels),
                 "model_version": versions.most_common(1)[0][0], "answered_by": dict(versions)}
@@ -203,7 +190,7 @@ class QualityRun:
                 self.progress.advance(bar)
             return call
 
-        await _bounded([session(q) for q in self.data.train], self.config.concurrency)
+        await run_bounded([session(q) for q in self.data.train], self.config.concurrency)
         self.timings.phase("sessions", began)
 
         began = time.monotonic()
@@ -308,10 +295,11 @@ async def run_quality(
             report["sessions"] = await run.sessions()
             task = await run.train(since, report["sessions"].get("sessions_with_clicks", 0))
             report["training"] = _training_summary(task)
-            version = (task.get("details") or {}).get("model_version")
-            report["model_version"] = version if task["status"] == "succeeded" else None
+            version = (task.get("details") or {}).get("model_version") \
+                if task["status"] == "succeeded" else None
+            report["model_version"] = version
             report["fine_tuned"] = None
-            if version and task["status"] == "succeeded":
+            if version:
                 await run.roll_out(str(version))
                 report["fine_tuned"] = await run.evaluate("fine-tuned", data.test)
         report["timings_s"] = run.timings.to_dict()

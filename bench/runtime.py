@@ -8,7 +8,7 @@ import asyncio
 import os
 import platform
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +132,17 @@ async def open_stack(settings: Settings, *, ingest: bool) -> AsyncIterator[Stack
         if ingest:
             await stack.ensure_publisher()
         yield stack
+
+
+async def run_bounded(calls: Sequence[Callable[[], Awaitable[None]]], concurrency: int) -> None:
+    """Run every call, in order, with at most `concurrency` in flight; an error propagates."""
+    pending = list(reversed(calls))
+
+    async def worker() -> None:
+        while pending:
+            await pending.pop()()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 # --- the in-process baseline ------------------------------------------------------------------

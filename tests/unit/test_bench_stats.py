@@ -100,3 +100,43 @@ def test_default_search_tenant(tmp_path: Path) -> None:
     assert default_tenant(None, 2000) == "bench-search-synthetic-2000"
     (tmp_path / "SciFact Dev").mkdir()
     assert default_tenant(tmp_path / "SciFact Dev", 500) == "bench-search-scifact-dev-500"
+
+
+def test_bounded_runs_keep_their_limit_and_load_counts_errors() -> None:
+    import asyncio
+
+    import httpx
+
+    from bench.gateway import run_load
+    from bench.runtime import run_bounded
+
+    in_flight, peak, order = 0, 0, []
+
+    def call(i: int):  # type: ignore[no-untyped-def]
+        async def run() -> None:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            order.append(i)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+        return run
+
+    asyncio.run(run_bounded([call(i) for i in range(10)], 3))
+    assert peak == 3 and order == list(range(10))
+
+    async def fails() -> None:
+        raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(run_bounded([fails], 2))
+
+    async def ok() -> bool:
+        return True
+
+    async def refused() -> bool:
+        raise httpx.ConnectError("refused")
+
+    async def answered_500() -> bool:
+        return False
+    result = asyncio.run(run_load([ok, refused, answered_500, ok], 2))
+    assert (len(result.latencies_ms), result.errors) == (2, 2)
