@@ -41,7 +41,7 @@ test-unit: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy core schemas producers consumers gateway infra cli bench
+	$(BIN)/mypy core schemas producers kafka_ops consumers gateway infra cli bench
 
 clean: down
 	rm -rf .flywheel .flywheel-test

@@ -28,7 +28,7 @@ from bench.runtime import Stack, load_local_model, machine_info, open_stack
 from bench.stats import rate, summarize
 from core.bootstrap import build_chunker
 from core.config import Settings
-from schemas.registry import CONTENT_UPSERTED
+from schemas.topics import CONTENT_UPSERTED
 
 PUBLISH_SLICE = 500
 MAX_AUTO_RATE = 50.0

@@ -29,7 +29,7 @@ from rich.progress import Progress
 
 from bench.beir import BeirDataset, Qrels, clicks_for, judged_metrics
 from bench.runtime import StackUnavailable, machine_info, run_bounded
-from schemas.registry import CLICKS
+from schemas.topics import CLICKS
 
 FINAL = ("succeeded", "failed", "rejected")
 PUBLISH_BATCH = 200

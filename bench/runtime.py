@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ import psycopg
 
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
-from core.bootstrap import BASE_MODEL_VERSION, build_embedder, build_store
+from core.base_model import base_model_dir
+from core.bootstrap import build_embedder, build_store
 from core.config import Settings
-from core.models import base_model_dir
+from core.serving import BASE_SERVING_VERSION
 from producers.publisher import Publisher, PublisherError
 
 CHECK_TIMEOUT_S = 5.0
@@ -174,7 +174,7 @@ class LocalModel:
 
 
 def load_local_model(
-    settings: Settings, version: str | None = BASE_MODEL_VERSION, threads: int | None = None
+    settings: Settings, version: str | None = BASE_SERVING_VERSION, threads: int | None = None
 ) -> LocalModel:
     """The baseline model, in this process; `threads` sets torch's intra-op threads (default:
     torch's own choice, one per core, as in Triton's Python backend)."""
@@ -230,12 +230,3 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
     }
 
-
-class Stopwatch:
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
-        self._clock = clock
-        self.began = clock()
-
-    @property
-    def elapsed(self) -> float:
-        return self._clock() - self.began

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.common import Bootstrap, bootstrap_or_default, fail, out
-from producers import dlq
+from kafka_ops import dead_letter_queue as dlq
 
 app = typer.Typer(help="Dead-letter topics: list, inspect, redrive.", no_args_is_help=True)
 TopicOption = Annotated[str | None, typer.Option("--topic", "-t", help="Only this topic (or its .dlq).")]

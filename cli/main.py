@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from cli import bench, dlq, keys, models, publish, replay, rollout, schemas, search, stack, tasks, train
+from cli import (
+    bench,
+    dlq,
+    keys,
+    model_versions,
+    publish,
+    replay,
+    rollout,
+    schemas,
+    search,
+    stack,
+    tasks,
+    train,
+)
 from cli.experiments import ab_split, improve_now, improver_revert
 
 app = typer.Typer(
@@ -28,7 +41,7 @@ app.add_typer(bench.app, name="bench")
 app.command("train")(train.train)
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(keys.app, name="keys")
-rollout.models_app.command("registry")(models.registry)
+rollout.models_app.command("registry")(model_versions.registry)
 rollout.models_app.command("ab-split")(ab_split)
 rollout.models_app.command("improve")(improve_now)
 rollout.models_app.command("improver-revert")(improver_revert)

@@ -16,7 +16,7 @@ from producers.bulk import BulkResult, Item, RejectsFile, publish_items, read_js
 from producers.loaders import CorpusFormat, FieldMap, count_rows, read_corpus
 from producers.publisher import Publisher, PublisherError
 from producers.ratelimit import limiter
-from schemas.registry import TOPICS, TopicSpec, get_topic
+from schemas.topics import TOPICS, TopicSpec, get_topic
 
 RejectsOption = Annotated[
     Path | None,

@@ -13,10 +13,11 @@ from rich.table import Table
 from tqdm import tqdm
 
 from cli.common import Bootstrap, MaxRate, Progress, bootstrap_or_default, err, fail, out
+from core.adapters.kafka_admin import KafkaAdminError
 from core.config import get_settings
-from producers.replay import CopyOutcome, CopyRequest, ReplayError, copy_slice, reset_group
-from producers.replay_plan import CopyState, PartitionReset
-from producers.timespec import BadTime, from_ms, parse_time
+from kafka_ops.replay import CopyOutcome, CopyRequest, copy_slice, reset_group
+from kafka_ops.replay_plan import CopyState, PartitionReset
+from kafka_ops.timespec import BadTime, from_ms, parse_time
 
 TIME_HELP = "ISO 8601 (no zone = UTC), 'now', or relative: -30m, -2h, -1d."
 
@@ -84,7 +85,7 @@ def _reset(
 ) -> None:
     try:
         plan = asyncio.run(reset_group(servers, topic, group, start, end, dry_run=dry_run))
-    except ReplayError as error:
+    except KafkaAdminError as error:
         raise fail(str(error), 1) from error
     out.print(_reset_table(topic, group, plan, dry_run))
     again = sum(max(row.again, 0) for row in plan)
@@ -134,7 +135,7 @@ def _copy(
             state, outcome = asyncio.run(copy_slice(
                 servers, state_path, request, restart=restart, on_start=started, on_progress=bar.update,
             ))
-    except ReplayError as error:
+    except KafkaAdminError as error:
         raise fail(str(error), 1) from error
     if outcome is CopyOutcome.ALREADY_COMPLETE:
         out.print(f"copy {job} was already complete; pass --restart (or another --name) to copy again.")

@@ -14,8 +14,8 @@ from core.bootstrap import build_embedder, build_store
 from core.config import get_settings
 from core.rollout import Activation, ActivationError, activate_version
 from producers.publisher import Delivery, Publisher, PublisherError
-from schemas.registry import REINDEX_REQUESTED
 from schemas.reindex import ReindexRequested
+from schemas.topics import REINDEX_REQUESTED
 
 models_app = typer.Typer(help="Model versions: list them, promote or roll back.", no_args_is_help=True)
 

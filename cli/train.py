@@ -15,7 +15,7 @@ from cli.common import Bootstrap, bootstrap_or_default, err, fail, out
 from core.bootstrap import build_task_store
 from core.config import get_settings
 from producers.publisher import Publisher, PublisherError
-from schemas.registry import TRAINING_REQUESTED
+from schemas.topics import TRAINING_REQUESTED
 from schemas.training import TrainingRequested
 
 FINAL = ("succeeded", "failed", "rejected")

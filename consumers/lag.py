@@ -9,8 +9,8 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from core.adapters.kafka_admin import connect_kafka
 from core.metrics import CONSUMER_LAG
-from producers.replay import connect_kafka
 
 log = logging.getLogger(__name__)
 

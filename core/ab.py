@@ -15,7 +15,9 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
+
+from core.ports import SessionSource, SplitStore, VersionLister
 
 BUCKETS = 10_000
 
@@ -25,18 +27,6 @@ class ABSplit:
     candidate_version: str
     percent: float
     updated_at: datetime | None = None
-
-
-class SplitStore(Protocol):
-    async def get_split(self) -> ABSplit | None: ...
-
-    async def set_split(self, candidate_version: str, percent: float) -> ABSplit: ...
-
-    async def clear_split(self) -> bool: ...
-
-
-class VersionLister(Protocol):
-    async def list_versions(self) -> list[dict[str, Any]]: ...
 
 
 class InvalidSplit(ValueError):
@@ -113,12 +103,6 @@ def online_metrics(sessions: Iterable[Mapping[str, Any]]) -> dict[str, dict[str,
                 acc.clicked_searches += 1
                 acc.reciprocal_ranks += 1.0 / rank
     return {version: acc.as_metrics() for version, acc in sorted(per.items())}
-
-
-class SessionSource(Protocol):
-    def iter_sessions(
-        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
-    ) -> Any: ...
 
 
 async def collect_online_metrics(

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder, wait_until_ready
+from core.base_model import base_model_dir
 from core.chunking import Chunker, ChunkingConfig, tokenizer_for
 from core.config import Settings
-from core.models import base_model_dir
+from core.serving import BASE_SERVING_VERSION
 
 if TYPE_CHECKING:
     from core.adapters.mlflow_registry import MLflowRegistry
@@ -20,10 +21,6 @@ if TYPE_CHECKING:
     from core.adapters.triton_control import TritonModelControl
 
 log = logging.getLogger(__name__)
-
-# The version infra writes into Triton's repository on first start.
-BASE_MODEL_VERSION = "1"
-
 
 def build_embedder(settings: Settings) -> TritonEmbedder:
     return TritonEmbedder(
@@ -45,14 +42,13 @@ async def build_store(settings: Settings) -> PgVectorStore:
 async def ensure_initial_version(store: PgVectorStore, embedder: TritonEmbedder) -> None:
     """On a fresh database, index with the base model: create and activate its version."""
     if await store.active_version() is None:
-        await wait_until_ready(embedder, BASE_MODEL_VERSION)
-        probe = await embedder.embed(["dimension probe"], BASE_MODEL_VERSION)
-        await store.ensure_version(BASE_MODEL_VERSION, int(probe.vectors.shape[1]), status="building")
-        await store.activate(BASE_MODEL_VERSION)
-        log.info("activated base model version %s", BASE_MODEL_VERSION)
+        await wait_until_ready(embedder, BASE_SERVING_VERSION)
+        probe = await embedder.embed(["dimension probe"], BASE_SERVING_VERSION)
+        await store.ensure_version(BASE_SERVING_VERSION, int(probe.vectors.shape[1]), status="building")
+        await store.activate(BASE_SERVING_VERSION)
+        log.info("activated base model version %s", BASE_SERVING_VERSION)
 
 
-# --- sessions and training (issue 6) ------------------------------------------------------
 async def build_session_store(settings: Settings) -> MongoSessionStore:
     from core.adapters.session_store import MongoSessionStore
 
@@ -79,7 +75,6 @@ def training_work_dir(settings: Settings) -> Path:
     return settings.training_work_dir or settings.state_dir / "training"
 
 
-# --- rollout: deployer and reindexer (issue 6) ----------------------------------------------
 def build_model_control(settings: Settings) -> TritonModelControl:
     from core.adapters.triton_control import TritonModelControl
 

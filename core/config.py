@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # On SIGTERM a service finishes the batch in hand for at most this long.
     shutdown_grace_s: float = 60.0
 
-    # --- Rollout: deployer and reindexer (issue 6) ---------------------------------------
+    # --- Rollout: deployer and reindexer ---------------------------------------
     # Deployer: the longest a Triton load may take, and how closely Triton's embeddings of
     # the smoke-test texts must match the registered model's own (cosine) before rollout.
     deploy_load_timeout_s: float = 600.0
@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     gateway_rate_per_s: float = 50.0
     gateway_rate_burst: int = 100
 
-    # --- Sessions and training (issue 6: consumers/sessions, consumers/trainer) -------------
+    # --- Sessions and training -------------
     # Session documents expire this long after their last event (TTL index on last_event_at).
     sessions_ttl_days: int = 90
     sessions_batch_size: int = 500
@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     mlflow_http_retries: int = 2
     # ---------------------------------------------------------------------------------------
 
-    # --- Improver and A/B split (issue 6: consumers/improver, gateway A/B) -----------------
+    # --- Improver and A/B split -----------------
     # The improver service always runs but changes nothing unless enabled. When enabled it runs
     # every `improver_interval_s` and, debounced by that interval, on new clicks (its own group).
     improver_enabled: bool = False

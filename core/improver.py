@@ -22,14 +22,14 @@ Clicks are taken by their time (`at`) in [watermark, now - settle_s): each click
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from core.ports import Embedder
+from core.ports import AdjustmentStore, Embedder, SessionSource
 from core.sessions import SessionDoc
 from core.training.dataset import is_eval_session, judgements
 from core.training.metrics import mean_metrics, prefixed
@@ -76,35 +76,6 @@ class ImproverState:
     revision: int = 0
     watermark: datetime | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-class AdjustmentStore(Protocol):
-    async def active_version(self) -> str | None: ...
-
-    async def improver_state(self, version: str) -> ImproverState: ...
-
-    async def chunk_vectors(self, version: str, keys: Sequence[Key]) -> dict[Key, list[ChunkState]]:
-        """Each existing item's chunks: the stored vector and the original one."""
-        ...
-
-    async def commit_run(
-        self, version: str, expected_revision: int, updates: Sequence[ChunkUpdate],
-        watermark: datetime, metrics: dict[str, float],
-    ) -> bool:
-        """In one transaction, if the revision still is `expected_revision`: keep the originals,
-        write the adjusted vectors (only over the same item version), bump the revision (when
-        there are updates) and store watermark and metrics. False on a concurrent run."""
-        ...
-
-    async def revert(self, version: str) -> int:
-        """Restore every original vector of `version`; returns the chunks restored."""
-        ...
-
-
-class SessionSource(Protocol):
-    def iter_sessions(
-        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
-    ) -> AsyncIterator[SessionDoc]: ...
 
 
 # --- the math ---------------------------------------------------------------------------------

@@ -3,12 +3,21 @@ tests implement them in memory."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from core.domain import ChunkVectors, Embeddings
+from core.domain import ChunkVectors, Embeddings, Item
+
+if TYPE_CHECKING:
+    from core.ab import ABSplit
+    from core.improver import ChunkState, ChunkUpdate, ImproverState, Key
+    from core.sessions import SessionDoc
+    from core.training.dataset import TrainingDataset
+    from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
 
 
 class DependencyUnavailable(RuntimeError):
@@ -73,3 +82,172 @@ class Tasks(Protocol):
         ...
 
     async def update(self, task_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+
+# --- sessions and the training policy ------------------------------------------------------
+class SessionRepository(Protocol):
+    """Where session documents live (MongoDB in production, a dict in unit tests)."""
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, SessionDoc]: ...
+
+    async def save(self, doc: SessionDoc, expected_revision: int | None) -> bool:
+        """Write `doc` with its revision bumped if the stored revision still is `expected_revision`
+        (None: the session must not exist yet). False on a concurrent change."""
+        ...
+
+    async def count_created_since(self, since: datetime | None) -> int: ...
+
+    def iter_sessions(
+        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
+    ) -> AsyncIterator[SessionDoc]:
+        """Sessions whose last event lies in [since, until), streamed in `_id` order."""
+        ...
+
+
+class PolicyState(Protocol):
+    """The training policy's bookkeeping: when and by which run id it last asked for training."""
+
+    async def policy_state(self) -> dict[str, Any]: ...
+
+    async def claim_policy_run(self, previous_run_id: str | None, run_id: str, at: datetime) -> bool:
+        """Record `run_id` as the latest request if `previous_run_id` still is; False otherwise."""
+        ...
+
+
+class SessionSource(Protocol):
+    def iter_sessions(
+        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
+    ) -> AsyncIterator[SessionDoc]: ...
+
+
+
+class PolicyRepository(SessionRepository, PolicyState, Protocol):
+    """The sessions service's store: session documents and the training policy's bookkeeping."""
+
+
+# --- training ------------------------------------------------------------------------------
+class Datasets(Protocol):
+    async def build(self, since: Any = None, until: Any = None) -> TrainingDataset: ...
+
+
+class ModelTrainer(Protocol):
+    def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
+                  progress: Progress | None = None) -> FineTuneResult: ...
+
+    def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]: ...
+
+
+class ModelRegistry(Protocol):
+    def model_dir(self, serving: str, base_dir: Path) -> Path: ...
+    def start_run(self, run_name: str, tags: dict[str, str]) -> str: ...
+    def run_url(self, mlflow_run_id: str) -> str: ...
+    def log(self, mlflow_run_id: str, params: dict[str, Any] | None = None,
+            metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None: ...
+    def log_dict(self, mlflow_run_id: str, data: dict[str, Any], name: str) -> None: ...
+    def log_model_dir(self, mlflow_run_id: str, model_dir: Path) -> str: ...
+    def end_run(self, mlflow_run_id: str, status: str = "FINISHED") -> None: ...
+    def register(self, artifact_uri: str, mlflow_run_id: str, run_id: str, tags: dict[str, str]) -> int: ...
+
+
+class ItemTexts(Protocol):
+    async def texts(self, tenant: str, ids: Sequence[str]) -> dict[str, str]:
+        """The text to embed for each item that exists (title and body, as indexed)."""
+        ...
+
+
+# --- rollout: deploy, reindex, activation --------------------------------------------------
+class ModelServer(Protocol):
+    """Triton's repository and model-control API (core.adapters.triton_control)."""
+
+    def has_version(self, version: int) -> bool: ...
+
+    def place_version(self, version: int, model_dir: Path) -> None: ...
+
+    def remove_version(self, version: int) -> None: ...
+
+    async def load(self) -> None: ...
+
+    async def is_ready(self, version: str) -> bool: ...
+
+    async def version_states(self) -> dict[str, tuple[str, str]]: ...
+
+
+class ReindexStore(VectorStore, Protocol):
+    async def ensure_version(self, version: str, dim: int, status: str = "building") -> None: ...
+
+    async def activate(self, version: str) -> str | None: ...
+
+    async def finish_version(self, version: str) -> None: ...
+
+    async def list_versions(self) -> list[dict[str, Any]]: ...
+
+    async def item_versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]: ...
+
+    async def missing_items(self, version: str, limit: int = 256) -> list[Item]: ...
+
+    async def delete_orphans(self, version: str) -> int: ...
+
+
+class ServingEmbedder(Embedder, Protocol):
+    async def ready(self, model_version: str | None = None) -> bool: ...
+
+
+class ReplaySource(Protocol):
+    """One topic read by a consumer group of its own, partition by partition."""
+
+    async def end_offsets(self) -> dict[int, int]: ...
+
+    async def resume(self, from_offset: int) -> dict[int, int]:
+        """Seek every partition to the group's committed offset (else `from_offset`); the positions."""
+        ...
+
+    async def fetch(self, ends: dict[int, int], max_records: int) -> tuple[list[Any], dict[int, int]]:
+        """Records below `ends`, and every partition's position after them (at most its end)."""
+        ...
+
+    async def commit(self, positions: dict[int, int]) -> None: ...
+
+
+class RolloutStore(Protocol):
+    async def list_versions(self) -> list[dict[str, Any]]: ...
+
+    async def writable_versions(self) -> list[str]: ...
+
+    async def activate(self, version: str) -> str | None: ...
+
+
+# --- the improver --------------------------------------------------------------------------
+class AdjustmentStore(Protocol):
+    async def active_version(self) -> str | None: ...
+
+    async def improver_state(self, version: str) -> ImproverState: ...
+
+    async def chunk_vectors(self, version: str, keys: Sequence[Key]) -> dict[Key, list[ChunkState]]:
+        """Each existing item's chunks: the stored vector and the original one."""
+        ...
+
+    async def commit_run(
+        self, version: str, expected_revision: int, updates: Sequence[ChunkUpdate],
+        watermark: datetime, metrics: dict[str, float],
+    ) -> bool:
+        """In one transaction, if the revision still is `expected_revision`: keep the originals,
+        write the adjusted vectors (only over the same item version), bump the revision (when
+        there are updates) and store watermark and metrics. False on a concurrent run."""
+        ...
+
+    async def revert(self, version: str) -> int:
+        """Restore every original vector of `version`; returns the chunks restored."""
+        ...
+
+
+# --- A/B split -----------------------------------------------------------------------------
+class SplitStore(Protocol):
+    async def get_split(self) -> ABSplit | None: ...
+
+    async def set_split(self, candidate_version: str, percent: float) -> ABSplit: ...
+
+    async def clear_split(self) -> bool: ...
+
+
+class VersionLister(Protocol):
+    async def list_versions(self) -> list[dict[str, Any]]: ...

@@ -11,15 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-
-class RolloutStore(Protocol):
-    async def list_versions(self) -> list[dict[str, Any]]: ...
-
-    async def writable_versions(self) -> list[str]: ...
-
-    async def activate(self, version: str) -> str | None: ...
+from core.ports import RolloutStore
 
 
 class ActivationError(RuntimeError):

@@ -21,9 +21,9 @@ names it, or the first one that shows the item.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from schemas.clicks import ClickEvent, ConversionEvent, SearchEvent
 
@@ -130,30 +130,3 @@ def fold(
     return result, applied
 
 
-class SessionRepository(Protocol):
-    """Where session documents live (MongoDB in production, a dict in unit tests)."""
-
-    async def get_many(self, keys: Sequence[str]) -> dict[str, SessionDoc]: ...
-
-    async def save(self, doc: SessionDoc, expected_revision: int | None) -> bool:
-        """Write `doc` with its revision bumped if the stored revision still is `expected_revision`
-        (None: the session must not exist yet). False on a concurrent change."""
-        ...
-
-    async def count_created_since(self, since: datetime | None) -> int: ...
-
-    def iter_sessions(
-        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
-    ) -> AsyncIterator[SessionDoc]:
-        """Sessions whose last event lies in [since, until), streamed in `_id` order."""
-        ...
-
-
-class PolicyState(Protocol):
-    """The training policy's bookkeeping: when and by which run id it last asked for training."""
-
-    async def policy_state(self) -> dict[str, Any]: ...
-
-    async def claim_policy_run(self, previous_run_id: str | None, run_id: str, at: datetime) -> bool:
-        """Record `run_id` as the latest request if `previous_run_id` still is; False otherwise."""
-        ...

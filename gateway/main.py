@@ -23,7 +23,7 @@ from gateway.routes import (
     docs,
     events,
     health,
-    models,
+    model_versions,
     search,
     tasks,
     training,
@@ -52,7 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     for router in (health.router, content.router, events.router, search.router, clicks.router,
-                   training.router, tasks.router, models.router, docs.router, admin.router, console.router):
+                   training.router, tasks.router, model_versions.router, docs.router, admin.router,
+                   console.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
     Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app)

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 
 from core.config import REPO_ROOT
 from infra.process import Component, Health, require_program
-from schemas.registry import TOPICS
+from schemas.topics import TOPICS
 
 INFRA_DIR = Path(__file__).resolve().parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.models import base_model_dir
+from core.base_model import base_model_dir
 from infra.process import Component, Health
 from infra.triton_dist import install_triton, server_environment, triton_dist, write_stub_env
 from infra.triton_repo import build_model_repository, model_versions

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.models import TRITON_INPUT, TRITON_OUTPUT
+from core.serving import TRITON_INPUT, TRITON_OUTPUT
 
 MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
 INPUT_NAME = TRITON_INPUT

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from producers.publisher import Publisher, PublisherError
 from schemas.codec import EventValidationError
-from schemas.registry import TopicSpec
+from schemas.topics import TopicSpec
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind, TracerProvider
 from schemas import codec
 from schemas.content import content_key
 from schemas.envelope import DEFAULT_TENANT, Envelope
-from schemas.registry import CONTENT_UPSERTED, TopicSpec, get_topic
+from schemas.topics import CONTENT_UPSERTED, TopicSpec, get_topic
 
 COMPRESSIONS = {"gzip": has_gzip, "lz4": has_lz4, "zstd": has_zstd, "snappy": has_snappy}
 DEFAULT_COMPRESSION = "lz4" if has_lz4() else "gzip"

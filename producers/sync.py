@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from producers.publisher import Delivery, Publisher
 from schemas.envelope import Envelope
-from schemas.registry import TopicSpec
+from schemas.topics import TopicSpec
 
 T = TypeVar("T")
 Event = Envelope | Mapping[str, Any]

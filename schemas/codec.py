@@ -18,7 +18,7 @@ import pydantic
 from schemas import compat
 from schemas.content import content_key, parse_content_key
 from schemas.envelope import Envelope
-from schemas.registry import TopicSpec, get_topic
+from schemas.topics import TopicSpec, get_topic
 
 # Events sent without an event_id get one derived from their Kafka coordinates, so every
 # redelivery of the same record carries the same idempotency key.

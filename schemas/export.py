@@ -13,7 +13,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from schemas.envelope import CURRENT_SCHEMA_VERSION
-from schemas.registry import TOPICS, TopicSpec
+from schemas.topics import TOPICS, TopicSpec
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 KAFKA_BINDING_VERSION = "0.5.0"

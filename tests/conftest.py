@@ -153,7 +153,7 @@ async def publisher(kafka: Component, test_settings: Settings) -> AsyncIterator[
         yield publisher
 
 
-# --- sessions and trainer services (issue 6) ----------------------------------------------
+# --- sessions and trainer services ----------------------------------------------
 @pytest.fixture(scope="session")
 def sessions_service(kafka: Component, mongodb: Component, test_settings: Settings) -> Iterator[Component]:
     yield from _run(_service(test_settings, "sessions"))

@@ -16,9 +16,9 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 
-from consumers.dead_letters import decode_or_park
 from consumers.deployer.artifacts import download_model, reference_embeddings
 from consumers.deployer.handlers import DeployDeps, deploy
+from consumers.parking import decode_or_park
 from consumers.service import create_app, create_broker, raw_message
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_control import TritonModelControl
@@ -26,9 +26,9 @@ from core.adapters.triton_embedder import TritonEmbedder
 from core.bootstrap import build_embedder, build_model_control, build_task_store
 from core.config import get_settings
 from producers.publisher import Publisher
-from schemas.models import ModelPublished
-from schemas.registry import MODEL_PUBLISHED, REINDEX_REQUESTED
+from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
+from schemas.topics import MODEL_PUBLISHED, REINDEX_REQUESTED
 
 log = logging.getLogger("flywheel.deployer")
 settings = get_settings()

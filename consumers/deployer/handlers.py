@@ -18,13 +18,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from core.model_registry import serving_version
-from core.ports import Embedder, Tasks
-from schemas.models import ModelPublished
+from core.ports import Embedder, ModelServer, Tasks
+from core.serving import serving_version
+from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
 
 log = logging.getLogger("flywheel.deployer")
@@ -44,22 +44,6 @@ _EVENT_NAMESPACE = uuid.UUID("6f1c2a4e-9a57-4c0e-8b1e-3d7f7f0a6b21")
 
 class DeployFailed(RuntimeError):
     """The rollout of this version cannot succeed as published; the message says why."""
-
-
-class ModelServer(Protocol):
-    """Triton's repository and model-control API (core.adapters.triton_control)."""
-
-    def has_version(self, version: int) -> bool: ...
-
-    def place_version(self, version: int, model_dir: Path) -> None: ...
-
-    def remove_version(self, version: int) -> None: ...
-
-    async def load(self) -> None: ...
-
-    async def is_ready(self, version: str) -> bool: ...
-
-    async def version_states(self) -> dict[str, tuple[str, str]]: ...
 
 
 @dataclass
@@ -159,7 +143,7 @@ def _check_versions(event: ModelPublished) -> int:
     if event.model_version != expected:
         raise DeployFailed(
             f"registry version {event.registry_version} is serving version {expected}, "
-            f"not {event.model_version} (see core.model_registry)"
+            f"not {event.model_version} (see core.serving)"
         )
     return int(event.model_version)
 

@@ -22,7 +22,7 @@ from core.adapters.vector_adjustments import PgVectorAdjustments
 from core.bootstrap import build_embedder, build_session_store, build_store
 from core.config import get_settings
 from core.improver import improve, improver_config
-from schemas.registry import CLICKS
+from schemas.topics import CLICKS
 
 log = logging.getLogger("flywheel.improver")
 settings = get_settings()

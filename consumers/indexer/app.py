@@ -19,8 +19,7 @@ from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from tritonclient.utils import InferenceServerException
 
-from consumers.dead_letters import DeadLetter, send_dead_letters
-from consumers.indexer.handlers import IndexReport, Operation, index_batch, parse_records
+from consumers.parking import DeadLetter, send_dead_letters
 from consumers.poison import process_isolating_poison
 from consumers.service import create_app, create_broker, raw_message
 from core.adapters.pgvector_store import PgVectorStore
@@ -28,8 +27,9 @@ from core.adapters.triton_embedder import EmbedderUnavailable, TritonEmbedder
 from core.bootstrap import build_chunker, build_embedder, build_store, ensure_initial_version
 from core.chunking import Chunker
 from core.config import get_settings
+from core.indexing import IndexReport, Operation, index_batch, parse_records
 from core.metrics import BATCH_RECORDS
-from schemas.registry import CONTENT_UPSERTED
+from schemas.topics import CONTENT_UPSERTED
 
 log = logging.getLogger("flywheel.indexer")
 # Errors of a dependency, never of a record: Triton's included (a version still loading).
@@ -77,7 +77,8 @@ async def close_dependencies() -> None:
 async def on_content(records: Any) -> None:
     records = tuple(records)
     BATCH_RECORDS.labels(CONTENT_UPSERTED.name).observe(len(records))
-    parsed, letters = parse_records(records)
+    parsed, invalid = parse_records(records)
+    letters = [DeadLetter(record, str(error), error) for record, error in invalid]
     d = deps["indexer"]
     report = IndexReport()
 

@@ -21,7 +21,7 @@ from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from pymongo.errors import ConnectionFailure
 
-from consumers.dead_letters import decode_or_park
+from consumers.parking import decode_or_park
 from consumers.reindexer.handlers import ReindexDeps, ReplaySource, reindex
 from consumers.reindexer.replay import open_replay
 from consumers.service import create_app, create_broker, raw_message
@@ -31,8 +31,8 @@ from core.adapters.triton_embedder import EmbedderUnavailable, TritonEmbedder
 from core.bootstrap import build_chunker, build_embedder, build_store, build_task_store
 from core.chunking import Chunker
 from core.config import get_settings
-from schemas.registry import CONTENT_UPSERTED, REINDEX_REQUESTED
 from schemas.reindex import ReindexRequested
+from schemas.topics import CONTENT_UPSERTED, REINDEX_REQUESTED
 
 log = logging.getLogger("flywheel.reindexer")
 settings = get_settings()

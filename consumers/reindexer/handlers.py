@@ -24,12 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from consumers.indexer.handlers import Delete, Operation, Upsert, index_batch, parse_records
 from core.chunking import Chunker
-from core.domain import Item
-from core.ports import Embedder, Tasks, VectorStore
+from core.indexing import Delete, Operation, Upsert, index_batch, parse_records
+from core.ports import ReindexStore, ReplaySource, ServingEmbedder, Tasks
 from producers.ratelimit import limiter
 from schemas.content import ContentUpserted
 from schemas.reindex import ReindexRequested
@@ -41,42 +40,6 @@ MAX_RECONCILE_ROUNDS = 10_000
 
 class ReindexFailed(RuntimeError):
     """The reindex cannot succeed as requested; the message says why."""
-
-
-class ReindexStore(VectorStore, Protocol):
-    async def ensure_version(self, version: str, dim: int, status: str = "building") -> None: ...
-
-    async def activate(self, version: str) -> str | None: ...
-
-    async def finish_version(self, version: str) -> None: ...
-
-    async def list_versions(self) -> list[dict[str, Any]]: ...
-
-    async def item_versions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]: ...
-
-    async def missing_items(self, version: str, limit: int = 256) -> list[Item]: ...
-
-    async def delete_orphans(self, version: str) -> int: ...
-
-
-class ServingEmbedder(Embedder, Protocol):
-    async def ready(self, model_version: str | None = None) -> bool: ...
-
-
-class ReplaySource(Protocol):
-    """One topic read by a consumer group of its own, partition by partition."""
-
-    async def end_offsets(self) -> dict[int, int]: ...
-
-    async def resume(self, from_offset: int) -> dict[int, int]:
-        """Seek every partition to the group's committed offset (else `from_offset`); the positions."""
-        ...
-
-    async def fetch(self, ends: dict[int, int], max_records: int) -> tuple[list[Any], dict[int, int]]:
-        """Records below `ends`, and every partition's position after them (at most its end)."""
-        ...
-
-    async def commit(self, positions: dict[int, int]) -> None: ...
 
 
 @dataclass
@@ -222,9 +185,9 @@ async def backfill_batch(records: Sequence[Any], version: str, deps: ReindexDeps
 
     Invalid records are skipped here: the live indexer dead-lettered them already.
     """
-    parsed, letters = parse_records(tuple(records))
-    if letters:
-        log.debug("skipping %d invalid records (dead-lettered by the indexer)", len(letters))
+    parsed, invalid = parse_records(records)
+    if invalid:
+        log.debug("skipping %d invalid records (dead-lettered by the indexer)", len(invalid))
     operations = await current_only([op for _, op in parsed], deps.store)
     if not operations:
         return 0

@@ -18,7 +18,7 @@ from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from pymongo.errors import PyMongoError
 
-from consumers.dead_letters import DeadLetter, send_dead_letters
+from consumers.parking import DeadLetter, send_dead_letters
 from consumers.service import create_app, create_broker, raw_message
 from consumers.sessions.handlers import ConcurrentUpdates, fold_batch, maybe_request_training
 from core.adapters.session_store import MongoSessionStore
@@ -26,7 +26,7 @@ from core.bootstrap import build_session_store
 from core.config import get_settings
 from core.sessions import SessionEventModel
 from schemas.codec import EventValidationError, decode_record, encode
-from schemas.registry import CLICKS, TRAINING_REQUESTED
+from schemas.topics import CLICKS, TRAINING_REQUESTED
 from schemas.training import TrainingRequested
 
 log = logging.getLogger("flywheel.sessions")

@@ -9,10 +9,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 from uuid import UUID, uuid5
 
-from core.sessions import PolicyState, SessionEventModel, SessionRepository, fold, session_key
+from core.ports import PolicyRepository, SessionRepository
+from core.sessions import SessionEventModel, fold, session_key
 from schemas.training import TrainingRequested
 
 log = logging.getLogger("flywheel.sessions")
@@ -67,10 +67,6 @@ async def fold_batch(
     if pending:
         raise ConcurrentUpdates(f"{len(pending)} sessions kept changing concurrently")
     return report
-
-
-class PolicyRepository(SessionRepository, PolicyState, Protocol):
-    pass
 
 
 def policy_run_id(previous_run_id: str | None) -> str:

@@ -20,13 +20,14 @@ from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from pymongo.errors import PyMongoError
 
-from consumers.dead_letters import decode_or_park
+from consumers.parking import decode_or_park
 from consumers.service import create_app, create_broker, raw_message
 from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
 from core.adapters.item_texts import PgItemTexts
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
+from core.base_model import base_model_dir
 from core.bootstrap import (
     build_model_registry,
     build_session_store,
@@ -35,13 +36,12 @@ from core.bootstrap import (
     training_work_dir,
 )
 from core.config import get_settings
-from core.models import base_model_dir
 from core.ports import DependencyUnavailable
 from core.training.dataset import DatasetBuilder, DatasetConfig
 from core.training.finetune import SentenceTransformersTrainer
 from schemas.codec import encode
-from schemas.models import ModelPublished
-from schemas.registry import MODEL_PUBLISHED, TRAINING_REQUESTED
+from schemas.model_published import ModelPublished
+from schemas.topics import MODEL_PUBLISHED, TRAINING_REQUESTED
 from schemas.training import TrainingRequested
 
 log = logging.getLogger("flywheel.trainer")

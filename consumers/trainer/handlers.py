@@ -23,15 +23,15 @@ import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from core.model_registry import BASE_SERVING_VERSION, serving_version
-from core.ports import DependencyUnavailable
+from core.ports import Datasets, DependencyUnavailable, ModelRegistry, ModelTrainer, Tasks
+from core.serving import BASE_SERVING_VERSION, serving_version
 from core.training.dataset import DatasetStats, TrainingDataset
-from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
+from core.training.finetune import FineTuneConfig, FineTuneResult
 from core.training.gate import decide
 from core.training.metrics import prefixed
-from schemas.models import ModelPublished
+from schemas.model_published import ModelPublished
 from schemas.training import TrainingRequested
 
 log = logging.getLogger("flywheel.trainer")
@@ -39,36 +39,6 @@ log = logging.getLogger("flywheel.trainer")
 FINAL_STATUSES = ("succeeded", "failed", "rejected")
 # Share of the task's progress each stage ends at.
 PROGRESS = {"building-dataset": 0.05, "training": 0.85, "evaluating": 0.95, "registering": 1.0}
-
-
-class Tasks(Protocol):
-    async def create(self, task_id: str, type: Any, tenant: str, details: dict[str, Any] | None = None
-                     ) -> tuple[dict[str, Any], bool]: ...
-
-    async def update(self, task_id: str, **fields: Any) -> dict[str, Any] | None: ...
-
-
-class Datasets(Protocol):
-    async def build(self, since: Any = None, until: Any = None) -> TrainingDataset: ...
-
-
-class ModelTrainer(Protocol):
-    def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
-                  progress: Progress | None = None) -> FineTuneResult: ...
-
-    def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]: ...
-
-
-class Registry(Protocol):
-    def model_dir(self, serving: str, base_dir: Path) -> Path: ...
-    def start_run(self, run_name: str, tags: dict[str, str]) -> str: ...
-    def run_url(self, mlflow_run_id: str) -> str: ...
-    def log(self, mlflow_run_id: str, params: dict[str, Any] | None = None,
-            metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None: ...
-    def log_dict(self, mlflow_run_id: str, data: dict[str, Any], name: str) -> None: ...
-    def log_model_dir(self, mlflow_run_id: str, model_dir: Path) -> str: ...
-    def end_run(self, mlflow_run_id: str, status: str = "FINISHED") -> None: ...
-    def register(self, artifact_uri: str, mlflow_run_id: str, run_id: str, tags: dict[str, str]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +58,7 @@ class TrainerDeps:
     tasks: Tasks
     datasets: Datasets
     trainer: ModelTrainer
-    registry: Registry
+    registry: ModelRegistry
     active_version: Callable[[], Awaitable[str | None]]
     publish: Callable[[ModelPublished], Awaitable[None]]
     config: TrainerConfig

@@ -1,6 +1,6 @@
 """MLflow: training runs (params, metrics, dataset statistics, the model directory) and the
 registered model `flywheel-embedder`, whose version N serves as version N + 1 (see
-core.model_registry). All calls block; async callers run them in a worker thread.
+core.serving). All calls block; async callers run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from core.model_registry import REGISTERED_MODEL_NAME, registry_version
 from core.ports import DependencyUnavailable
+from core.serving import REGISTERED_MODEL_NAME, registry_version
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")

@@ -20,8 +20,8 @@ from tritonclient.utils import InferenceServerException
 
 from core.domain import Embeddings
 from core.metrics import EMBED_SECONDS, EMBEDDED_TEXTS
-from core.models import TRITON_INPUT as INPUT_NAME
-from core.models import TRITON_OUTPUT as OUTPUT_NAME
+from core.serving import TRITON_INPUT as INPUT_NAME
+from core.serving import TRITON_OUTPUT as OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("flywheel.embedder")

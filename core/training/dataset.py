@@ -13,24 +13,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
+from core.ports import ItemTexts, SessionSource
 from core.sessions import SessionDoc
-
-
-class SessionSource(Protocol):
-    def iter_sessions(
-        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
-    ) -> AsyncIterator[SessionDoc]: ...
-
-
-class ItemTexts(Protocol):
-    async def texts(self, tenant: str, ids: Sequence[str]) -> dict[str, str]:
-        """The text to embed for each item that exists (title and body, as indexed)."""
-        ...
 
 
 @dataclass(frozen=True)

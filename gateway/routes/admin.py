@@ -15,12 +15,12 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from core.adapters.kafka_admin import KafkaAdminError, connect_kafka
 from gateway.deps import Admin, SettingsDep, StoreDep
 from gateway.problems import Problem
 from infra import stack
-from producers import dlq
-from producers.replay import ReplayError, connect_kafka
-from schemas.registry import TOPICS
+from kafka_ops import dead_letter_queue as dlq
+from schemas.topics import TOPICS
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -34,7 +34,7 @@ async def _kafka(call: Awaitable[T]) -> T:
     """Await a Kafka call; an unreachable broker or unknown topic answers 503 / 404."""
     try:
         return await asyncio.wait_for(call, timeout=KAFKA_TIMEOUT_S)
-    except ReplayError as error:
+    except KafkaAdminError as error:
         status = 404 if "does not exist" in str(error) else 503
         raise Problem(status, str(error)) from error
     except (KafkaError, TimeoutError, OSError) as error:
@@ -199,7 +199,7 @@ async def redrive(
     try:
         sent = await asyncio.wait_for(dlq.redrive(
             settings.bootstrap_servers, name, dry_run=body.dry_run, limit=body.limit), timeout=120)
-    except ReplayError as error:
+    except KafkaAdminError as error:
         raise Problem(503, str(error)) from error
     except (KafkaError, TimeoutError, OSError) as error:
         raise Problem(503, f"redrive of {name} did not finish: {error!r}",

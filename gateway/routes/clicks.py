@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from gateway.bodies import Accepted, SessionEventIn, SessionEvents
 from gateway.deps import PublisherDep, Publishing
-from gateway.models import Accepted, SessionEventIn, SessionEvents
 from schemas import codec
-from schemas.registry import CLICKS
+from schemas.topics import CLICKS
 
 router = APIRouter(prefix="/v1", tags=["clicks"])
 

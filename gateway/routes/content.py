@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from gateway.bodies import Accepted, ContentBatch, ContentItem, Deleted
 from gateway.deps import PublisherDep, Publishing, SettingsDep
-from gateway.models import Accepted, ContentBatch, ContentItem, Deleted
 from gateway.problems import Problem
 from schemas.content import ContentUpserted
-from schemas.registry import CONTENT_UPSERTED
+from schemas.topics import CONTENT_UPSERTED
 
 router = APIRouter(prefix="/v1/content", tags=["content"])
 

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, status
 
+from gateway.bodies import Published
 from gateway.deps import PublisherDep, Publishing
-from gateway.models import Published
 from gateway.problems import Problem
 from schemas import codec
-from schemas.registry import TOPICS
+from schemas.topics import TOPICS
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 

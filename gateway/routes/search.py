@@ -7,11 +7,11 @@ from fastapi import APIRouter
 from core.ab import choose_version
 from core.domain import SearchQuery
 from core.search import NoActiveModel, search
+from gateway.bodies import SearchRequest, SearchResponse, SearchResultItem
 from gateway.deps import EmbedderDep, ExperimentsDep, PublisherDep, Searching, SettingsDep, StoreDep
-from gateway.models import SearchRequest, SearchResponse, SearchResultItem
 from gateway.problems import Problem
 from schemas.clicks import SearchEvent, ShownResult
-from schemas.registry import CLICKS
+from schemas.topics import CLICKS
 
 router = APIRouter(prefix="/v1", tags=["search"])
 

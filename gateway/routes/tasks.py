@@ -6,8 +6,8 @@ from typing import Literal
 
 from fastapi import APIRouter, Query
 
+from gateway.bodies import Task
 from gateway.deps import Searching, TasksDep
-from gateway.models import Task
 from gateway.problems import Problem
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])

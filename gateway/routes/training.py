@@ -6,10 +6,10 @@ import uuid
 
 from fastapi import APIRouter, status
 
+from gateway.bodies import ReindexRequest, TaskAccepted, TrainingRunRequest
 from gateway.deps import Admin, PublisherDep, TasksDep
-from gateway.models import ReindexRequest, TaskAccepted, TrainingRunRequest
-from schemas.registry import REINDEX_REQUESTED, TRAINING_REQUESTED
 from schemas.reindex import ReindexRequested
+from schemas.topics import REINDEX_REQUESTED, TRAINING_REQUESTED
 from schemas.training import TrainingRequested
 
 router = APIRouter(prefix="/v1", tags=["training"])

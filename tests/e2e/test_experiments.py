@@ -26,11 +26,11 @@ from core.adapters.session_store import MongoSessionStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.adapters.vector_adjustments import PgVectorAdjustments, as_array
 from core.api_keys import hash_key
+from core.base_model import default_base_model_dir
 from core.bootstrap import build_model_control
 from core.config import Settings
 from core.domain import SearchQuery
 from core.improver import ImproverConfig, improve
-from core.models import default_base_model_dir
 from core.search import search
 from core.training.dataset import is_eval_session
 from infra.process import Component

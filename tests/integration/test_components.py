@@ -17,7 +17,7 @@ from pymongo import MongoClient
 
 from core.config import Settings
 from infra.process import Component
-from schemas.registry import TOPICS
+from schemas.topics import TOPICS
 
 pytestmark = pytest.mark.integration
 

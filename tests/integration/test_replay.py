@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from core.config import Settings, get_settings
 from infra.process import Component
-from producers.replay import (
+from kafka_ops.replay import (
     ORIGIN_HEADER,
     CopyOutcome,
     CopyRequest,
@@ -24,8 +24,8 @@ from producers.replay import (
     copy_slice,
     reset_group,
 )
-from producers.replay_plan import CopyState
-from producers.timespec import to_ms
+from kafka_ops.replay_plan import CopyState
+from kafka_ops.timespec import to_ms
 from tests.integration.kafka_helpers import create_topic, read_from, unique
 
 pytestmark = pytest.mark.integration

@@ -24,19 +24,19 @@ from consumers.service import SERVICES
 from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
+from core.base_model import default_base_model_dir
 from core.bootstrap import build_model_control, build_task_store
 from core.config import Settings
 from core.domain import SearchQuery
-from core.model_registry import REGISTERED_MODEL_NAME, registry_version, serving_version
-from core.models import default_base_model_dir
 from core.rollout import IndexIncomplete, activate_version
 from core.search import search
+from core.serving import REGISTERED_MODEL_NAME, registry_version, serving_version
 from infra.process import Component
 from infra.services import consumer_service
 from infra.triton_repo import model_versions
+from kafka_ops.replay import reset_group
 from producers.publisher import Publisher
-from producers.replay import reset_group
-from schemas.models import ModelPublished
+from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
 from tests.conftest import _run
 from tests.helpers import wait_for

@@ -22,7 +22,7 @@ from core.adapters.pgvector_store import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.config import Settings
-from core.model_registry import REGISTERED_MODEL_NAME
+from core.serving import REGISTERED_MODEL_NAME
 from core.sessions import fold
 from infra.process import Component
 from producers.publisher import Publisher

@@ -7,8 +7,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from core.base_model import default_base_model_dir
 from core.config import Settings
-from core.models import default_base_model_dir
 from infra.process import Component
 from infra.triton_repo import model_versions
 

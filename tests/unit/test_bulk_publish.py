@@ -14,7 +14,7 @@ from producers.bulk import RejectsFile, SourceError, publish_items, read_json_li
 from producers.loaders import CorpusFormat, FieldMap, read_corpus
 from producers.publisher import BatchValidationError, OutgoingRecord, Publisher
 from producers.ratelimit import TokenBucket, unlimited
-from schemas.registry import get_topic
+from schemas.topics import get_topic
 
 
 class RecordingPublisher(Publisher):

@@ -23,9 +23,9 @@ from schemas.codec import (
 )
 from schemas.content import ContentUpserted
 from schemas.examples import EXAMPLES
-from schemas.models import ModelPublished
-from schemas.registry import TOPICS
+from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
+from schemas.topics import TOPICS
 from schemas.training import TrainingRequested
 
 MODELS = {

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from consumers.indexer.handlers import Delete, Upsert, coalesce, index_batch
 from core.chunking import Chunker, ChunkingConfig
+from core.indexing import Delete, Upsert, coalesce, index_batch
 from schemas.content import ContentUpserted
 from tests.unit.fakes import FakeEmbedder, FakeStore
 

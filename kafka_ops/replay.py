@@ -1,13 +1,12 @@
 """`flywheel replay`: move a consumer group back in time, or copy a time slice to another topic.
 
-The planning is pure (producers.replay_plan); this module only talks to Kafka.
+The planning is pure (kafka_ops.replay_plan); this module only talks to Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -15,11 +14,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
-from producers.publisher import DEFAULT_COMPRESSION
-from producers.ratelimit import limiter
-from producers.replay_plan import (
+from core.adapters.kafka_admin import KafkaAdminError, KafkaView, connect_kafka
+from kafka_ops.replay_plan import (
     CopyState,
     PartitionReset,
     load_state,
@@ -28,57 +26,19 @@ from producers.replay_plan import (
     save_state,
     target_partition,
 )
-from producers.timespec import to_ms
+from kafka_ops.timespec import to_ms
+from producers.publisher import DEFAULT_COMPRESSION
+from producers.ratelimit import limiter
 
 ORIGIN_HEADER = "flywheel-replay-origin"
-_UNKNOWN_TOPIC = 3
 
 
-class ReplayError(RuntimeError):
+class ReplayError(KafkaAdminError):
     """A replay cannot be done as asked; the message says why."""
 
 
 class GroupActiveError(ReplayError):
     """The group has members: moving its offsets now would race with them."""
-
-
-@dataclass
-class KafkaView:
-    bootstrap: str
-    admin: AIOKafkaAdminClient
-    consumer: AIOKafkaConsumer  # group-less, for offset look-ups and fetching
-
-    async def partitions(self, topic: str) -> list[int]:
-        described = await self.admin.describe_topics([topic])
-        if not described or described[0]["error_code"] == _UNKNOWN_TOPIC or not described[0]["partitions"]:
-            raise ReplayError(f"topic {topic!r} does not exist")
-        return sorted(p["partition"] for p in described[0]["partitions"])
-
-    async def offsets_at(self, topic: str, partitions: list[int], ms: int) -> dict[int, int | None]:
-        found = await self.consumer.offsets_for_times({TopicPartition(topic, p): ms for p in partitions})
-        return {tp.partition: (None if hit is None else hit.offset) for tp, hit in found.items()}
-
-    async def end_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]:
-        ends = await self.consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        return {tp.partition: offset for tp, offset in ends.items()}
-
-
-@asynccontextmanager
-async def connect_kafka(bootstrap: str) -> AsyncIterator[KafkaView]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        await admin.start()
-        await consumer.start()
-    except KafkaConnectionError as error:
-        await consumer.stop()
-        await admin.close()
-        raise ReplayError(f"cannot reach Kafka at {bootstrap}: {error}") from error
-    try:
-        yield KafkaView(bootstrap, admin, consumer)
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 # --- (a) move a group's offsets ------------------------------------------------------------

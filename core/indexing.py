@@ -1,5 +1,7 @@
 """Indexing a batch of content-upserted events: free of I/O, over the store and embedder ports.
 
+Used by the indexer (live) and the reindexer (backfill of one version).
+
 Per batch: keep the last operation per item (the highest version of repeated upserts),
 chunk, embed only what the store does not hold yet for each writable model version (the
 active one, and one being built during a reindex), then apply everything in one transaction.
@@ -13,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from consumers.dead_letters import DeadLetter
 from core.chunking import Chunker
 from core.domain import ChunkVectors, Item
 from core.ports import Embedder, VectorStore
-from schemas.codec import EventValidationError, decode_record, parse_content_key
+from schemas.codec import KafkaRecord, decode_record, parse_content_key
 from schemas.content import ContentUpserted
 
 Key = tuple[str, str]
@@ -45,22 +46,30 @@ class Delete:
 Operation = Upsert | Delete
 
 
-def parse_records(records: tuple[Any, ...]) -> tuple[list[tuple[Any, Operation]], list[DeadLetter]]:
-    """Each valid record with its operation; each invalid one as a dead letter."""
+def parse_operation(record: KafkaRecord) -> Operation:
+    """The record's operation: an upsert, or a delete for a tombstone. Raises
+    EventValidationError (or ValueError for a bad key) when the record is invalid."""
+    event = decode_record(record)
+    if event is None:
+        tenant, item_id = parse_content_key(record.key)
+        return Delete(tenant, item_id)
+    if not isinstance(event, ContentUpserted):
+        raise ValueError(f"{record.topic} accepts content-upserted events, not {event.type}")
+    return Upsert(event)
+
+
+def parse_records(
+    records: Sequence[KafkaRecord],
+) -> tuple[list[tuple[Any, Operation]], list[tuple[Any, ValueError]]]:
+    """Each valid record with its operation, and each invalid one with its error."""
     operations: list[tuple[Any, Operation]] = []
-    letters: list[DeadLetter] = []
+    invalid: list[tuple[Any, ValueError]] = []
     for record in records:
         try:
-            event = decode_record(record)
-            if event is None:
-                tenant, item_id = parse_content_key(record.key)
-                operations.append((record, Delete(tenant, item_id)))
-            else:
-                assert isinstance(event, ContentUpserted)
-                operations.append((record, Upsert(event)))
-        except (EventValidationError, ValueError) as error:
-            letters.append(DeadLetter(record, str(error), error))
-    return operations, letters
+            operations.append((record, parse_operation(record)))
+        except ValueError as error:  # EventValidationError included
+            invalid.append((record, error))
+    return operations, invalid
 
 
 @dataclass

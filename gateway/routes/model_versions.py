@@ -9,6 +9,14 @@ from pymongo.errors import PyMongoError
 
 from core.ab import InvalidSplit, configure_split
 from core.rollout import ActivationError, UnknownVersion, activate_version
+from gateway.bodies import (
+    ABSplitInfo,
+    ABSplitRequest,
+    Activated,
+    ModelsResponse,
+    ModelVersionInfo,
+    Reverted,
+)
 from gateway.deps import (
     Admin,
     EmbedderDep,
@@ -17,14 +25,6 @@ from gateway.deps import (
     SettingsDep,
     StoreDep,
     resources,
-)
-from gateway.models import (
-    ABSplitInfo,
-    ABSplitRequest,
-    Activated,
-    ModelsResponse,
-    ModelVersionInfo,
-    Reverted,
 )
 from gateway.problems import Problem
 

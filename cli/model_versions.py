@@ -12,7 +12,7 @@ from rich.table import Table
 from cli.common import out
 from core.bootstrap import build_model_registry, build_store
 from core.config import get_settings
-from core.model_registry import BASE_SERVING_VERSION, registry_version, serving_version
+from core.serving import BASE_SERVING_VERSION, registry_version, serving_version
 
 
 async def _served() -> tuple[str | None, list[dict[str, Any]]]:

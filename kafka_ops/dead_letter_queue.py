@@ -16,8 +16,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from producers.replay import connect_kafka
-from schemas.registry import TOPICS
+from core.adapters.kafka_admin import connect_kafka
+from schemas.topics import TOPICS
 
 DLQ_HEADER_PREFIX = "dlq-"
 

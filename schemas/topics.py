@@ -15,7 +15,7 @@ from pydantic import Field, TypeAdapter
 from schemas.clicks import ClickEvent, ConversionEvent, SearchEvent
 from schemas.content import ContentUpserted
 from schemas.envelope import Envelope
-from schemas.models import ModelPublished
+from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
 from schemas.training import TrainingRequested
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 REGISTERED_MODEL_NAME = "flywheel-embedder"
 BASE_SERVING_VERSION = "1"
 
+# The embedder's tensors in Triton: a batch of UTF-8 strings in, float32 vectors out.
+TRITON_INPUT = "TEXT"
+TRITON_OUTPUT = "EMBEDDING"
+
 
 def serving_version(registry_version: int) -> str:
     """The serving version of MLflow registered model version `registry_version`."""
