@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder, wait_until_ready
 from core.base_model import base_model_dir
 from core.chunking import Chunker, ChunkingConfig, tokenizer_for

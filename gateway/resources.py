@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from core.adapters.ab_split_store import PgSplitStore
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from consumers.service import SERVICES
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.training.dataset import item_text
 
 BATCH = 1000

@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from core.adapters.pgvector_store import chunk_table
+from core.adapters.pgvector import chunk_table
 from core.improver import ChunkState, ChunkUpdate, ImproverState, Key
 
 SCHEMA = """

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from core.ab import ABSplit, choose_version
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.adapters.vector_adjustments import PgVectorAdjustments, as_array

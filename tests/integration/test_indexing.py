@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from consumers.lag import measure_lag
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.config import Settings
 from core.domain import SearchQuery

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from consumers.service import SERVICES
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.base_model import default_base_model_dir

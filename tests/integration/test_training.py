@@ -18,7 +18,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from mlflow.tracking import MlflowClient
 
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.config import Settings

@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.config import Settings
 from infra.process import Component, pid_alive
 from producers.publisher import Publisher

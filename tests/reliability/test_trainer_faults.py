@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.config import Settings

@@ -1,0 +1,89 @@
+"""Reads: nearest items by vector (HNSW, filtered), by text (full-text rank), exactly (a
+sequential scan, the reference for recall), and items' titles and metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from core.adapters.pgvector.base import PoolBound
+from core.adapters.pgvector.schema import chunk_table
+
+
+class Queries(PoolBound):
+    async def vector_search(
+        self, version: str, tenant: str, query: np.ndarray, k: int, filters: dict[str, Any]
+    ) -> list[tuple[str, float]]:
+        """Top-k items by their best chunk; keeps scanning until k items match the filters."""
+        table = chunk_table(version)
+        limit = max(k * 2, 20)
+        query_sql = sql.SQL(
+            "SELECT item_id, 1 - (embedding <=> %(q)s) AS score FROM {t} "
+            "WHERE tenant = %(tenant)s AND metadata @> %(filters)s "
+            "ORDER BY embedding <=> %(q)s LIMIT %(limit)s"
+        ).format(t=table)
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            while True:
+                await conn.execute(
+                    sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(min(max(limit, 40), 1000)))
+                )
+                rows = await (await conn.execute(query_sql, {
+                    "q": np.asarray(query, dtype=np.float32), "tenant": tenant,
+                    "filters": Jsonb(filters), "limit": limit,
+                })).fetchall()
+                best: dict[str, float] = {}
+                for item_id, score in rows:
+                    best.setdefault(item_id, float(score))
+                if len(best) >= k or len(rows) < limit:
+                    break
+                limit *= 4
+        return sorted(best.items(), key=lambda pair: -pair[1])[:k]
+
+    async def text_search(
+        self, tenant: str, query: str, k: int, filters: dict[str, Any]
+    ) -> list[tuple[str, float]]:
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT id, ts_rank_cd(tsv, q) AS rank FROM items, websearch_to_tsquery('english', %s) q "
+                "WHERE tenant = %s AND metadata @> %s AND tsv @@ q ORDER BY rank DESC, id LIMIT %s",
+                (query, tenant, Jsonb(filters), k),
+            )).fetchall()
+        return [(row[0], float(row[1])) for row in rows]
+
+    async def exact_search(
+        self, version: str, tenant: str, query: np.ndarray, k: int
+    ) -> list[tuple[str, float]]:
+        """Exact nearest items by a sequential scan: the reference for recall measurements."""
+        table = chunk_table(version)
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL enable_indexscan = off")
+            rows = await (await conn.execute(
+                sql.SQL(
+                    "SELECT item_id, max(1 - (embedding <=> %(q)s)) AS score FROM {t} "
+                    "WHERE tenant = %(tenant)s GROUP BY item_id ORDER BY score DESC LIMIT %(k)s"
+                ).format(t=table),
+                {"q": np.asarray(query, dtype=np.float32), "tenant": tenant, "k": k},
+            )).fetchall()
+        return [(row[0], float(row[1])) for row in rows]
+
+    async def describe(self, tenant: str, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT id, title, metadata FROM items WHERE tenant = %s AND id = ANY(%s)",
+                (tenant, list(ids)),
+            )).fetchall()
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    async def count_items(self, tenant: str | None = None) -> int:
+        async with self.pool.connection() as conn:
+            if tenant is None:
+                row = await (await conn.execute("SELECT count(*) FROM items")).fetchone()
+            else:
+                row = await (await conn.execute(
+                    "SELECT count(*) FROM items WHERE tenant = %s", (tenant,))).fetchone()
+        return int(row[0]) if row else 0
