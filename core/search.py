@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from core.adapters.pgvector_store import reciprocal_rank_fusion
 from core.domain import SearchHit, SearchQuery, SearchResult
+from core.fusion import reciprocal_rank_fusion
 from core.ports import Embedder, VectorStore
 
 
