@@ -45,6 +45,16 @@ def choose_version(active: str | None, split: ABSplit | None, session_id: str | 
     return split.candidate_version if bucket(session_id) < round(split.percent * BUCKETS / 100) else active
 
 
+def traffic_percent(version: str, active: str | None, split: ABSplit | None) -> float:
+    """The share of search traffic (in percent) `version` serves: the candidate its split's
+    percentage, the active version the rest, every other version none. A split whose candidate
+    is the active version sends it everything."""
+    share = split.percent if split and split.candidate_version != active else 0.0
+    if version == active:
+        return 100.0 - share
+    return share if split and version == split.candidate_version else 0.0
+
+
 async def configure_split(
     store: SplitStore, versions: VersionLister, candidate_version: str, percent: float
 ) -> ABSplit:

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Request
 from pymongo.errors import PyMongoError
 
-from core.ab import InvalidSplit, configure_split
+from core.ab import InvalidSplit, configure_split, traffic_percent
 from core.rollout import ActivationError, UnknownVersion, activate_version
 from gateway.bodies import (
     ABSplitInfo,
@@ -61,13 +61,10 @@ async def list_models(
     versions = []
     for row in await store.list_versions():
         version = row["version"]
-        share = split.percent if split and split.candidate_version != active else 0.0
-        percent = (100.0 - share if version == active else
-                   share if split and version == split.candidate_version else 0.0)
         clicks = online.get(version)
         state = states.get(version)
         versions.append(ModelVersionInfo(
-            active=version == active, **row, traffic={"percent": percent},
+            active=version == active, **row, traffic={"percent": traffic_percent(version, active, split)},
             searches=int(clicks["searches"]) if clicks else 0,
             clicked_searches=int(clicks["clicked_searches"]) if clicks else 0,
             ctr=clicks["ctr"] if clicks else None, mrr=clicks["mrr"] if clicks else None,

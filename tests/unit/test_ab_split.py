@@ -15,6 +15,7 @@ from core.ab import (
     collect_online_metrics,
     configure_split,
     online_metrics,
+    traffic_percent,
 )
 
 
@@ -24,6 +25,17 @@ def test_assignment_is_deterministic_per_session() -> None:
         sid = f"session-{i}"
         assert choose_version("1", split, sid) == choose_version("1", split, sid)
         assert bucket(sid) == bucket(sid)
+
+
+def test_traffic_shares_add_up_to_the_whole() -> None:
+    split = ABSplit("3", 25.0)
+    shares = {v: traffic_percent(v, "2", split) for v in ("1", "2", "3")}
+    assert shares == {"1": 0.0, "2": 75.0, "3": 25.0}
+    # no split, or a split whose candidate is the active version: the active serves everything
+    assert traffic_percent("2", "2", None) == 100.0
+    assert traffic_percent("2", "2", ABSplit("2", 40.0)) == 100.0
+    assert traffic_percent("3", "2", None) == 0.0
+    assert traffic_percent("3", None, None) == 0.0
 
 
 def test_assignment_is_roughly_proportional() -> None:
