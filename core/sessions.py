@@ -10,7 +10,14 @@ A session document (MongoDB collection `sessions`, `_id` = ``<tenant>/<session_i
                    "results": [{"id", "rank", "score"}],
                    "clicks": [{"event_id", "content_id", "rank", "at"}],
                    "conversions": [{"event_id", "content_id", "value", "at"}]}],
-     "unattached": [...]}             # clicks/conversions that arrived before any search
+     "unattached": [...],             # clicks/conversions that arrived before any search
+     "size_bytes": n,                 # the document's BSON size, kept up to date by the fold
+     "dropped_events": n}             # events not stored because the session is full
+
+A session is bounded: at most `MAX_EVENTS_PER_SESSION` events and `MAX_SESSION_BYTES` of BSON
+(MongoDB refuses documents over 16 MiB, which would stop the clicks partition). An event that
+would pass either bound is not stored, only counted in `dropped_events` (a redelivery of a
+dropped event is counted again).
 
 Each search event opens a new query block. A click or conversion attaches to the search it
 names (`search_event_id`), else to the latest search whose results contain the item, else
@@ -25,13 +32,22 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import bson
+
 from schemas.clicks import ClickEvent, ConversionEvent, SearchEvent
 
 SessionDoc = dict[str, Any]
 SessionEventModel = SearchEvent | ClickEvent | ConversionEvent
 
-# A session is bounded: beyond this many events, later ones are counted but not stored.
+# A session is bounded: beyond this many events or bytes, later ones are counted but not stored.
 MAX_EVENTS_PER_SESSION = 2000
+MAX_SESSION_BYTES = 8 * 1024 * 1024
+# What an event adds besides its own entry: its id in `event_ids`, array indexes, a model version.
+_EVENT_OVERHEAD_BYTES = 128
+
+
+def bson_size(value: dict[str, Any]) -> int:
+    return len(bson.encode(value))
 
 
 def session_key(tenant: str, session_id: str) -> str:
@@ -39,11 +55,19 @@ def session_key(tenant: str, session_id: str) -> str:
 
 
 def new_session(tenant: str, session_id: str, now: datetime) -> SessionDoc:
-    return {
+    doc: SessionDoc = {
         "_id": session_key(tenant, session_id), "tenant": tenant, "session_id": session_id,
         "first_event_at": None, "last_event_at": None, "created_at": now, "revision": 0,
         "event_ids": [], "model_versions": [], "searches": [], "unattached": [], "dropped_events": 0,
+        "size_bytes": 0,
     }
+    doc["size_bytes"] = bson_size(doc) + 64  # room for the dates and revision set later
+    return doc
+
+
+def _event_size(event: SessionEventModel) -> int:
+    return bson_size(event.model_dump(mode="json", exclude={"source", "schema_version"})) \
+        + _EVENT_OVERHEAD_BYTES
 
 
 def _find_search(doc: SessionDoc, content_id: str, search_event_id: str | None) -> dict[str, Any] | None:
@@ -69,9 +93,11 @@ def apply_event(doc: SessionDoc, event: SessionEventModel) -> bool:
     event_id = str(event.event_id)
     if event_id in doc["event_ids"]:
         return False
-    if len(doc["event_ids"]) >= MAX_EVENTS_PER_SESSION:
+    size = _event_size(event)
+    if len(doc["event_ids"]) >= MAX_EVENTS_PER_SESSION or doc["size_bytes"] + size > MAX_SESSION_BYTES:
         doc["dropped_events"] = doc.get("dropped_events", 0) + 1
         return False
+    doc["size_bytes"] += size
     doc["event_ids"].append(event_id)
     at = event.occurred_at
     if doc["first_event_at"] is None or at < doc["first_event_at"]:
@@ -126,6 +152,8 @@ def fold(
         result = new_session(first.tenant, first.session_id, now)
     else:
         result = copy.deepcopy(doc)
+        if "size_bytes" not in result:  # written before sessions counted their bytes
+            result["size_bytes"] = bson_size(result)
     applied = sum(apply_event(result, event) for event in events)
     return result, applied
 

@@ -30,7 +30,7 @@ class SearchEvent(Envelope):
     type: Literal["search"] = "search"
     session_id: SessionId
     query: str = Field(min_length=1, max_length=4096)
-    results: list[ShownResult] = Field(max_length=1000, description="Results shown, best first.")
+    results: list[ShownResult] = Field(max_length=200, description="Results shown, best first (at most 200).")
     model_version: str = Field(min_length=1, description="Model version that embedded the query.")
 
 

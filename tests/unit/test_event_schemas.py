@@ -172,3 +172,16 @@ def test_decode_record_derives_a_stable_event_id_from_coordinates() -> None:
 def test_decode_record_rejects_a_key_that_does_not_match_the_value() -> None:
     with pytest.raises(EventValidationError, match="does not match"):
         decode_record(_record(b'{"id": "a1", "text": "t", "version": 1, "tenant": "acme"}', key=b"a1"))
+
+
+def test_a_search_event_shows_at_most_200_results() -> None:
+    import pydantic
+
+    from schemas.clicks import ShownResult
+
+    def shown(n: int) -> list[ShownResult]:
+        return [ShownResult(id=f"i{r}", rank=r, score=0.5) for r in range(1, n + 1)]
+
+    assert len(SearchEvent(session_id="s", query="q", model_version="1", results=shown(200)).results) == 200
+    with pytest.raises(pydantic.ValidationError, match="200"):
+        SearchEvent(session_id="s", query="q", model_version="1", results=shown(201))

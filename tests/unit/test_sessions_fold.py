@@ -126,3 +126,40 @@ def test_policy_run_ids_are_deterministic() -> None:
     assert policy_run_id(None) == policy_run_id(None)
     assert policy_run_id("a") != policy_run_id("b")
     assert str(uuid4()) != policy_run_id(None)
+
+
+def test_no_click_stream_pushes_a_session_past_its_byte_bound() -> None:
+    import bson
+
+    from core.sessions import MAX_SESSION_BYTES
+
+    # The largest search events the schema allows: 200 results with 512-character ids.
+    def huge(minute: int) -> SearchEvent:
+        return search("s", "q" * 4096, [f"{minute:04d}-" + "x" * 504 + f"{r:03d}" for r in range(200)],
+                      minute=minute)
+
+    # Unbounded, 150 of them would make a document of about 17 MiB.
+    doc, applied = fold(None, [huge(m) for m in range(100)], NOW)
+    assert len(bson.encode(doc)) < MAX_SESSION_BYTES < 16 * 1024 * 1024
+    assert 0 < applied < 100 and doc["dropped_events"] == 100 - applied
+    doc, more = fold(doc, [huge(m) for m in range(100, 150)] + [click("s", "a", 1, minute=999)], NOW)
+    # The big ones are dropped and counted; a click still fits in the room left.
+    assert more == 1 and doc["dropped_events"] == 150 - applied
+    assert len(bson.encode(doc)) <= doc["size_bytes"] <= MAX_SESSION_BYTES
+
+
+def test_a_session_counts_the_events_it_drops_past_its_event_bound() -> None:
+    from core.sessions import MAX_EVENTS_PER_SESSION
+
+    events = [click("s", f"c{n}", 1, minute=n) for n in range(MAX_EVENTS_PER_SESSION + 5)]
+    doc, applied = fold(None, events, NOW)
+    assert applied == MAX_EVENTS_PER_SESSION and doc["dropped_events"] == 5
+
+
+def test_a_session_stored_before_sizes_were_kept_gets_its_size() -> None:
+    import bson
+
+    doc, _ = fold(None, [search("s", "cats", ["a"])], NOW)
+    del doc["size_bytes"]
+    doc, _ = fold(doc, [click("s", "a", 1)], NOW)
+    assert doc["size_bytes"] >= len(bson.encode(doc)) - 64
