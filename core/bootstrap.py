@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 def build_embedder(settings: Settings) -> TritonEmbedder:
     return TritonEmbedder(
-        settings.triton_grpc_url, settings.triton_model_name, max_batch_size=settings.triton_max_batch_size
+        settings.triton_grpc_url, settings.triton_model_name, max_batch_size=settings.triton_max_batch_size,
+        request_size=settings.triton_request_size,
     )
 
 

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     triton_repository_dir: Path | None = None
     triton_max_batch_size: int = 64
     triton_preferred_batch_sizes: list[int] = Field(default_factory=lambda: [16, 32, 64])
+    # Texts per gRPC request: smaller than the max batch, so Triton's dynamic batcher merges
+    # requests and a query (priority lane) waits behind one batch, not behind a whole bulk call.
+    triton_request_size: int = Field(default=16, ge=1)
+    # Model instances per version (0: from the cores, see infra.triton_repo) and torch intra-op
+    # threads per instance (0: the cores of Triton's machine divided among the instances).
+    triton_instance_count: int = Field(default=0, ge=0)
+    triton_intra_op_threads: int = Field(default=0, ge=0)
 
     gateway_port: int = 8080
     # Consumer services expose /health and /metrics on consecutive ports from here.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -25,10 +25,15 @@ class DependencyUnavailable(RuntimeError):
     not the input's fault."""
 
 
+# "query": a caller is waiting (search, /v1/embeddings), served before queued "bulk" work
+# (indexing, reindexing), which never holds a query up for more than the batch in progress.
+Lane = Literal["query", "bulk"]
+
+
 class Embedder(Protocol):
     max_batch_size: int
 
-    async def embed(self, texts: Sequence[str], model_version: str) -> Embeddings:
+    async def embed(self, texts: Sequence[str], model_version: str, *, lane: Lane = "bulk") -> Embeddings:
         """L2-normalised vectors for `texts`, by the given model version."""
         ...
 

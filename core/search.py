@@ -19,7 +19,7 @@ async def search(query: SearchQuery, store: VectorStore, embedder: Embedder) -> 
     version = query.version or await store.active_version()
     if version is None:
         raise NoActiveModel("no model version is active yet; index some content first")
-    embedded = await embedder.embed([query.text], version)
+    embedded = await embedder.embed([query.text], version, lane="query")
     timings["embed_ms"] = (time.perf_counter() - began) * 1000
 
     began = time.perf_counter()

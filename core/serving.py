@@ -15,6 +15,12 @@ BASE_SERVING_VERSION = "1"
 TRITON_INPUT = "TEXT"
 TRITON_OUTPUT = "EMBEDDING"
 
+# Lanes through Triton's dynamic batcher (priority 1 is served first): single queries (search,
+# /v1/embeddings) never queue behind bulk indexing. Requests without a priority are bulk.
+QUERY_PRIORITY = 1
+BULK_PRIORITY = 2
+PRIORITY_LEVELS = 2
+
 
 def serving_version(registry_version: int) -> str:
     """The serving version of MLflow registered model version `registry_version`."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from core.base_model import base_model_dir
 from infra.process import Component, Health
 from infra.triton_dist import install_triton, server_environment, triton_dist, write_stub_env
-from infra.triton_repo import build_model_repository, model_versions
+from infra.triton_repo import add_model_version, model_versions, write_model_config
 
 BASE_VERSION = 1
 
@@ -39,14 +39,13 @@ class Triton(Component):
             stale.unlink(missing_ok=True)
         s = self.settings
         if not model_versions(self.model_repository, s.triton_model_name):
-            build_model_repository(
-                self.model_repository,
-                base_model_dir(s),
-                s.triton_model_name,
-                BASE_VERSION,
-                s.triton_max_batch_size,
-                s.triton_preferred_batch_sizes,
-            )
+            add_model_version(self.model_repository, s.triton_model_name, BASE_VERSION, base_model_dir(s))
+        # Rewritten on every start, so batching, lanes and instances follow the settings.
+        write_model_config(
+            self.model_repository, s.triton_model_name, s.triton_max_batch_size,
+            s.triton_preferred_batch_sizes, instance_count=s.triton_instance_count,
+            intra_op_threads=s.triton_intra_op_threads,
+        )
 
     def command(self) -> list[str]:
         s = self.settings

@@ -8,11 +8,12 @@ never rewritten, so Triton never loads a half-copied version.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.serving import TRITON_INPUT, TRITON_OUTPUT
+from core.serving import BULK_PRIORITY, PRIORITY_LEVELS, TRITON_INPUT, TRITON_OUTPUT
 
 MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
 INPUT_NAME = TRITON_INPUT
@@ -26,6 +27,19 @@ def gpu_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_instance_count(kind: str, cores: int | None = None) -> int:
+    """Model instances per version: on CPU one per 4 cores (at most 4), so each instance gets a
+    few intra-op threads and the instances together use the cores without oversubscribing
+    them; on a GPU one."""
+    if kind != "KIND_CPU":
+        return 1
+    return max(1, min(4, (cores or available_cores()) // 4))
+
+
 def model_config(
     model_name: str,
     max_batch_size: int,
@@ -33,7 +47,14 @@ def model_config(
     *,
     instance_kind: str,
     versions: Sequence[int] | None = None,
+    instance_count: int = 1,
+    intra_op_threads: int = 0,
 ) -> str:
+    """`intra_op_threads` 0: each instance takes the cores of the machine Triton runs on divided
+    by `instance_count` (infra/triton_model/model.py). Queries are sent with priority 1 and
+    bulk work with the default level 2, so a query waits at most for the batch in execution."""
+    if instance_count < 1 or intra_op_threads < 0:
+        raise ValueError("instance_count must be >= 1 and intra_op_threads >= 0")
     preferred = sorted({b for b in preferred_batch_sizes if 0 < b <= max_batch_size})
     # All versions on disk are served unless told otherwise: during a rollout the previous
     # version keeps answering queries while the corpus is re-embedded with the new one.
@@ -61,13 +82,19 @@ output [
 dynamic_batching {{
   preferred_batch_size: [ {", ".join(str(b) for b in preferred)} ]
   max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
+  priority_levels: {PRIORITY_LEVELS}
+  default_priority_level: {BULK_PRIORITY}
 }}
 instance_group [
   {{
-    count: 1
+    count: {instance_count}
     kind: {instance_kind}
   }}
 ]
+parameters: {{
+  key: "intra_op_threads"
+  value: {{ string_value: "{intra_op_threads}" }}
+}}
 """
 
 
@@ -79,14 +106,19 @@ def write_model_config(
     *,
     instance_kind: str | None = None,
     versions: Sequence[int] | None = None,
+    instance_count: int = 0,
+    intra_op_threads: int = 0,
 ) -> Path:
-    """Write `<repo>/<model_name>/config.pbtxt` atomically; KIND_GPU when torch sees a GPU."""
+    """Write `<repo>/<model_name>/config.pbtxt` atomically; KIND_GPU when torch sees a GPU;
+    `instance_count` 0 picks one from the cores (default_instance_count)."""
     kind = instance_kind or ("KIND_GPU" if gpu_available() else "KIND_CPU")
+    count = instance_count or default_instance_count(kind)
     path = repo_dir / model_name / "config.pbtxt"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(
-        model_config(model_name, max_batch_size, preferred_batch_sizes, instance_kind=kind, versions=versions)
+        model_config(model_name, max_batch_size, preferred_batch_sizes, instance_kind=kind, versions=versions,
+                     instance_count=count, intra_op_threads=intra_op_threads)
     )
     tmp.replace(path)
     return path
@@ -124,8 +156,12 @@ def build_model_repository(
     version: int,
     max_batch_size: int,
     preferred_batch_sizes: Sequence[int],
+    *,
+    instance_count: int = 0,
+    intra_op_threads: int = 0,
 ) -> Path:
     """Write the model's config and its version `version`; returns the version directory."""
     target = add_model_version(repo_dir, model_name, version, model_dir)
-    write_model_config(repo_dir, model_name, max_batch_size, preferred_batch_sizes)
+    write_model_config(repo_dir, model_name, max_batch_size, preferred_batch_sizes,
+                       instance_count=instance_count, intra_op_threads=intra_op_threads)
     return target

@@ -1,8 +1,9 @@
 """The embedder on NVIDIA Triton (gRPC, asyncio).
 
-Texts go out in requests of at most the model's max batch size, all in flight at once, so
-Triton's dynamic batcher can pack them; a briefly unavailable server is retried with bounded
-exponential backoff.
+Texts go out in requests of `request_size` texts (smaller than the model's max batch), all in
+flight at once, so Triton's dynamic batcher merges them into full batches; a briefly
+unavailable server is retried with bounded exponential backoff. The query lane sends its
+requests with a higher priority, so Triton serves them before queued bulk (indexing) requests.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from tritonclient.utils import InferenceServerException
 
 from core.domain import Embeddings
 from core.metrics import EMBED_SECONDS, EMBEDDED_TEXTS
+from core.ports import Lane
+from core.serving import BULK_PRIORITY, QUERY_PRIORITY
 from core.serving import TRITON_INPUT as INPUT_NAME
 from core.serving import TRITON_OUTPUT as OUTPUT_NAME
 
@@ -43,10 +46,12 @@ class TritonEmbedder:
         retries: int = 5,
         backoff_s: float = 0.2,
         timeout_s: float = 60.0,
+        request_size: int | None = None,
     ) -> None:
         self.url = url
         self.model_name = model_name
         self.max_batch_size = max_batch_size
+        self.request_size = max(1, min(request_size or max_batch_size, max_batch_size))
         self.retries = retries
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
@@ -55,19 +60,22 @@ class TritonEmbedder:
     async def close(self) -> None:
         await self._client.close()
 
-    async def embed(self, texts: Sequence[str], model_version: str) -> Embeddings:
+    async def embed(self, texts: Sequence[str], model_version: str, *, lane: Lane = "bulk") -> Embeddings:
         if not texts:
             return Embeddings(np.zeros((0, 0), dtype=np.float32), self.model_name, model_version)
-        batches = [texts[i : i + self.max_batch_size] for i in range(0, len(texts), self.max_batch_size)]
+        size = self.request_size
+        batches = [texts[i : i + size] for i in range(0, len(texts), size)]
+        priority = QUERY_PRIORITY if lane == "query" else BULK_PRIORITY
         with EMBED_SECONDS.labels(model_version).time(), _tracer.start_as_current_span(
             "triton infer", kind=SpanKind.CLIENT,
-            attributes={"model": self.model_name, "model_version": model_version, "texts": len(texts)},
+            attributes={"model": self.model_name, "model_version": model_version, "texts": len(texts),
+                        "lane": lane},
         ):
-            parts = await asyncio.gather(*(self._infer(batch, model_version) for batch in batches))
+            parts = await asyncio.gather(*(self._infer(batch, model_version, priority) for batch in batches))
         EMBEDDED_TEXTS.labels(model_version).inc(len(texts))
         return Embeddings(np.concatenate(parts), self.model_name, model_version)
 
-    async def _infer(self, texts: Sequence[str], model_version: str) -> np.ndarray:
+    async def _infer(self, texts: Sequence[str], model_version: str, priority: int) -> np.ndarray:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         request = grpcclient.InferInput(INPUT_NAME, list(data.shape), "BYTES")
         request.set_data_from_numpy(data)
@@ -77,7 +85,7 @@ class TritonEmbedder:
             try:
                 result = await self._client.infer(
                     self.model_name, [request], model_version=model_version,
-                    outputs=[output], client_timeout=self.timeout_s,
+                    outputs=[output], client_timeout=self.timeout_s, priority=priority,
                 )
                 vectors = result.as_numpy(OUTPUT_NAME)
                 assert vectors is not None

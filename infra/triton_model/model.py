@@ -7,6 +7,7 @@ Runs inside triton_python_backend_stub, in the environment infra.triton_dist.wri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -25,6 +26,19 @@ from sentence_transformers import SentenceTransformer
 MODEL_SUBDIR = "model"
 
 
+def intra_op_threads(config: dict[str, Any], device: str) -> int:
+    """The config's `intra_op_threads` parameter, or (0) the cores this process may run on
+    divided among the instance group's instances, so together they never oversubscribe."""
+    value = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0")
+    if int(value or 0) > 0:
+        return int(value)
+    if device != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+    return max(1, cores // instances)
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         kind = args.get("model_instance_kind", "CPU")
@@ -32,12 +46,18 @@ class TritonPythonModel:
             device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cuda"
         else:
             device = "cpu"
+        config = json.loads(args["model_config"])
+        threads = intra_op_threads(config, device)
+        torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):  # already set in this process
+            torch.set_num_interop_threads(1)
         model_dir = Path(__file__).resolve().parent / MODEL_SUBDIR
         self.model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
         self.model.eval()
-        self.batch_size = int(json.loads(args["model_config"]).get("max_batch_size") or 64)
+        self.batch_size = int(config.get("max_batch_size") or 64)
         pb_utils.Logger.log_info(
-            f"loaded {model_dir} on {device}, dim={self.model.get_sentence_embedding_dimension()}, "
+            f"loaded {model_dir} on {device} ({threads} intra-op threads), "
+            f"dim={self.model.get_sentence_embedding_dimension()}, "
             f"torch {torch.__version__}, numpy {np.__version__}, python prefix {sys.prefix}"
         )
 

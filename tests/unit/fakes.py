@@ -20,9 +20,11 @@ class FakeEmbedder:
         self.dim = dim
         self.max_batch_size = max_batch_size
         self.calls: list[tuple[list[str], str]] = []
+        self.lanes: list[str] = []
 
-    async def embed(self, texts: Sequence[str], model_version: str) -> Embeddings:
+    async def embed(self, texts: Sequence[str], model_version: str, *, lane: str = "bulk") -> Embeddings:
         self.calls.append((list(texts), model_version))
+        self.lanes.append(lane)
         rows = []
         for text in texts:
             seed = int.from_bytes(hashlib.sha256(f"{model_version}:{text}".encode()).digest()[:8], "big")

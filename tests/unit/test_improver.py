@@ -80,7 +80,7 @@ class FakeEmbedder:
         self.vectors = vectors
         self.calls: list[tuple[list[str], str]] = []
 
-    async def embed(self, texts: Sequence[str], model_version: str) -> Embeddings:
+    async def embed(self, texts: Sequence[str], model_version: str, *, lane: str = "bulk") -> Embeddings:
         self.calls.append((list(texts), model_version))
         return Embeddings(np.stack([self.vectors[t] for t in texts]), "fake", model_version)
 
