@@ -85,8 +85,13 @@ class Settings(BaseSettings):
     indexer_batch_timeout_ms: int = 100
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 32
-    # Backoff before a batch is retried after a transient failure (Triton, PostgreSQL down).
+    # Every consumer service: the first pause before a record or batch that failed for a
+    # transient reason (Triton, PostgreSQL, MongoDB, MLflow, Kafka down) is retried; it doubles
+    # per attempt up to the maximum. After `consumer_max_attempts` failed attempts the records
+    # are parked on the dead-letter topic, so nothing holds a partition forever.
     retry_backoff_s: float = 1.0
+    retry_max_backoff_s: float = 30.0
+    consumer_max_attempts: int = Field(default=10, ge=1)
 
     # Gateway: API keys (a JSON list of {key_id, key_sha256, tenant, scopes}; the file
     # written by `flywheel up` when empty) and request limits.
@@ -95,8 +100,14 @@ class Settings(BaseSettings):
     gateway_max_batch: int = 500
     gateway_max_k: int = 100
     gateway_max_query_chars: int = 1000
-    gateway_rate_per_s: float = 50.0
-    gateway_rate_burst: int = 100
+    # POST /v1/embeddings: texts per request, and tokens per request (all texts together).
+    gateway_embeddings_max_inputs: int = Field(default=256, ge=1)
+    gateway_embeddings_max_tokens: int = Field(default=16384, ge=1)
+    gateway_rate_per_s: float = Field(default=50.0, gt=0)
+    gateway_rate_burst: int = Field(default=100, ge=1)
+    # Where the per-key token buckets live: "postgres" (shared by every gateway process) or
+    # "memory" (this process only: N replicas allow N times the rate).
+    gateway_rate_store: str = Field(default="postgres", pattern="^(postgres|memory)$")
 
     # --- Sessions and training -------------
     # Session documents expire this long after their last event (TTL index on last_event_at).

@@ -4,7 +4,8 @@ Run: `uvicorn consumers.improver.app:app`. It always runs (so `make up` and prob
 service alike) but changes nothing unless `FLYWHEEL_IMPROVER_ENABLED=true`. When enabled, a
 run (core.improver.improve) happens every `improver_interval_s`, and also shortly after new
 clicks arrive on `clicks` (its own consumer group `improver`; the records only wake it up:
-the clicks themselves are read from the session documents the sessions service writes).
+the clicks themselves are read from the session documents the sessions service writes, so
+this subscriber has no effects to protect and needs no error policy).
 Runs never overlap; a failed run is logged and retried at the next wake-up.
 Undo with `flywheel models improver-revert VERSION` (or DELETE /v1/models/{version}/adjustments).
 """
@@ -13,34 +14,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+from dataclasses import dataclass
 from typing import Any
 
-from consumers.service import create_app, create_broker, raw_message
+from consumers.service import ConsumerService, ServiceContext, raw_message
 from core.adapters.session_store import MongoSessionStore
+from core.adapters.triton_embedder import TritonEmbedder
 from core.adapters.vector_adjustments import PgVectorAdjustments
 from core.bootstrap import build_embedder, build_session_store, build_store
-from core.config import get_settings
 from core.improver import improve, improver_config
 from schemas.topics import CLICKS
 
-log = logging.getLogger("flywheel.improver")
-settings = get_settings()
-broker, registry = create_broker("improver", settings)
 
-deps: dict[str, Any] = {}
+@dataclass(frozen=True)
+class Improver:
+    adjustments: PgVectorAdjustments
+    sessions: MongoSessionStore
+    embedder: TritonEmbedder
+
+
+async def open_resources(ctx: ServiceContext) -> Improver | None:
+    if not ctx.settings.improver_enabled:
+        ctx.log.info("improver disabled (FLYWHEEL_IMPROVER_ENABLED=false): nothing will be adjusted")
+        return None
+    store = ctx.closing(await build_store(ctx.settings))
+    return Improver(PgVectorAdjustments(store.pool), ctx.closing(await build_session_store(ctx.settings)),
+                    ctx.closing(build_embedder(ctx.settings)))
+
+
+service = ConsumerService("improver", open_resources)
+settings = service.settings
 wakeup = asyncio.Event()
 
 
-async def run_once() -> None:
-    adjustments: PgVectorAdjustments = deps["adjustments"]
-    sessions: MongoSessionStore = deps["sessions"]
-    report = await improve(adjustments, sessions, deps["embedder"], improver_config(settings))
-    log.info("improver run: version %s revision %d, %d clicks, %d items, committed=%s, metrics %s",
-             report.version, report.revision, report.clicks, report.items, report.committed, report.metrics)
+async def run_once(improver: Improver) -> None:
+    report = await improve(
+        improver.adjustments, improver.sessions, improver.embedder, improver_config(settings)
+    )
+    service.log.info(
+        "improver run: version %s revision %d, %d clicks, %d items, committed=%s, metrics %s",
+        report.version, report.revision, report.clicks, report.items, report.committed, report.metrics,
+    )
 
 
 async def loop() -> None:
+    improver = service.resources
+    if improver is None:
+        return
     while True:
         woken = False
         with contextlib.suppress(TimeoutError):
@@ -50,35 +70,12 @@ async def loop() -> None:
             await asyncio.sleep(settings.improver_settle_s + 1.0)
         wakeup.clear()
         try:
-            await run_once()
+            await run_once(improver)
         except Exception:
-            log.exception("improver run failed; retrying at the next wake-up")
+            service.log.exception("improver run failed; retrying at the next wake-up")
 
 
-async def open_dependencies() -> None:
-    if not settings.improver_enabled:
-        log.info("improver disabled (FLYWHEEL_IMPROVER_ENABLED=false): nothing will be adjusted")
-        return
-    store = await build_store(settings)
-    deps["store"] = store
-    deps["adjustments"] = PgVectorAdjustments(store.pool)
-    deps["sessions"] = await build_session_store(settings)
-    deps["embedder"] = build_embedder(settings)
-    deps["loop"] = asyncio.create_task(loop())
-
-
-async def close_dependencies() -> None:
-    task = deps.pop("loop", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    for name in ("embedder", "sessions", "store"):
-        if name in deps:
-            await deps.pop(name).close()
-
-
-@broker.subscriber(
+@service.broker.subscriber(
     CLICKS.name, group_id="improver", batch=True, max_records=500, batch_timeout_ms=500,
     auto_offset_reset="latest", decoder=raw_message,
 )
@@ -87,6 +84,6 @@ async def on_clicks(records: Any) -> None:
         wakeup.set()
 
 
-app = create_app("improver", broker, registry)
-app.on_startup(open_dependencies)
-app.after_shutdown(close_dependencies)
+service.in_background(loop)
+broker = service.broker
+app = service.app()

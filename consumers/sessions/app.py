@@ -1,112 +1,81 @@
 """The sessions service: clicks -> one MongoDB document per search session, then commit.
 
 Run: `uvicorn consumers.sessions.app:app`. Batches are folded idempotently (event ids kept
-per session); offsets are committed only after the documents are written. Invalid records
-go to `clicks.dlq`; a transient MongoDB failure rewinds the batch and retries after a pause.
-When `training_policy_sessions` > 0, it requests training after that many new sessions.
+per session); offsets are committed only after the documents are written. Invalid records,
+and records that fail alone (a poison record), go to `clicks.dlq` and the rest of the batch
+is folded. When `training_policy_sessions` > 0, it requests training after that many new
+sessions.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from faststream import AckPolicy
-from faststream.exceptions import NackMessage
-from pymongo.errors import PyMongoError
-
-from consumers.parking import DeadLetter, send_dead_letters
-from consumers.service import create_app, create_broker, raw_message
+from consumers.error_policy import ErrorPolicy
+from consumers.service import ConsumerService, ServiceContext, ServicePublisher
 from consumers.sessions.handlers import ConcurrentUpdates, fold_batch, maybe_request_training
 from core.adapters.session_store import MongoSessionStore
 from core.bootstrap import build_session_store
 from core.config import get_settings
 from core.sessions import SessionEventModel
-from schemas.codec import EventValidationError, decode_record, encode
+from schemas import codec
 from schemas.topics import CLICKS, TRAINING_REQUESTED
 from schemas.training import TrainingRequested
 
-log = logging.getLogger("flywheel.sessions")
-settings = get_settings()
-broker, registry = create_broker("sessions", settings)
 PURGE_EVERY_S = 3600.0
 
-deps: dict[str, MongoSessionStore] = {}
-last_purge = {"at": 0.0}
+
+@dataclass
+class Sessions:
+    store: MongoSessionStore
+    publisher: ServicePublisher
+    last_purge: float = field(default=0.0)
+
+    async def request_training(self, event: TrainingRequested) -> None:
+        await self.publisher.publish(TRAINING_REQUESTED, event)
 
 
-async def open_dependencies() -> None:
-    deps["sessions"] = await build_session_store(settings)
+async def open_resources(ctx: ServiceContext) -> Sessions:
+    return Sessions(ctx.closing(await build_session_store(ctx.settings)), ctx.publisher)
 
 
-async def close_dependencies() -> None:
-    if "sessions" in deps:
-        await deps.pop("sessions").close()
+settings = get_settings()
+service = ConsumerService("sessions", open_resources, settings=settings, policy=ErrorPolicy(
+    max_attempts=settings.consumer_max_attempts, backoff_s=settings.retry_backoff_s,
+    max_backoff_s=settings.retry_max_backoff_s, also_transient=(ConcurrentUpdates,),
+))
 
 
-def parse_records(records: tuple[Any, ...]) -> tuple[list[SessionEventModel], list[DeadLetter]]:
-    events: list[SessionEventModel] = []
-    letters: list[DeadLetter] = []
-    for record in records:
-        try:
-            event = decode_record(record)
-            if event is None:
-                raise ValueError("a null value is not a session event")
-        except (EventValidationError, ValueError) as error:
-            letters.append(DeadLetter(record, str(error), error))
-            continue
-        assert isinstance(event, SessionEventModel)
-        events.append(event)
-    return events, letters
+def parse_event(record: Any) -> SessionEventModel:
+    event = codec.decode_record(record)
+    if not isinstance(event, SessionEventModel):
+        raise ValueError("a null value is not a session event")
+    return event
 
 
-async def publish_training(event: TrainingRequested) -> None:
-    await broker.publish(
-        encode(event), topic=TRAINING_REQUESTED.name, key=event.run_id.encode(),
-        headers={"content-type": "application/json"},
-    )
-
-
-@broker.subscriber(
-    CLICKS.name,
-    group_id="sessions",
-    batch=True,
-    max_records=settings.sessions_batch_size,
-    batch_timeout_ms=settings.sessions_batch_timeout_ms,
-    auto_offset_reset="earliest",
-    ack_policy=AckPolicy.NACK_ON_ERROR,
-    decoder=raw_message,
-)
-async def on_clicks(records: Any) -> None:
-    records = tuple(records)
-    events, letters = parse_records(records)
-    store = deps["sessions"]
+async def fold(part: Sequence[tuple[Any, SessionEventModel]], sessions: Sessions) -> list[tuple[Any, str]]:
     now = datetime.now(UTC)
-    try:
-        report = await fold_batch(events, store, now)
-        await maybe_request_training(
-            store, settings.training_policy_sessions, settings.training_policy_min_sessions,
-            publish_training, now,
-        )
-        if not store.ttl_index and time.monotonic() - last_purge["at"] > PURGE_EVERY_S:
-            last_purge["at"] = time.monotonic()
-            if purged := await store.purge_expired(now):
-                log.info("purged %d expired sessions", purged)
-    except (PyMongoError, ConcurrentUpdates) as error:
-        log.warning("transient failure, batch of %d will be retried: %s", len(records), error)
-        await asyncio.sleep(settings.retry_backoff_s)
-        raise NackMessage() from error
-    await send_dead_letters(broker, letters)
-    log.info(
-        "batch of %d: %d applied, %d repeated, %d sessions new, %d updated, %d dead letters",
-        len(records), report.applied, report.duplicates, report.sessions_created,
-        report.sessions_updated, len(letters),
+    report = await fold_batch([event for _, event in part], sessions.store, now)
+    await maybe_request_training(
+        sessions.store, settings.training_policy_sessions, settings.training_policy_min_sessions,
+        sessions.request_training, now,
     )
+    if not sessions.store.ttl_index and time.monotonic() - sessions.last_purge > PURGE_EVERY_S:
+        sessions.last_purge = time.monotonic()
+        if purged := await sessions.store.purge_expired(now):
+            service.log.info("purged %d expired sessions", purged)
+    service.log.info("batch of %d: %d applied, %d repeated, %d sessions new, %d updated", len(part),
+                     report.applied, report.duplicates, report.sessions_created, report.sessions_updated)
+    return []
 
 
-app = create_app("sessions", broker, registry, lag_of=("sessions", "clicks"))
-app.on_startup(open_dependencies)
-app.after_shutdown(close_dependencies)
+service.consume_batch(
+    CLICKS, parse_event, fold, group_id="sessions",
+    max_records=settings.sessions_batch_size, batch_timeout_ms=settings.sessions_batch_timeout_ms,
+)
+broker = service.broker
+app = service.app()

@@ -63,7 +63,7 @@ class TrainerDeps:
     publish: Callable[[ModelPublished], Awaitable[None]]
     config: TrainerConfig
     # Errors of a dependency that is down: the request is retried, the task is not final.
-    transient: tuple[type[BaseException], ...] = (DependencyUnavailable,)
+    is_transient: Callable[[BaseException], bool] = lambda error: isinstance(error, DependencyUnavailable)
 
 
 class Rejected(Exception):
@@ -97,7 +97,7 @@ async def handle_training_request(request: TrainingRequested, deps: TrainerDeps)
         return await _finish(deps, run_id, status="rejected", stage="rejected", error=str(reason),
                              **{"details.reason": str(reason)})
     except Exception as error:
-        if isinstance(error, deps.transient):
+        if deps.is_transient(error):
             await run.end_mlflow("FAILED")
             await deps.tasks.update(run_id, status="pending", stage="waiting",
                                     error=f"retrying: {type(error).__name__}: {error}"[:1000])
