@@ -15,6 +15,7 @@ from core.adapters.ab_split_store import PgSplitStore
 from core.adapters.vector_adjustments import PgVectorAdjustments
 from core.bootstrap import build_embedder, build_session_store, build_store
 from core.config import get_settings
+from core.domain import ConcurrentChange
 from core.improver import improve, improver_config
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -47,7 +48,7 @@ def ab_split(
         raise fail("give both VERSION and PERCENT, or neither")
     try:
         split = asyncio.run(_split(version, percent, clear))
-    except InvalidSplit as error:
+    except (InvalidSplit, ConcurrentChange) as error:
         raise fail(str(error)) from error
     if as_json:
         print(json.dumps({"ab_split": split}, default=str))

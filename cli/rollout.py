@@ -12,6 +12,7 @@ from rich.table import Table
 from cli.common import Bootstrap, bootstrap_or_default, fail, out
 from core.bootstrap import build_embedder, build_store
 from core.config import get_settings
+from core.domain import ConcurrentChange
 from core.rollout import Activation, ActivationError, activate_version
 from producers.publisher import Delivery, Publisher, PublisherError
 from schemas.reindex import ReindexRequested
@@ -35,10 +36,11 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     if as_json:
         print(json.dumps({"active_version": active, "versions": rows}, default=str, indent=2))
         return
-    table = Table("version", "status", "dim", "created", "activated", title=f"active version: {active}")
+    table = Table("version", "status", "dim", "created", "activated", "reason",
+                  title=f"active version: {active}")
     for row in rows:
         table.add_row(row["version"], row["status"], str(row["dim"]), str(row["created_at"])[:19],
-                      str(row["activated_at"] or "")[:19])
+                      str(row["activated_at"] or "")[:19], row.get("reason") or "")
     out.print(table)
 
 
@@ -61,7 +63,7 @@ def activate(
     """Switch search to VERSION at once (a promotion, or a rollback to a retired version)."""
     try:
         result = asyncio.run(_activate(version))
-    except ActivationError as error:
+    except (ActivationError, ConcurrentChange) as error:
         raise fail(str(error), 1) from error
     if as_json:
         print(json.dumps({"active_version": result.version, "previous_version": result.previous}))

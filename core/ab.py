@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.ports import SessionSource, SplitStore, VersionLister
+from core.domain import Expected
+from core.ports import SessionSource, SplitStore, SplitVersions
 
 BUCKETS = 10_000
 
@@ -29,8 +30,20 @@ class ABSplit:
     updated_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class EndedSplit:
+    """A split no longer in force: when and why it ended (an operator, or automatically when
+    its candidate stopped receiving new content)."""
+
+    candidate_version: str
+    percent: float
+    ended_at: datetime | None
+    reason: str
+
+
 class InvalidSplit(ValueError):
-    """The split names an unknown version, a version still being built, or a bad percentage."""
+    """The split names an unknown version, a version still being built, failed or no longer
+    receiving new content, or a bad percentage."""
 
 
 def bucket(session_id: str) -> int:
@@ -56,17 +69,29 @@ def traffic_percent(version: str, active: str | None, split: ABSplit | None) -> 
 
 
 async def configure_split(
-    store: SplitStore, versions: VersionLister, candidate_version: str, percent: float
+    store: SplitStore, versions: SplitVersions, candidate_version: str, percent: float
 ) -> ABSplit:
-    """Validate and store a split: the candidate needs a complete index (active or retired)."""
+    """Validate and store a split: the candidate needs a complete index that still receives new
+    content (the active version or the rollback target). Stored as a compare-and-set on the state
+    it was validated against: core.domain.ConcurrentChange if an activation or reindex changed
+    it meanwhile."""
     if not 0.0 <= percent <= 100.0:
         raise InvalidSplit(f"percent must lie in [0, 100], not {percent}")
+    active = await versions.active_version()
     rows = {row["version"]: row for row in await versions.list_versions()}
     if candidate_version not in rows:
         raise InvalidSplit(f"model version {candidate_version!r} has no index")
-    if rows[candidate_version]["status"] not in ("active", "retired"):
+    status = rows[candidate_version]["status"]
+    if status == "building":
         raise InvalidSplit(f"model version {candidate_version} is still being indexed")
-    return await store.set_split(candidate_version, percent)
+    if status == "failed":
+        raise InvalidSplit(f"model version {candidate_version} failed to index: "
+                           f"{rows[candidate_version].get('reason') or 'see its reindex task'}")
+    if status == "retired" and candidate_version not in await versions.writable_versions():
+        raise InvalidSplit(
+            f"model version {candidate_version} no longer receives new content (only the version "
+            "retired last is kept current), so its index misses items")
+    return await store.set_split(candidate_version, percent, Expected(active, status))
 
 
 @dataclass

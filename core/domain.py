@@ -61,3 +61,31 @@ class SearchQuery:
     mode: SearchMode = "vector"
     # The model version to search (an A/B candidate); None: the active version.
     version: str | None = None
+
+
+# --- rollout state ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Expected:
+    """The rollout state a change was decided from: the active version seen then and, when
+    given, the status the changed version had. A change carrying it is a compare-and-set: it is
+    applied only if the state still is this, in the same transaction."""
+
+    active: str | None
+    status: str | None = None
+
+
+class ConcurrentChange(RuntimeError):
+    """A compare-and-set lost a race: the rollout state changed between the decision and the
+    change (another activation, rollback, reindex or split change); nothing was applied. The
+    message says what changed; decide again from the current state."""
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A version of the registered model (MLflow): its number, its artifact URI, the MLflow run
+    that logged it and its tags (the flywheel run id, the base version)."""
+
+    version: int
+    source: str
+    mlflow_run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)

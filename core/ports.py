@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from core.domain import ChunkVectors, Embeddings, Item
+from core.domain import ChunkVectors, Embeddings, Expected, Item
 
 if TYPE_CHECKING:
     from core.ab import ABSplit
@@ -180,9 +180,16 @@ class ModelServer(Protocol):
 class ReindexStore(VectorStore, Protocol):
     async def ensure_version(self, version: str, dim: int, status: str = "building") -> None: ...
 
-    async def activate(self, version: str) -> str | None: ...
+    async def activate(self, version: str, expected: Expected | None = None) -> str | None:
+        """Switch search to `version`; with `expected`, only if the state still is that (else
+        core.domain.ConcurrentChange). Returns the previously active version."""
+        ...
 
     async def finish_version(self, version: str) -> None: ...
+
+    async def fail_version(self, version: str, reason: str) -> bool:
+        """Mark a version still being built `failed` (nothing writes to it any more)."""
+        ...
 
     async def list_versions(self) -> list[dict[str, Any]]: ...
 
@@ -216,9 +223,11 @@ class ReplaySource(Protocol):
 class RolloutStore(Protocol):
     async def list_versions(self) -> list[dict[str, Any]]: ...
 
+    async def active_version(self) -> str | None: ...
+
     async def writable_versions(self) -> list[str]: ...
 
-    async def activate(self, version: str) -> str | None: ...
+    async def activate(self, version: str, expected: Expected | None = None) -> str | None: ...
 
 
 # --- the improver --------------------------------------------------------------------------
@@ -249,9 +258,23 @@ class AdjustmentStore(Protocol):
 class SplitStore(Protocol):
     async def get_split(self) -> ABSplit | None: ...
 
-    async def set_split(self, candidate_version: str, percent: float) -> ABSplit: ...
+    async def set_split(self, candidate_version: str, percent: float, expected: Expected | None = None
+                        ) -> ABSplit:
+        """Store the split; with `expected`, only if the state still is that (else
+        core.domain.ConcurrentChange)."""
+        ...
 
     async def clear_split(self) -> bool: ...
+
+
+class SplitVersions(Protocol):
+    """What a split is validated against."""
+
+    async def list_versions(self) -> list[dict[str, Any]]: ...
+
+    async def active_version(self) -> str | None: ...
+
+    async def writable_versions(self) -> list[str]: ...
 
 
 class VersionLister(Protocol):

@@ -4,7 +4,13 @@ Shared by the gateway (POST /v1/models/{version}/activate) and `flywheel models 
 A version's index is complete once its reindex finished (status active or retired); a
 version still being built (status building) is refused, so search never sees a partial
 index, and so is a retired version older than the rollback target, which has stopped
-receiving new content. The switch is one UPDATE of the active pointer, so a rollback takes effect at once.
+receiving new content, and a version whose reindex failed. The switch is one UPDATE of the
+active pointer, so a rollback takes effect at once.
+
+The switch is a compare-and-set on the state the checks saw (the active version and the
+version's status, see core.domain.Expected): if another activation, rollback, reindex or split
+change landed in between, nothing is switched and core.domain.ConcurrentChange says what
+changed (the API answers 409); decide again from the current state.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from core.domain import Expected
 from core.ports import RolloutStore
 
 
@@ -25,6 +32,10 @@ class UnknownVersion(ActivationError, LookupError):
 
 class IndexIncomplete(ActivationError):
     """The version's index is still being built."""
+
+
+class IndexFailed(ActivationError):
+    """The version's reindex failed (or was abandoned): its index is incomplete."""
 
 
 class IndexStale(ActivationError):
@@ -53,8 +64,10 @@ async def activate_version(
 ) -> Activation:
     """Point search at `version` atomically; returns it with the previously active version.
 
-    `is_served` (e.g. TritonEmbedder.ready) is checked first when given.
+    `is_served` (e.g. TritonEmbedder.ready) is checked first when given. Raises
+    core.domain.ConcurrentChange when the state changed between these checks and the switch.
     """
+    active = await store.active_version()
     rows = {row["version"]: row for row in await store.list_versions()}
     row = rows.get(version)
     if row is None:
@@ -64,6 +77,11 @@ async def activate_version(
         raise IndexIncomplete(
             f"model version {version} is still being indexed; activate it when its reindex is done"
         )
+    if row["status"] == "failed":
+        raise IndexFailed(
+            f"model version {version} failed to index ({row.get('reason') or 'see its reindex task'}); "
+            "request its reindex again, or roll out a new version"
+        )
     if row["status"] == "retired" and version not in await store.writable_versions():
         raise IndexStale(
             f"model version {version} stopped receiving new content when another version was "
@@ -72,5 +90,5 @@ async def activate_version(
         )
     if is_served is not None and not await is_served(version):
         raise NotServed(f"model version {version} is not loaded in the model server; deploy it first")
-    previous = await store.activate(version)
+    previous = await store.activate(version, Expected(active, row["status"]))
     return Activation(version, previous)

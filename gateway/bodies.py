@@ -116,7 +116,8 @@ class Task(BaseModel):
 
 class ModelVersionInfo(BaseModel):
     version: str
-    status: str
+    status: str = Field(description="building, active, retired (complete, not serving) or failed.")
+    reason: str | None = Field(default=None, description="Why the version failed (its reindex's error).")
     active: bool
     dim: int
     created_at: datetime
@@ -143,10 +144,20 @@ class ABSplitRequest(Strict):
     percent: float = Field(ge=0.0, le=100.0)
 
 
+class ABSplitEndedInfo(BaseModel):
+    candidate_version: str
+    percent: float
+    ended_at: datetime | None = None
+    reason: str = Field(description="Ended by an operator, or automatically when its candidate stopped "
+                                    "receiving new content.")
+
+
 class ModelsResponse(BaseModel):
     active_version: str | None
     versions: list[ModelVersionInfo]
     ab_split: ABSplitInfo | None = None
+    ab_split_ended: ABSplitEndedInfo | None = Field(
+        default=None, description="The split last ended, while none is in force: when and why.")
     online_window_days: float | None = None
     online_sessions: int | None = Field(default=None, description="Sessions the CTR/MRR were read from.")
 

@@ -13,7 +13,13 @@
    the live indexer wrote while the table was being created), drop chunks of deleted items.
 4. Switch the active pointer atomically (search never sees a partial index); the previous
    version is kept (retired, still written to as the rollback target), so activating it
-   again rolls back at once.
+   again rolls back at once. The switch is a compare-and-set on the active version the reindex
+   started from (kept in the task): if an operator rolled back or activated another version
+   meanwhile, the version is completed without being activated and the task says so
+   (`details.note`), so a finishing reindex never overrides a rollback.
+
+A reindex that fails marks its version `failed` (with the reason) so that no content is
+written to it any more; a request for it again makes it building again and resumes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.chunking import Chunker
+from core.domain import ConcurrentChange, Expected
 from core.indexing import Delete, Operation, Upsert, index_batch, parse_records
 from core.ports import ReindexStore, ReplaySource, ServingEmbedder, Tasks
 from producers.ratelimit import limiter
@@ -74,14 +81,19 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
     """
     version = event.model_version
     tid = task_id(version)
+    started_from = await deps.store.active_version()
     task, _ = await deps.tasks.create(tid, "reindex", event.tenant, details={
         "model_version": version, "activate": event.activate, "from_offset": event.from_offset,
         "source_topic": event.source_topic, "group": replay_group(version),
+        "started_from": started_from,
     })
     if task["status"] == "succeeded":
         log.info("reindex of version %s already succeeded; nothing to do", version)
         return task
+    # A resumed reindex compares with the active version its first attempt started from.
+    started_from = (task.get("details") or {}).get("started_from", started_from)
     stage = "preparing"
+    note = None
     try:
         await deps.tasks.update(tid, status="running", stage=stage, error=None)
         if not version.isdigit():
@@ -104,9 +116,16 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
         stage = "activating"
         await deps.tasks.update(tid, stage=stage, progress=0.99)
         previous = None
+        activated = False
         if event.activate:
-            previous = await deps.store.activate(version)
-        else:
+            try:
+                previous = await deps.store.activate(version, Expected(started_from, "building"))
+                activated = True
+            except ConcurrentChange as lost:
+                note = (f"not activated: {lost}. The index of version {version} is complete; "
+                        f"activate it explicitly if it should serve")
+                log.warning("reindex of version %s: %s", version, note)
+        if not activated:
             await deps.store.finish_version(version)
     except Exception as error:
         if deps.is_transient(error):
@@ -114,16 +133,28 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
             raise
         reason = f"{stage}: {error}"
         log.error("reindex of version %s failed at %s", version, reason)
+        await _fail_version(deps, version, reason)
         failed = await deps.tasks.update(tid, status="failed", stage=stage, error=reason)
         return failed or task
     done = await deps.tasks.update(
         tid, status="succeeded", stage="done", progress=1.0, error=None,
-        **{"details.previous_version": previous, "details.activated": event.activate,
-           "details.consumed": consumed, "details.reconciled": reconciled},
+        **{"details.previous_version": previous, "details.activated": activated,
+           "details.consumed": consumed, "details.reconciled": reconciled, "details.note": note},
     )
     log.info("version %s indexed (%d events replayed, %d reconciled)%s", version, consumed, reconciled,
-             f"; active now, previous {previous}" if event.activate else "")
+             f"; active now, previous {previous}" if activated else "")
     return done or task
+
+
+async def _fail_version(deps: ReindexDeps, version: str, reason: str) -> None:
+    """Stop writing to a version whose reindex failed (if it got as far as having an index)."""
+    if not version.isdigit():
+        return
+    try:
+        if await deps.store.fail_version(version, f"reindex failed at {reason}"):
+            log.warning("version %s marked failed: new content is no longer written to it", version)
+    except Exception:  # the store may be what failed; a retried request marks it again
+        log.warning("could not mark version %s failed", version, exc_info=True)
 
 
 async def _note(deps: ReindexDeps, tid: str, message: str) -> None:

@@ -8,8 +8,10 @@ from fastapi import APIRouter, Request
 from pymongo.errors import PyMongoError
 
 from core.ab import InvalidSplit, configure_split, traffic_percent
+from core.domain import ConcurrentChange
 from core.rollout import ActivationError, UnknownVersion, activate_version
 from gateway.bodies import (
+    ABSplitEndedInfo,
     ABSplitInfo,
     ABSplitRequest,
     Activated,
@@ -46,6 +48,7 @@ async def list_models(
     to the version that served them), and improver adjustments."""
     active = await store.active_version()
     split = await experiments.split()
+    ended = None if split else await experiments.splits.ended_split()
     online: dict[str, dict[str, float]] = {}
     read: int | None = None
     try:
@@ -75,6 +78,7 @@ async def list_models(
     return ModelsResponse(
         active_version=active, versions=versions,
         ab_split=ABSplitInfo(**vars(split)) if split else None,
+        ab_split_ended=ABSplitEndedInfo(**vars(ended)) if ended else None,
         online_window_days=settings.ab_metrics_window_days, online_sessions=read,
     )
 
@@ -83,12 +87,16 @@ async def list_models(
 async def set_ab_split(body: ABSplitRequest, who: Admin, store: StoreDep, experiments: ExperimentsDep
                        ) -> ABSplitInfo:
     """Serve `percent` % of sessions (by a hash of the session id) with `candidate_version`,
-    which needs a complete index; searches without a session id stay on the active version."""
+    which needs a complete index that still receives new content; searches without a session id
+    stay on the active version. 409 when the candidate cannot take traffic, or when an activation
+    or reindex changed the versions while the split was being set (nothing was changed)."""
     try:
         split = await configure_split(experiments.splits, store, body.candidate_version, body.percent)
     except InvalidSplit as error:
         status = 404 if "has no index" in str(error) else 409
         raise Problem(status, str(error)) from error
+    except ConcurrentChange as error:
+        raise Problem(409, str(error)) from error
     experiments.forget_split()
     return ABSplitInfo(**vars(split))
 
@@ -112,12 +120,17 @@ async def revert_adjustments(version: str, who: Admin, store: StoreDep, experime
 
 
 @router.post("/{version}/activate", response_model=Activated)
-async def activate(version: str, who: Admin, store: StoreDep, embedder: EmbedderDep) -> Activated:
-    """Switch search to `version` at once: a promotion, or a rollback to a retired version."""
+async def activate(version: str, who: Admin, store: StoreDep, embedder: EmbedderDep,
+                   experiments: ExperimentsDep) -> Activated:
+    """Switch search to `version` at once: a promotion, or a rollback to a retired version.
+    409 when the version cannot serve, or when another activation, rollback or finishing
+    reindex changed the state meanwhile (nothing was switched: look again and decide)."""
     try:
         activation = await activate_version(store, version, is_served=embedder.ready)
     except UnknownVersion as error:
         raise Problem(404, str(error)) from error
-    except ActivationError as error:
+    except (ActivationError, ConcurrentChange) as error:
         raise Problem(409, str(error)) from error
+    finally:
+        experiments.forget_split()  # an activation may have ended the split
     return Activated(active_version=activation.version, previous_version=activation.previous)

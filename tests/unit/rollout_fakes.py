@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.domain import Item
+from core.domain import ConcurrentChange, Expected, Item
 from schemas import codec
 from schemas.content import ContentUpserted
 from tests.unit.fakes import FakeEmbedder, FakeStore
@@ -91,6 +91,7 @@ class FakeReindexStore(FakeStore):
         super().__init__(versions=("1",))
         self.status: dict[str, str] = {"1": "active"}
         self.order: list[str] = ["1"]
+        self.reasons: dict[str, str] = {}
 
     async def writable_versions(self) -> list[str]:
         retired = [v for v in reversed(self.order) if self.status[v] == "retired"][:1]
@@ -102,11 +103,21 @@ class FakeReindexStore(FakeStore):
     async def ensure_version(self, version: str, dim: int, status: str = "building") -> None:
         self.chunks.setdefault(version, {})
         self.status.setdefault(version, status)
+        if self.status[version] == "failed":
+            self.status[version] = "building"
+            self.reasons.pop(version, None)
 
-    async def activate(self, version: str) -> str | None:
+    async def activate(self, version: str, expected: Expected | None = None) -> str | None:
         if version not in self.status:
             raise KeyError(version)
         previous = await self.active_version()
+        if expected is not None and previous != version:
+            if previous != expected.active:
+                raise ConcurrentChange(f"the active version changed from {expected.active} to {previous}")
+            if expected.status is not None and self.status[version] != expected.status:
+                raise ConcurrentChange(f"model version {version} changed to {self.status[version]}")
+            if self.status[version] == "retired" and version not in await self.writable_versions():
+                raise ConcurrentChange(f"model version {version} stopped receiving new content")
         if previous is not None and previous != version:
             self.status[previous] = "retired"
         self.status[version] = "active"
@@ -118,8 +129,16 @@ class FakeReindexStore(FakeStore):
             self.status[version] = "retired"
             self.order = [v for v in self.order if v != version] + [version]
 
+    async def fail_version(self, version: str, reason: str) -> bool:
+        if self.status.get(version) != "building":
+            return False
+        self.status[version] = "failed"
+        self.reasons[version] = reason
+        return True
+
     async def list_versions(self) -> list[dict[str, Any]]:
-        return [{"version": v, "dim": 8, "status": s} for v, s in self.status.items()]
+        return [{"version": v, "dim": 8, "status": s, "reason": self.reasons.get(v)}
+                for v, s in self.status.items()]
 
     async def item_versions(self, keys: Any) -> dict[Key, int]:
         return {k: self.items[k].version for k in keys if k in self.items}
@@ -155,6 +174,8 @@ class FakeLog:
     committed: dict[str, dict[int, int]] = field(default_factory=dict)
     crash_after_commits: int | None = None
     commits: int = 0
+    # Called after each commit: what happens elsewhere while a backfill runs.
+    after_commit: Callable[[], Awaitable[None]] | None = None
 
     def upsert(self, tenant: str, item_id: str, text: str, version: int, partition: int = 0) -> None:
         event = ContentUpserted(id=item_id, tenant=tenant, text=text, title=item_id, version=version)
@@ -203,3 +224,6 @@ class FakeReplay:
             raise Crash("killed")
         self.log.commits += 1
         self.log.committed.setdefault(self.group, {}).update(positions)
+        if self.log.after_commit is not None:
+            hook, self.log.after_commit = self.log.after_commit, None
+            await hook()

@@ -17,6 +17,7 @@ from core.ab import (
     online_metrics,
     traffic_percent,
 )
+from core.domain import Expected
 
 
 def test_assignment_is_deterministic_per_session() -> None:
@@ -59,11 +60,14 @@ def test_edges_go_to_the_active_version() -> None:
 class FakeSplits:
     def __init__(self) -> None:
         self.split: ABSplit | None = None
+        self.expected: Expected | None = None
 
     async def get_split(self) -> ABSplit | None:
         return self.split
 
-    async def set_split(self, candidate_version: str, percent: float) -> ABSplit:
+    async def set_split(self, candidate_version: str, percent: float, expected: Expected | None = None
+                        ) -> ABSplit:
+        self.expected = expected
         self.split = ABSplit(candidate_version, percent, datetime.now(UTC))
         return self.split
 
@@ -75,7 +79,14 @@ class FakeSplits:
 class FakeVersions:
     async def list_versions(self) -> list[dict[str, Any]]:
         return [{"version": "1", "status": "active"}, {"version": "2", "status": "retired"},
-                {"version": "3", "status": "building"}]
+                {"version": "3", "status": "building"}, {"version": "4", "status": "retired"},
+                {"version": "5", "status": "failed", "reason": "reindex failed at backfilling: boom"}]
+
+    async def active_version(self) -> str | None:
+        return "1"
+
+    async def writable_versions(self) -> list[str]:
+        return ["1", "2", "3"]  # 2 is the rollback target; 4 was retired before it
 
 
 async def test_only_a_complete_index_can_take_traffic() -> None:
@@ -88,6 +99,18 @@ async def test_only_a_complete_index_can_take_traffic() -> None:
     with pytest.raises(InvalidSplit, match="percent"):
         await configure_split(splits, FakeVersions(), "2", 101.0)
     assert splits.split is not None and splits.split.candidate_version == "2"
+
+
+async def test_a_candidate_that_no_longer_receives_content_cannot_take_traffic() -> None:
+    splits = FakeSplits()
+    with pytest.raises(InvalidSplit, match="no longer receives new content"):
+        await configure_split(splits, FakeVersions(), "4", 25.0)
+    with pytest.raises(InvalidSplit, match="failed to index: reindex failed at backfilling"):
+        await configure_split(splits, FakeVersions(), "5", 25.0)
+    assert splits.split is None
+    # the split is stored as a compare-and-set on the state it was validated against
+    await configure_split(splits, FakeVersions(), "2", 25.0)
+    assert splits.expected == Expected("1", "retired")
 
 
 def search(version: str, shown: list[str], clicked: list[str]) -> dict[str, Any]:

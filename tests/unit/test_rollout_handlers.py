@@ -10,7 +10,15 @@ import pytest
 from consumers.deployer.handlers import SMOKE_TEXTS, DeployDeps, deploy
 from consumers.reindexer.handlers import ReindexDeps, reindex
 from core.chunking import Chunker, ChunkingConfig
-from core.rollout import IndexIncomplete, IndexStale, NotServed, UnknownVersion, activate_version
+from core.domain import ConcurrentChange, Expected
+from core.rollout import (
+    IndexFailed,
+    IndexIncomplete,
+    IndexStale,
+    NotServed,
+    UnknownVersion,
+    activate_version,
+)
 from core.serving import registry_version, serving_version
 from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
@@ -256,6 +264,47 @@ async def test_without_activate_the_version_is_complete_but_not_active() -> None
     assert (await activate_version(rig.store, "2")).previous == "1"
 
 
+async def test_a_rollback_while_the_reindex_ran_is_not_overridden() -> None:
+    rig = ReindexRig()
+    rig.embedder.served.add("3")
+    for i in range(4):
+        rig.log.upsert("a", f"doc{i}", f"text {i}", 1)
+    await rig.live_index()
+    await reindex(ReindexRequested(model_version="2"), rig.deps())  # 2 active, 1 the rollback target
+
+    async def operator_rolls_back() -> None:
+        await activate_version(rig.store, "1")
+
+    rig.log.after_commit = operator_rolls_back
+    task = await reindex(ReindexRequested(model_version="3"), rig.deps())
+    assert task["details"]["started_from"] == "2"
+    assert await rig.store.active_version() == "1"  # the rollback stands
+    assert task["status"] == "succeeded" and task["details"]["activated"] is False
+    assert "active version changed from 2 to 1" in task["details"]["note"]
+    # complete, not serving: the new rollback target, which an operator may activate
+    assert rig.store.status["3"] == "retired" and "3" in await rig.store.writable_versions()
+    assert (await activate_version(rig.store, "3")).previous == "1"
+
+
+async def test_a_failed_reindex_marks_its_version_failed_and_a_new_request_resumes_it() -> None:
+    rig = ReindexRig()
+    rig.log.upsert("a", "x", "text", 1)
+    rig.log.upsert("a", "y", "more text", 1)
+    await rig.live_index()
+    rig.log.crash_after_commits = 0
+    task = await reindex(ReindexRequested(model_version="2"), rig.deps())  # Crash is not transient
+    assert task["status"] == "failed" and task["stage"] == "backfilling"
+    assert rig.store.status["2"] == "failed" and "reindex failed at backfilling" in rig.store.reasons["2"]
+    assert await rig.store.writable_versions() == ["1"]  # nothing writes to it any more
+    with pytest.raises(IndexFailed, match="failed to index"):
+        await activate_version(rig.store, "2")
+
+    rig.log.crash_after_commits = None
+    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    assert task["status"] == "succeeded" and await rig.store.active_version() == "2"
+    assert set(rig.store.chunks["2"]) == set(rig.store.items)
+
+
 # --- activation -----------------------------------------------------------------------------
 async def test_activation_refuses_unknown_building_and_unserved_versions() -> None:
     store = FakeReindexStore()
@@ -289,3 +338,18 @@ async def test_only_the_version_retired_last_can_be_activated_again() -> None:
         await activate_version(store, "1")
     assert (await activate_version(store, "2")).previous == "3"  # the rollback
     assert (await activate_version(store, "3")).previous == "2"  # and forward again
+
+
+async def test_an_activation_decided_from_a_state_that_changed_is_refused() -> None:
+    store = FakeReindexStore()
+    await store.ensure_version("2", 8)
+    await store.finish_version("2")
+    decided = Expected("1", "retired")  # activating 2 was decided while 2 was kept current
+    await store.ensure_version("3", 8)
+    await store.finish_version("3")  # meanwhile 3 was retired after it
+    with pytest.raises(ConcurrentChange, match="stopped receiving new content"):
+        await store.activate("2", decided)
+    await activate_version(store, "3")  # and then activated
+    with pytest.raises(ConcurrentChange, match="changed from 1 to 3"):
+        await store.activate("1", Expected("1", "active"))
+    assert await store.active_version() == "3"
