@@ -7,6 +7,7 @@ import typer
 from cli import (
     bench,
     dlq,
+    embed,
     keys,
     model_versions,
     publish,
@@ -33,6 +34,7 @@ app.command("publish")(publish.publish)
 app.command("load")(publish.load)
 app.command("replay")(replay.replay)
 app.command("search")(search.search)
+app.command("embed")(embed.embed)
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(rollout.models_app, name="models")

@@ -279,3 +279,9 @@ class SplitVersions(Protocol):
 
 class VersionLister(Protocol):
     async def list_versions(self) -> list[dict[str, Any]]: ...
+
+
+class ServedVersions(VersionLister, Protocol):
+    """The versions a client may name (each with its `dim`, optionally its owning `tenant`)."""
+
+    async def active_version(self) -> str | None: ...

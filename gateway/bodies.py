@@ -176,3 +176,59 @@ class Activated(BaseModel):
 class ReindexRequest(Strict):
     model_version: str = Field(pattern=r"^[0-9]+$")
     activate: bool = True
+
+
+# --- embeddings, as OpenAI's embeddings API --------------------------------------------------
+class EmbeddingsRequest(Strict):
+    input: str | list[str] = Field(
+        description="One text or a list of texts (token arrays are not accepted: send text).",
+        examples=["How do I reset my password?"],
+    )
+    model: str = Field(
+        min_length=1, max_length=128, examples=["active"],
+        description="`active` (the tenant's active version, as search uses), `latest`, `base`, the "
+        "registered model's name (= `active`) or a version number (`3` or `v3`).",
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="`base64`: each vector as little-endian float32 bytes, base64-encoded.")
+    dimensions: int | None = Field(
+        default=None, ge=1, description="Accepted when it equals the model's dimension (no truncation).")
+    user: str | None = Field(default=None, max_length=256, description="Accepted and ignored.")
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _texts_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must hold at least one text")
+            if any(isinstance(v, (int, list)) for v in value):
+                raise ValueError("token arrays are not supported: send the text itself, "
+                                 "a string or a list of strings")
+            for index, text in enumerate(value):
+                if isinstance(text, str) and not text:
+                    raise ValueError(f"input[{index}] is empty: every text needs at least one character")
+        elif value == "":
+            raise ValueError("is empty: send at least one character")
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens of all inputs, by the model's tokenizer.")
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str = Field(description="The model version that embedded the inputs (usable as `model`).")
+    usage: EmbeddingsUsage

@@ -21,6 +21,7 @@ from gateway.routes import (
     console,
     content,
     docs,
+    embeddings,
     events,
     health,
     model_versions,
@@ -51,9 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for router in (health.router, content.router, events.router, search.router, clicks.router,
-                   training.router, tasks.router, model_versions.router, docs.router, admin.router,
-                   console.router):
+    for router in (health.router, content.router, events.router, search.router, embeddings.router,
+                   clicks.router, training.router, tasks.router, model_versions.router, docs.router,
+                   admin.router, console.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
     Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app)
