@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from core.domain import ChunkVectors, Embeddings, Expected, Item
+from core.domain import ChunkVectors, Embeddings, Expected, Item, RegisteredModel
 
 if TYPE_CHECKING:
     from core.ab import ABSplit
@@ -152,6 +152,9 @@ class ModelRegistry(Protocol):
     def log_model_dir(self, mlflow_run_id: str, model_dir: Path) -> str: ...
     def end_run(self, mlflow_run_id: str, status: str = "FINISHED") -> None: ...
     def register(self, artifact_uri: str, mlflow_run_id: str, run_id: str, tags: dict[str, str]) -> int: ...
+    def registered_version(self, run_id: str) -> RegisteredModel | None:
+        """The version already registered for the flywheel run `run_id`, if any."""
+        ...
 
 
 class ItemTexts(Protocol):

@@ -9,7 +9,10 @@
 
 Idempotent per run id: a request whose task is final changes nothing, so a redelivered
 request never trains twice. A task left running by a crash is run again; if it had passed
-the gate and been registered, only its `model-published` event is sent again.
+the gate and been registered, only its `model-published` event is sent again. Before it
+trains, a run asks the registry for a version already registered for its run id (a crash
+between registering and recording leaves one): that version is announced, nothing is trained
+or registered again, so a run registers at most one version and publishes at most once.
 
 Blocking work (fine-tuning, evaluation, MLflow) runs in worker threads: the event loop keeps
 serving health checks and Kafka heartbeats meanwhile.
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core.domain import RegisteredModel
 from core.ports import Datasets, DependencyUnavailable, ModelRegistry, ModelTrainer, Tasks
 from core.serving import BASE_SERVING_VERSION, serving_version
 from core.training.dataset import DatasetStats, TrainingDataset
@@ -88,7 +92,7 @@ async def handle_training_request(request: TrainingRequested, deps: TrainerDeps)
         # Registered and gated before a crash: only the announcement is missing.
         await deps.publish(ModelPublished.model_validate(published))
         return await _finish(deps, run_id, status="succeeded", stage="published", progress=1.0)
-    run = _Run(request, deps)
+    run = _Run(request, deps, task.get("details") or {})
     try:
         return await run.execute()
     except Rejected as reason:
@@ -117,9 +121,10 @@ async def _finish(deps: TrainerDeps, run_id: str, **fields: Any) -> dict[str, An
 
 
 class _Run:
-    def __init__(self, request: TrainingRequested, deps: TrainerDeps) -> None:
+    def __init__(self, request: TrainingRequested, deps: TrainerDeps, details: dict[str, Any]) -> None:
         self.request = request
         self.deps = deps
+        self.details = details
         self.stage = "queued"
         self.mlflow_run: str | None = None
         self.out_dir = deps.config.work_dir / "runs" / request.run_id
@@ -131,6 +136,9 @@ class _Run:
 
     async def execute(self) -> dict[str, Any]:
         request, deps, cfg = self.request, self.deps, self.deps.config
+        registered = await asyncio.to_thread(deps.registry.registered_version, request.run_id)
+        if registered is not None:
+            return await self._announce_registered(registered)
         await self.set_stage("building-dataset", 0.0, error=None)
         base_version = request.base_version or await deps.active_version() or BASE_SERVING_VERSION
         data = await deps.datasets.build(request.since, request.until)
@@ -177,21 +185,44 @@ class _Run:
         artifact_uri = await asyncio.to_thread(deps.registry.log_model_dir, self.mlflow_run, self.out_dir)
         version = await asyncio.to_thread(deps.registry.register, artifact_uri, self.mlflow_run,
                                           request.run_id, {"base_version": base_version})
-        event = ModelPublished(
+        event = self._event(version, artifact_uri, metrics, base_version)
+        return await self._record_and_publish(event, decision.reason)
+
+    def _event(self, version: int, artifact_uri: str, metrics: dict[str, float], base_version: str
+               ) -> ModelPublished:
+        return ModelPublished(
             model_version=serving_version(version), registry_version=version,
             metrics={k: v for k, v in metrics.items() if k != "base_queries" and k != "candidate_queries"},
-            artifact_uri=artifact_uri, run_id=request.run_id, base_version=base_version,
-            tenant=request.tenant, source="trainer",
+            artifact_uri=artifact_uri, run_id=self.request.run_id, base_version=base_version,
+            tenant=self.request.tenant, source="trainer",
         )
+
+    async def _record_and_publish(self, event: ModelPublished, reason: str) -> dict[str, Any]:
+        run_id = self.request.run_id
         # Recorded before it is sent: a crash in between re-sends this very event.
-        await deps.tasks.update(request.run_id, **{
-            "details.published_event": event.model_dump(mode="json"), "details.registry_version": version,
-            "details.model_version": event.model_version})
+        await self.deps.tasks.update(run_id, **{
+            "details.published_event": event.model_dump(mode="json"),
+            "details.registry_version": event.registry_version, "details.model_version": event.model_version})
         await self.end_mlflow("FINISHED")
-        await deps.publish(event)
-        log.info("training run %s published model version %s (%s)", request.run_id, event.model_version,
-                 decision.reason)
-        return await _finish(deps, request.run_id, status="succeeded", stage="published", progress=1.0)
+        await self.deps.publish(event)
+        log.info("training run %s published model version %s (%s)", run_id, event.model_version, reason)
+        return await _finish(self.deps, run_id, status="succeeded", stage="published", progress=1.0)
+
+    async def _announce_registered(self, registered: RegisteredModel) -> dict[str, Any]:
+        """A crash came between registering and recording: announce the version registered
+        then (scores as the task recorded them), without training or registering again."""
+        log.warning("training run %s already registered version %d; announcing it without training again",
+                    self.request.run_id, registered.version)
+        self.stage = "registering"
+        self.mlflow_run = registered.mlflow_run_id  # left running by the crash: closed below
+        scores = self.details.get("metrics") or {}
+        metrics = {**prefixed(scores.get("base") or {}, "base"),
+                   **prefixed(scores.get("candidate") or {}, "candidate")}
+        base_version = (registered.tags.get("base_version") or self.details.get("base_version")
+                        or BASE_SERVING_VERSION)
+        event = self._event(registered.version, registered.source, metrics, base_version)
+        return await self._record_and_publish(event, f"registered before a restart as version "
+                                                     f"{registered.version}")
 
     async def _train(self, base_dir: Path, data: TrainingDataset, tune: FineTuneConfig) -> FineTuneResult:
         latest = {"done": 0, "total": 1}

@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from core.domain import RegisteredModel
 from core.ports import DependencyUnavailable
 from core.serving import REGISTERED_MODEL_NAME, registry_version
 
@@ -149,13 +150,33 @@ class MLflowRegistry:
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        for existing in self.client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'"):
-            if existing.tags.get(RUN_ID_TAG) == run_id:
-                return int(existing.version)
+        existing = self.registered_version(run_id)
+        if existing is not None:
+            return existing.version
         version = self.client.create_model_version(
             REGISTERED_MODEL_NAME, artifact_uri, run_id=mlflow_run_id, tags={RUN_ID_TAG: run_id, **tags}
         )
         return int(version.version)
+
+    @unavailable_as_transient
+    def registered_version(self, run_id: str) -> RegisteredModel | None:
+        """The version registered for the flywheel run `run_id` (tag flywheel.run_id), if any:
+        what a redelivered training request checks before it trains and registers again."""
+        if "'" in run_id or "\\" in run_id:  # not expressible in a filter string: scan the versions
+            query = f"name='{REGISTERED_MODEL_NAME}'"
+        else:
+            query = f"name='{REGISTERED_MODEL_NAME}' AND tags.`{RUN_ID_TAG}` = '{run_id}'"
+        try:
+            found = self.client.search_model_versions(query)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        mine = [v for v in found if v.tags.get(RUN_ID_TAG) == run_id]
+        if not mine:
+            return None
+        first = min(mine, key=lambda v: int(v.version))
+        return RegisteredModel(int(first.version), first.source or "", first.run_id, dict(first.tags))
 
     @unavailable_as_transient
     def list_versions(self) -> list[dict[str, Any]]:

@@ -119,6 +119,40 @@ async def test_a_crash_after_registering_only_publishes_again(tmp_path: Path) ->
     assert [e.event_id for e in published.events] == [published.events[0].event_id] * 2
 
 
+class CrashWhileRecording(FakeTasks):
+    """The process dies after the version was registered, before the task recorded it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crashed = False
+
+    async def update(self, task_id: str, **fields: object) -> dict[str, object] | None:
+        if "details.published_event" in fields and not self.crashed:
+            self.crashed = True
+            raise SystemExit("killed between registering and recording")
+        return await super().update(task_id, **fields)
+
+
+async def test_a_crash_between_registering_and_recording_registers_one_version(tmp_path: Path) -> None:
+    trainer = FakeTrainer(0.4, 0.6)
+    deps, _, registry, published = make_deps(tmp_path, trainer)
+    deps.tasks = tasks = CrashWhileRecording()
+    with pytest.raises(SystemExit):
+        await handle_training_request(request(), deps)
+    assert len(registry.versions) == 1 and published.events == []
+    assert tasks.tasks["run-1"]["status"] == "running"  # as the crash left it
+
+    task = await handle_training_request(request(), deps)  # the request, redelivered
+    assert task["status"] == "succeeded" and task["stage"] == "published"
+    assert trainer.trained == 1 and len(registry.versions) == 1  # neither trained nor registered again
+    [event] = published.events
+    assert (event.registry_version, event.model_version, event.base_version) == (1, "2", "1")
+    assert event.artifact_uri == registry.versions[0]["source"]
+    assert event.metrics["candidate_ndcg_at_10"] == 0.6 and event.metrics["base_ndcg_at_10"] == 0.4
+    assert registry.runs[registry.versions[0]["run"]]["status"] == "FINISHED"  # the run left open is closed
+    assert task["details"]["registry_version"] == 1
+
+
 @pytest.mark.parametrize("status", ["pending", "running"])
 async def test_an_unfinished_task_runs(tmp_path: Path, status: str) -> None:
     deps, tasks, _, _ = make_deps(tmp_path, FakeTrainer(0.4, 0.6))

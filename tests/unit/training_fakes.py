@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.domain import RegisteredModel
 from core.sessions import SessionDoc
 from core.training.dataset import TrainingDataset
 from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
@@ -166,8 +167,15 @@ class FakeRegistry:
         self.runs[mlflow_run_id]["status"] = status
 
     def register(self, artifact_uri: str, mlflow_run_id: str, run_id: str, tags: dict[str, str]) -> int:
-        self.versions.append({"source": artifact_uri, "run": mlflow_run_id, "run_id": run_id})
+        self.versions.append({"source": artifact_uri, "run": mlflow_run_id, "run_id": run_id, "tags": tags})
         return len(self.versions)
+
+    def registered_version(self, run_id: str) -> RegisteredModel | None:
+        for number, v in enumerate(self.versions, start=1):
+            if v["run_id"] == run_id:
+                tags = {"flywheel.run_id": run_id, **v["tags"]}
+                return RegisteredModel(number, v["source"], v["run"], tags)
+        return None
 
 
 class Published:
