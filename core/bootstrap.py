@@ -37,7 +37,8 @@ def build_chunker(settings: Settings) -> Chunker:
 
 
 async def build_store(settings: Settings) -> PgVectorStore:
-    return await PgVectorStore.connect(settings.postgres_dsn)
+    return await PgVectorStore.connect(
+        settings.postgres_dsn, statement_timeout_ms=settings.postgres_statement_timeout_ms)
 
 
 async def ensure_initial_version(store: PgVectorStore, embedder: TritonEmbedder) -> None:

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     postgres_port: int = 5433
     postgres_db: str = "flywheel"
     postgres_user: str = "postgres"
+    # Longest a statement on the vector store's connections may run, lock waits included
+    # (PostgreSQL statement_timeout, milliseconds; 0: no limit). A statement past it fails with
+    # QueryCanceled: services retry it as a transient error, the gateway answers with an error.
+    postgres_statement_timeout_ms: int = Field(default=30_000, ge=0)
 
     mongo_port: int = 27017
     mongo_db: str = "flywheel"

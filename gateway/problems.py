@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 import pydantic
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -69,6 +70,12 @@ def install(app: FastAPI) -> None:
     async def on_event_validation(request: Request, exc: EventValidationError) -> JSONResponse:
         errors = [{"field": e.loc, "reason": e.msg} for e in exc.errors]
         return problem_response(422, str(exc), request.url.path, errors=errors)
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def on_statement_timeout(request: Request, exc: psycopg.errors.QueryCanceled) -> JSONResponse:
+        # FLYWHEEL_POSTGRES_STATEMENT_TIMEOUT_MS: a statement (or its wait for a lock) ran too long.
+        return problem_response(503, f"PostgreSQL did not finish in time: {str(exc).strip()}",
+                                request.url.path, headers={"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

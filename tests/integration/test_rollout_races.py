@@ -6,10 +6,12 @@ other change. Each test uses a database of its own (the shared one holds the sta
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import psycopg
 import pytest
 import pytest_asyncio
 from psycopg import AsyncConnection
@@ -18,6 +20,8 @@ from consumers.reindexer.handlers import ReindexDeps, reindex
 from core.ab import InvalidSplit, configure_split
 from core.adapters.ab_split_store import PgSplitStore
 from core.adapters.pgvector import PgVectorStore
+from core.adapters.pgvector.schema import ROLLOUT_LOCK
+from core.bootstrap import build_store
 from core.chunking import Chunker, ChunkingConfig
 from core.config import Settings
 from core.domain import ConcurrentChange, Expected
@@ -34,19 +38,25 @@ DIM = 8
 
 
 @pytest_asyncio.fixture
-async def fresh_store(postgres: Component, test_settings: Settings) -> AsyncIterator[PgVectorStore]:
+async def fresh_dsn(postgres: Component, test_settings: Settings) -> AsyncIterator[str]:
     name = f"races_{uuid.uuid4().hex[:12]}"
     admin_dsn = test_settings.postgres_dsn
     async with await AsyncConnection.connect(admin_dsn, autocommit=True) as conn:
         await conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-    store = await PgVectorStore.connect(dsn, max_size=6)
+    try:
+        yield admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        async with await AsyncConnection.connect(admin_dsn, autocommit=True) as conn:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture
+async def fresh_store(fresh_dsn: str) -> AsyncIterator[PgVectorStore]:
+    store = await PgVectorStore.connect(fresh_dsn, max_size=6)
     try:
         yield store
     finally:
         await store.close()
-        async with await AsyncConnection.connect(admin_dsn, autocommit=True) as conn:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def chunker() -> Chunker:
@@ -236,3 +246,22 @@ async def test_a_failed_reindex_marks_its_version_failed_so_nothing_writes_to_it
     task = await rig.reindex("2")
     assert task["status"] == "succeeded" and await fresh_store.active_version() == "2"
     assert await fresh_store.writable_versions() == ["1", "2"]
+
+
+async def test_a_change_blocked_behind_a_hung_transaction_times_out(fresh_dsn: str, test_settings: Settings
+                                                                     ) -> None:
+    settings = test_settings.model_copy(update={"postgres_url": fresh_dsn,
+                                                "postgres_statement_timeout_ms": 500})
+    store = await build_store(settings)
+    try:
+        await store.ensure_version("1", DIM)
+        async with await AsyncConnection.connect(fresh_dsn) as hung, hung.transaction():
+            await hung.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLOUT_LOCK,))  # and never commits
+            began = time.monotonic()
+            with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+                await asyncio.wait_for(store.activate("1"), timeout=10)
+            assert time.monotonic() - began < 5
+        assert await store.active_version() is None  # nothing was applied
+        await store.activate("1")  # and once the lock is free it goes through
+    finally:
+        await store.close()

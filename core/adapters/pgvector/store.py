@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from core.adapters.pgvector.queries import Queries
@@ -22,11 +23,18 @@ class PgVectorStore(VersionLifecycle, Writes, Queries):
         self.pool = pool
 
     @classmethod
-    async def connect(cls, dsn: str, max_size: int = 10) -> PgVectorStore:
+    async def connect(cls, dsn: str, max_size: int = 10, statement_timeout_ms: int = 0) -> PgVectorStore:
+        """A pool of connections to `dsn`; with `statement_timeout_ms`, each of its statements
+        (lock waits included) is cancelled past that many milliseconds (QueryCanceled)."""
         # The extension must exist before connections register the vector type.
         async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
             await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        pool = AsyncConnectionPool(dsn, min_size=1, max_size=max_size, configure=_configure, open=False)
+        options = {}
+        if statement_timeout_ms:
+            given = conninfo_to_dict(dsn).get("options") or ""
+            options["options"] = f"{given} -c statement_timeout={statement_timeout_ms}".strip()
+        pool = AsyncConnectionPool(dsn, min_size=1, max_size=max_size, configure=_configure, open=False,
+                                   kwargs=options)
         await pool.open(wait=True, timeout=30)
         store = cls(pool)
         await store.ensure_schema()
