@@ -9,10 +9,10 @@ import signal
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import Settings
+from gateway.readiness import Health
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -23,10 +23,7 @@ class StartupFailed(RuntimeError):
     """A component did not become ready in time."""
 
 
-@dataclass(frozen=True)
-class Health:
-    healthy: bool
-    detail: str
+__all__ = ["Component", "Health", "PrerequisiteMissing", "StartupFailed", "pid_alive", "require_program"]
 
 
 def require_program(program: str, how_to_install: str) -> str:
