@@ -19,16 +19,22 @@ app = typer.Typer(help="API keys of the gateway: create, list, revoke.", no_args
 @app.command("create")
 def create(
     key_id: Annotated[str, typer.Argument(help="A name for the key (replaces a key of the same name).")],
-    tenant: Annotated[str, typer.Option("--tenant", help="The only tenant the key can read and write.")],
+    tenant: Annotated[str, typer.Option(
+        "--tenant", help="The only tenant the key can read and write: letters, digits, '.', '_', '-'.")],
     scopes: Annotated[
         str, typer.Option("--scopes", help=f"Comma-separated, of: {', '.join(SCOPES)}.")
     ] = "publish,search",
     rate: Annotated[
-        float | None, typer.Option("--rate", min=0.1, help="Requests/s (default: the gateway's).")
+        float | None, typer.Option("--rate", help="Requests/s, more than 0 (default: the gateway's). "
+                                   "To block a key, revoke it.")
     ] = None,
-    burst: Annotated[int | None, typer.Option("--burst", min=1, help="Burst size.")] = None,
+    burst: Annotated[int | None, typer.Option("--burst", help="Burst size, at least 1.")] = None,
 ) -> None:
-    """Create a key and print it: this is the only time it is shown."""
+    """Create a key and print it: this is the only time it is shown.
+
+    Scopes: search; publish (content and clicks); admin (the tenant's training, rollouts,
+    splits, tasks and dead letters; includes search and publish); operator (across tenants:
+    component status, topic lag, every tenant's counts and dead letters; includes admin)."""
     settings = get_settings()
     try:
         key = create_key(settings.api_key_store, key_id, tenant,

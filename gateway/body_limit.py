@@ -1,6 +1,13 @@
-"""Rejects request bodies over the configured size with 413, before they are buffered."""
+"""Rejects request bodies over the configured size with 413, before they are buffered.
+
+A declared `Content-Length` over the limit is refused at once. A body without one (chunked)
+is counted as it arrives; once it passes the limit the app's own answer (FastAPI turns the
+interrupted read into a 400) is discarded and 413 sent instead.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,19 +32,29 @@ class BodySizeLimit:
             await self._reject(scope, receive, send)
             return
         received = 0
+        too_large = False
+        started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large and not started:
+                return  # the app's answer to a body it could not read: 413 goes out instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(BodyTooLarge):
+            await self.app(scope, limited_receive, guarded_send)
+        if too_large and not started:
             await self._reject(scope, receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:

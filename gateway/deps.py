@@ -16,7 +16,7 @@ from core.config import Settings
 from gateway.experiments import Experiments
 from gateway.problems import Problem
 from gateway.resources import Resources
-from gateway.security import Principal, retry_after_header
+from gateway.security import Principal, SharedRateLimiter, retry_after_header
 from producers.publisher import Publisher
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
@@ -45,14 +45,21 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
         principal = res.keyring.authenticate(key)
         if principal is None:
             raise Problem(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
-        if scope not in principal.scopes and "admin" not in principal.scopes:
+        if not principal.allows(scope):
             raise Problem(403, f"this API key lacks the '{scope}' scope")
-        wait = res.limiter.acquire(principal.key_id, principal.rate_per_s, principal.burst)
+        wait = await _acquire(res, principal)
         if wait > 0:
             raise Problem(429, "rate limit exceeded for this API key", headers=retry_after_header(wait))
         return principal
 
     return dependency
+
+
+async def _acquire(res: Resources, principal: Principal) -> float:
+    limiter = res.limiter
+    if isinstance(limiter, SharedRateLimiter):
+        return await limiter.acquire(principal.key_id, principal.rate_per_s, principal.burst)
+    return limiter.acquire(principal.key_id, principal.rate_per_s, principal.burst)
 
 
 async def publisher(request: Request) -> Publisher:
@@ -82,6 +89,7 @@ async def sessions(request: Request) -> MongoSessionStore:
 Publishing = Annotated[Principal, Depends(require("publish"))]
 Searching = Annotated[Principal, Depends(require("search"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
 PublisherDep = Annotated[Publisher, Depends(publisher)]
 StoreDep = Annotated[PgVectorStore, Depends(store)]
 EmbedderDep = Annotated[TritonEmbedder, Depends(embedder)]

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from producers.publisher import PublisherError
 from schemas.codec import EventValidationError
 
 PROBLEM_JSON = "application/problem+json"
@@ -70,6 +71,13 @@ def install(app: FastAPI) -> None:
     async def on_event_validation(request: Request, exc: EventValidationError) -> JSONResponse:
         errors = [{"field": e.loc, "reason": e.msg} for e in exc.errors]
         return problem_response(422, str(exc), request.url.path, errors=errors)
+
+    @app.exception_handler(PublisherError)
+    async def on_publisher_error(request: Request, exc: PublisherError) -> JSONResponse:
+        # Kafka did not acknowledge the events: the client may send them again (upserts are
+        # guarded by the item's version, so a repeat changes nothing).
+        return problem_response(503, f"Kafka is unavailable: {exc}",
+                                request.url.path, headers={"Retry-After": "5"})
 
     @app.exception_handler(psycopg.errors.QueryCanceled)
     async def on_statement_timeout(request: Request, exc: psycopg.errors.QueryCanceled) -> JSONResponse:

@@ -18,7 +18,7 @@ from core.bootstrap import build_embedder, build_session_store, build_store
 from core.config import Settings
 from gateway.experiments import Experiments
 from gateway.problems import Problem
-from gateway.security import KeyRing, RateLimiter
+from gateway.security import KeyRing, RateLimiter, SharedRateLimiter
 from producers.publisher import Publisher
 
 log = logging.getLogger("flywheel.gateway")
@@ -29,7 +29,10 @@ class Resources:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keyring = KeyRing.from_settings(settings)
-        self.limiter = RateLimiter(settings.gateway_rate_per_s, settings.gateway_rate_burst)
+        # Per-key token buckets in PostgreSQL, shared by every gateway process (in this
+        # process's memory while PostgreSQL is down).
+        memory = RateLimiter(settings.gateway_rate_per_s, settings.gateway_rate_burst)
+        self.limiter: RateLimiter | SharedRateLimiter = SharedRateLimiter(self._store_pool, memory)
         self._opened: dict[str, Any] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -55,6 +58,9 @@ class Resources:
 
     async def store(self) -> PgVectorStore:
         return await self._get("postgres", lambda: build_store(self.settings))
+
+    async def _store_pool(self) -> Any:
+        return (await self.store()).pool
 
     async def embedder(self) -> TritonEmbedder:
         async def open_embedder() -> TritonEmbedder:

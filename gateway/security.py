@@ -1,4 +1,11 @@
-"""API keys (hashed, one tenant and a set of scopes each) and per-key rate limits."""
+"""API keys (hashed, one tenant and a set of scopes each) and per-key rate limits.
+
+Rate limits are token buckets, one per key. By default they live in PostgreSQL
+(`gateway_rate_buckets`), so every gateway process takes from the same bucket: N replicas
+allow the key's rate, not N times it. One atomic `INSERT ... ON CONFLICT DO UPDATE ...
+RETURNING` per request refills and takes a token. While PostgreSQL cannot be reached the
+gateway falls back to a bucket in its own memory (and says so in its log).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,14 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from core.api_keys import ApiKeyRecord, hash_key, load_keys
+import psycopg
+
+from core.api_keys import ApiKeyRecord, granted, hash_key, load_keys
 from core.config import Settings
 
 log = logging.getLogger("flywheel.gateway")
@@ -20,9 +31,17 @@ log = logging.getLogger("flywheel.gateway")
 class Principal:
     key_id: str
     tenant: str
-    scopes: frozenset[str]
+    scopes: frozenset[str]  # as granted: the key's scopes and those they include
     rate_per_s: float | None = None
     burst: int | None = None
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    @property
+    def operator(self) -> bool:
+        """May see and act across tenants."""
+        return "operator" in self.scopes
 
 
 class KeyRing:
@@ -64,7 +83,7 @@ class KeyRing:
         digest = hash_key(key)
         for record in self.records:
             if hmac.compare_digest(record.key_sha256, digest):
-                return Principal(record.key_id, record.tenant, frozenset(record.scopes),
+                return Principal(record.key_id, record.tenant, granted(record.scopes),
                                  record.rate_per_s, record.burst)
         return None
 
@@ -93,7 +112,8 @@ class RateLimiter:
 
     def acquire(self, key_id: str, rate: float | None = None, burst: int | None = None) -> float:
         """0 when allowed; otherwise the seconds until a request will be."""
-        rate, burst = rate or self.rate, burst or self.burst
+        rate = self.rate if rate is None else rate
+        burst = self.burst if burst is None else burst
         now = time.monotonic()
         bucket = self.buckets.setdefault(key_id, _Bucket(float(burst), now))
         bucket.tokens = min(burst, bucket.tokens + (now - bucket.updated) * rate)
@@ -102,6 +122,70 @@ class RateLimiter:
             bucket.tokens -= 1
             return 0.0
         return (1 - bucket.tokens) / rate
+
+
+RATE_TABLE = """
+CREATE TABLE IF NOT EXISTS gateway_rate_buckets (
+    key_id  text PRIMARY KEY,
+    tokens  double precision NOT NULL,
+    updated timestamptz NOT NULL,
+    allowed boolean NOT NULL
+)
+"""
+# Refill by the time since the last request (the database's clock, so every replica agrees),
+# cap at the burst, and take one token if there is one. The row lock of the upsert makes
+# concurrent requests of one key, from any process, take their turns.
+_REFILLED = "LEAST(%(burst)s, b.tokens + GREATEST(0, EXTRACT(EPOCH FROM now() - b.updated)) * %(rate)s)"
+TAKE_TOKEN = f"""
+INSERT INTO gateway_rate_buckets AS b (key_id, tokens, updated, allowed)
+VALUES (%(key)s, %(burst)s - 1, now(), true)
+ON CONFLICT (key_id) DO UPDATE SET
+    tokens = CASE WHEN {_REFILLED} >= 1 THEN {_REFILLED} - 1 ELSE {_REFILLED} END,
+    allowed = {_REFILLED} >= 1,
+    updated = now()
+RETURNING allowed, tokens
+"""
+
+
+class SharedRateLimiter:
+    """Token buckets in PostgreSQL, shared by every gateway process; `fallback` (in memory)
+    while the database is unreachable, retried after `retry_s`."""
+
+    def __init__(self, pool: Callable[[], Awaitable[Any]], fallback: RateLimiter,
+                 retry_s: float = 5.0) -> None:
+        self._pool = pool
+        self.fallback = fallback
+        self._retry_s = retry_s
+        self._ready = False
+        self._down_until = 0.0
+
+    async def acquire(self, key_id: str, rate: float | None = None, burst: int | None = None) -> float:
+        """0 when allowed; otherwise the seconds until a request will be."""
+        rate = self.fallback.rate if rate is None else rate
+        burst = self.fallback.burst if burst is None else burst
+        if time.monotonic() < self._down_until:
+            return self.fallback.acquire(key_id, rate, burst)
+        try:
+            pool = await self._pool()
+            if not self._ready:
+                await self._create_table(pool)
+            async with pool.connection() as conn:
+                cursor = await conn.execute(TAKE_TOKEN, {"key": key_id, "rate": rate, "burst": burst})
+                row = await cursor.fetchone()
+        except Exception as error:  # the database is down: limit in this process meanwhile
+            log.warning("rate limits in this process only for %.0f s: PostgreSQL: %r", self._retry_s, error)
+            self._down_until = time.monotonic() + self._retry_s
+            return self.fallback.acquire(key_id, rate, burst)
+        allowed, tokens = bool(row[0]), float(row[1])
+        return 0.0 if allowed else (1 - tokens) / rate
+
+    async def _create_table(self, pool: Any) -> None:
+        try:
+            async with pool.connection() as conn:
+                await conn.execute(RATE_TABLE)
+        except psycopg.errors.UniqueViolation:  # another gateway created it at the same moment
+            pass
+        self._ready = True
 
 
 def retry_after_header(wait_s: float) -> dict[str, str]:

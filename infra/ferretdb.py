@@ -8,7 +8,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from gateway.readiness import mongo_health
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
 from infra.process import Component, Health, require_program
 
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
@@ -50,7 +52,14 @@ class FerretDB(Component):
         ]
 
     def check(self) -> Health:
-        return mongo_health(self.url)
+        try:
+            client: MongoClient[dict[str, object]]
+            with MongoClient(self.url, serverSelectionTimeoutMS=1500) as client:
+                info = client.server_info()
+        except PyMongoError as error:
+            return Health(False, f"cannot connect: {error}")
+        ferret = info.get("ferretdbVersion", "?")
+        return Health(True, f"FerretDB {ferret} (MongoDB {info.get('version', '?')} wire protocol), SQLite")
 
 
 def build_ferretdb(target: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from gateway.readiness import mlflow_health
+import httpx
+
 from infra.process import Component, Health
 
 
@@ -31,4 +32,11 @@ class MLflowServer(Component):
         ]
 
     def check(self) -> Health:
-        return mlflow_health(self.url)
+        try:
+            response = httpx.get(f"{self.url}/health", timeout=2)
+            version = httpx.get(f"{self.url}/version", timeout=2).text
+        except httpx.HTTPError as error:
+            return Health(False, f"cannot connect: {error}")
+        if response.status_code != 200:
+            return Health(False, f"/health answered {response.status_code}")
+        return Health(True, f"MLflow {version}, SQLite store")

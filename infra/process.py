@@ -9,10 +9,10 @@ import signal
 import subprocess
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import Settings
-from gateway.readiness import Health
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -23,7 +23,10 @@ class StartupFailed(RuntimeError):
     """A component did not become ready in time."""
 
 
-__all__ = ["Component", "Health", "PrerequisiteMissing", "StartupFailed", "pid_alive", "require_program"]
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    detail: str
 
 
 def require_program(program: str, how_to_install: str) -> str:

@@ -1,5 +1,12 @@
 """Dead-letter topics: list, inspect and redrive what consumers could not process.
 
+Letters belong to a tenant: the `tenant` of the event they hold or, for a tombstone or a
+value that is not an event, the tenant prefix of a `content-upserted` key (`<tenant>/<id>`; a
+key without one is the default tenant's). A letter whose tenant cannot be told (a malformed
+click) is the operator's alone. A tenant's redrive sends only its own letters and keeps its
+own offsets (group `flywheel-dlq-redrive.<topic>.tenant.<tenant>`); a letter counts as redriven
+once the operator's group or its tenant's group has passed it, so neither sends it again.
+
 A redrive republishes each letter, byte for byte, to its original topic with its key and its
 original headers (the `dlq-*` ones dropped), then commits the redrive group's offset on the
 dead-letter topic, so a redrive interrupted midway resumes and never sends a letter twice
@@ -9,6 +16,7 @@ idempotent).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +25,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from core.adapters.kafka_admin import connect_kafka
-from schemas.topics import TOPICS
+from schemas.envelope import DEFAULT_TENANT
+from schemas.topics import CONTENT_UPSERTED, TOPICS
+
+CONTENT_TOPIC = CONTENT_UPSERTED.name
 
 DLQ_HEADER_PREFIX = "dlq-"
 
 
-def redrive_group(dlq_topic: str) -> str:
-    return f"flywheel-dlq-redrive.{dlq_topic}"
+def redrive_group(dlq_topic: str, tenant: str | None = None) -> str:
+    """The consumer group whose offsets mark the letters redriven (by the operator, or by a tenant)."""
+    base = f"flywheel-dlq-redrive.{dlq_topic}"
+    return base if tenant is None else f"{base}.tenant.{tenant}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,22 @@ class Letter:
         h = self.headers
         return f"{h.get('dlq-original-topic', '?')}/{h.get('dlq-original-partition', '?')}@" \
                f"{h.get('dlq-original-offset', '?')}"
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant the letter belongs to; None when it cannot be told (operators only)."""
+        if self.value is not None:
+            try:
+                event = json.loads(self.value)
+            except ValueError:
+                event = None
+            if isinstance(event, dict) and isinstance(event.get("tenant"), str):
+                return str(event["tenant"])
+        original = self.headers.get("dlq-original-topic") or self.topic.removesuffix(".dlq")
+        if original == CONTENT_TOPIC and self.key:
+            prefix, slash, _ = self.key.partition("/")
+            return prefix if slash else DEFAULT_TENANT
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +176,32 @@ async def read_letters(
         await consumer.stop()
 
 
+async def _committed(
+    bootstrap: str, group: str, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The group's committed offset per partition (0 where it has none)."""
+    view = _consumer(bootstrap, group)
+    await view.start()
+    try:
+        return {tp: await view.committed(tp) or 0 for tp in partitions}
+    finally:
+        await view.stop()
+
+
+async def tenant_letters(
+    bootstrap: str, topic: str, tenant: str, scan: int = 10_000
+) -> tuple[list[Letter], list[Letter]]:
+    """A tenant's letters on `topic` (of the first `scan`), and those of them not yet redriven."""
+    partitions = await _partitions(bootstrap, topic)
+    operator = await _committed(bootstrap, redrive_group(topic), partitions)
+    own = await _committed(bootstrap, redrive_group(topic, tenant), partitions)
+    mine = [letter for letter in await read_letters(bootstrap, topic, scan) if letter.tenant == tenant]
+    pending = [letter for letter in mine
+               if letter.offset >= max(operator[TopicPartition(topic, letter.partition)],
+                                       own[TopicPartition(topic, letter.partition)])]
+    return mine, pending
+
+
 async def redrive(
     bootstrap: str,
     dlq_topic: str,
@@ -154,9 +209,11 @@ async def redrive(
     dry_run: bool = False,
     limit: int | None = None,
     on_letter: Callable[[Letter], None] | None = None,
+    tenant: str | None = None,
 ) -> int:
-    """Republish pending letters of `dlq_topic` to their original topics; returns how many."""
-    group = redrive_group(dlq_topic)
+    """Republish pending letters of `dlq_topic` to their original topics; returns how many.
+    With `tenant`, only that tenant's letters, tracked by the tenant's own redrive group."""
+    group = redrive_group(dlq_topic, tenant)
     consumer = _consumer(bootstrap, None if dry_run else group)
     producer = None if dry_run else AIOKafkaProducer(
         bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
@@ -164,21 +221,30 @@ async def redrive(
     if producer is not None:
         await producer.start()
     sent = 0
+    # Per tenant: where its own redrives got to (letters before it were redriven by it).
+    tenant_marks: dict[str, dict[TopicPartition, int]] = {}
+
+    async def redriven_by_tenant(letter: Letter, tp: TopicPartition) -> bool:
+        if tenant is not None or letter.tenant is None:
+            return False
+        if letter.tenant not in tenant_marks:
+            tenant_marks[letter.tenant] = await _committed(
+                bootstrap, redrive_group(dlq_topic, letter.tenant), partitions)
+        return letter.offset < tenant_marks[letter.tenant][tp]
+
     try:
         partitions = await _partitions(bootstrap, dlq_topic)
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        admin_view = _consumer(bootstrap, group)
-        await admin_view.start()
-        try:
-            committed = {tp: await admin_view.committed(tp) for tp in partitions}
-        finally:
-            await admin_view.stop()
+        start = await _committed(bootstrap, group, partitions)
+        if tenant is not None:  # what the operator redrove is done for the tenant too
+            operator = await _committed(bootstrap, redrive_group(dlq_topic), partitions)
+            start = {tp: max(offset, operator[tp]) for tp, offset in start.items()}
         for tp in partitions:
-            if committed[tp] is None:
-                await consumer.seek_to_beginning(tp)
+            if start[tp]:
+                consumer.seek(tp, start[tp])
             else:
-                consumer.seek(tp, committed[tp])  # type: ignore[arg-type]
+                await consumer.seek_to_beginning(tp)
         remaining = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         while remaining and (limit is None or sent < limit):
             batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=100)
@@ -192,17 +258,21 @@ async def redrive(
                         remaining.discard(tp)
                         break
                     letter = _letter(record)
-                    if producer is not None:
+                    ours = (tenant is None or letter.tenant == tenant) \
+                        and not await redriven_by_tenant(letter, tp)
+                    if ours and producer is not None:
                         await producer.send_and_wait(
                             letter.headers.get("dlq-original-topic") or dlq_topic.removesuffix(".dlq"),
                             record.value, key=record.key,
                             headers=[(k, v) for k, v in record.headers or ()
                                      if not k.startswith(DLQ_HEADER_PREFIX)],
                         )
+                    if producer is not None:
                         await consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "")})
-                    sent += 1
-                    if on_letter is not None:
-                        on_letter(letter)
+                    if ours:
+                        sent += 1
+                        if on_letter is not None:
+                            on_letter(letter)
                     if record.offset + 1 >= ends[tp]:
                         remaining.discard(tp)
         return sent

@@ -57,12 +57,19 @@ class TaskStore:
         return _public(task), before is None
 
     async def update(self, task_id: str, **fields: Any) -> dict[str, Any] | None:
-        """Set fields (status, stage, progress, error, links.x, details.x); a final task stays final
-        unless `status` is given explicitly."""
+        """Set fields (status, stage, progress, error, links.x, details.x) of a task that is not
+        final. A final task does not change: `succeeded` and `rejected` never again; `failed`
+        only when `status` is given explicitly (a redelivered request retrying it). Returns the
+        task as it is afterwards (unchanged when the update was refused); None if there is none."""
         fields["updated_at"] = _now()
+        reopenable = ["failed"] if "status" in fields else []
+        frozen = [s for s in FINAL_STATUSES if s not in reopenable]
         task = await self.tasks.find_one_and_update(
-            {"_id": task_id}, {"$set": fields}, return_document=ReturnDocument.AFTER
+            {"_id": task_id, "status": {"$nin": frozen}}, {"$set": fields},
+            return_document=ReturnDocument.AFTER,
         )
+        if task is None:
+            task = await self.tasks.find_one({"_id": task_id})
         return _public(task) if task else None
 
     async def get(self, task_id: str, tenant: str | None = None) -> dict[str, Any] | None:

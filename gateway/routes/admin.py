@@ -1,12 +1,16 @@
-"""Operator endpoints behind the admin scope: the stack's health, topic offsets and consumer lag,
-item counts per tenant, and the dead-letter topics (list, inspect, redrive).
+"""Operations: the stack's health, topic offsets and consumer lag, item counts per tenant,
+and the dead-letter topics (list, inspect, redrive).
 
+What spans tenants needs the `operator` scope: component status (URLs, PIDs) and topic lag.
+Item counts and dead letters answer a tenant admin (`admin` scope) with its own tenant's only
+(a letter's tenant: kafka_ops.dead_letter_queue.Letter.tenant), an operator with every tenant's.
 They back the web console (gateway/console) and answer JSON, errors as problem+json.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -16,9 +20,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from core.adapters.kafka_admin import KafkaAdminError, connect_kafka
-from gateway.deps import Admin, SettingsDep, StoreDep
+from gateway.deps import Admin, Operator, SettingsDep, StoreDep
 from gateway.problems import Problem
-from gateway.readiness import stack_status
+from infra import stack
 from kafka_ops import dead_letter_queue as dlq
 from schemas.topics import TOPICS
 
@@ -42,11 +46,26 @@ async def _kafka(call: Awaitable[T]) -> T:
 
 
 # --- health -------------------------------------------------------------------------------
+# `scheme://user:password@host`: the password never leaves the gateway.
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@/\s]*)@")
+
+
+def redact(value: Any) -> Any:
+    """`value` with the password of every URL in it replaced by `***`."""
+    if isinstance(value, str):
+        return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
 @router.get("/status")
-async def components_status(who: Admin, settings: SettingsDep) -> list[dict[str, Any]]:
-    """Every component of the stack, probed at its configured address: name, url, pid (unknown
-    here: null), healthy, detail."""
-    return await asyncio.to_thread(stack_status, settings)
+async def components_status(who: Operator, settings: SettingsDep) -> list[dict[str, Any]]:
+    """Every component of the stack, as `flywheel status --json`: name, url, pid, healthy, detail
+    (passwords in URLs shown as `***`). Operator scope."""
+    return [redact(component) for component in await asyncio.to_thread(stack.status, settings)]
 
 
 # --- topics and lag -------------------------------------------------------------------------
@@ -89,9 +108,9 @@ async def _topic_offsets(bootstrap: str) -> list[TopicOffsets]:
 
 
 @router.get("/topics", response_model=list[TopicOffsets])
-async def topics(who: Admin, settings: SettingsDep) -> list[TopicOffsets]:
+async def topics(who: Operator, settings: SettingsDep) -> list[TopicOffsets]:
     """Per registry topic: end offsets and, per consumer group that reads it, committed offsets and lag.
-    Two polls of `end_offset` give the events per second."""
+    Two polls of `end_offset` give the events per second. Operator scope (every tenant's traffic)."""
     return await _kafka(_topic_offsets(settings.bootstrap_servers))
 
 
@@ -103,9 +122,13 @@ class TenantCount(BaseModel):
 
 @router.get("/tenants", response_model=list[TenantCount])
 async def tenants(who: Admin, store: StoreDep) -> list[TenantCount]:
-    """Indexed items per tenant."""
+    """Indexed items per tenant: an operator sees every tenant, a tenant admin its own."""
     async with store.pool.connection() as conn:
-        cursor = await conn.execute("SELECT tenant, count(*) FROM items GROUP BY tenant ORDER BY tenant")
+        if who.operator:
+            cursor = await conn.execute("SELECT tenant, count(*) FROM items GROUP BY tenant ORDER BY tenant")
+        else:
+            cursor = await conn.execute("SELECT %s::text, count(*) FROM items WHERE tenant = %s",
+                                        (who.tenant, who.tenant))
         rows = await cursor.fetchall()
     return [TenantCount(tenant=row[0], items=row[1]) for row in rows]
 
@@ -162,13 +185,25 @@ def _brief(letter: dlq.Letter) -> LetterBrief:
                        key=letter.key, error=letter.error, original=letter.original)
 
 
+def _visible(who: Admin, letter: dlq.Letter) -> bool:
+    return who.operator or letter.tenant == who.tenant
+
+
 @router.get("/dlq", response_model=list[DlqTopic])
 async def dead_letters(
     who: Admin, settings: SettingsDep,
     letters: int = Query(default=20, ge=0, le=200, description="Letters listed per topic."),
 ) -> list[DlqTopic]:
-    """Every dead-letter topic: how many letters, how many not redriven, and the first few."""
+    """Every dead-letter topic: how many letters, how many not redriven, and the first few;
+    a tenant admin's own letters only (of the first 10,000 per topic), an operator's all."""
     bootstrap = settings.bootstrap_servers
+    if not who.operator:
+        result = []
+        for name in dlq.dlq_topics():
+            mine, pending = await _kafka(dlq.tenant_letters(bootstrap, name, who.tenant))
+            result.append(DlqTopic(topic=name, total=len(mine), pending=len(pending),
+                                   letters=[_brief(x) for x in mine[:letters]]))
+        return result
     summaries = await _kafka(dlq.summarize(bootstrap, dlq.dlq_topics()))
     result = []
     for summary in summaries:
@@ -184,7 +219,7 @@ async def dead_letter(topic: str, partition: int, offset: int, who: Admin, setti
     """One letter: its key, headers (the error and where it came from) and value."""
     name = _dlq_topic(topic)
     found = await _kafka(dlq.read_letters(settings.bootstrap_servers, name, 1, partition, offset))
-    if not found or found[0].offset != offset:
+    if not found or found[0].offset != offset or not _visible(who, found[0]):
         raise Problem(404, f"no letter at {name}/{partition}@{offset}")
     letter = found[0]
     return Letter(**letter.as_dict(), error=letter.error, original=letter.original)
@@ -194,12 +229,14 @@ async def dead_letter(topic: str, partition: int, offset: int, who: Admin, setti
 async def redrive(
     topic: str, who: Admin, settings: SettingsDep, body: RedriveRequest | None = None
 ) -> Redriven:
-    """Republish the letters not yet redriven to their original topics."""
+    """Republish the letters not yet redriven to their original topics: a tenant admin's own
+    letters only, an operator's all."""
     body = body or RedriveRequest()
     name = _dlq_topic(topic)
     try:
         sent = await asyncio.wait_for(dlq.redrive(
-            settings.bootstrap_servers, name, dry_run=body.dry_run, limit=body.limit), timeout=120)
+            settings.bootstrap_servers, name, dry_run=body.dry_run, limit=body.limit,
+            tenant=None if who.operator else who.tenant), timeout=120)
     except KafkaAdminError as error:
         raise Problem(503, str(error)) from error
     except (KafkaError, TimeoutError, OSError) as error:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from gateway.bodies import Accepted, SessionEventIn, SessionEvents
-from gateway.deps import PublisherDep, Publishing
+from gateway.deps import PublisherDep, Publishing, SettingsDep
+from gateway.problems import Problem
 from schemas import codec
 from schemas.topics import CLICKS
 
@@ -14,10 +15,13 @@ router = APIRouter(prefix="/v1", tags=["clicks"])
 
 @router.post("/clicks", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
 async def record_clicks(
-    body: SessionEventIn | SessionEvents, who: Publishing, publisher: PublisherDep
+    body: SessionEventIn | SessionEvents, who: Publishing, publisher: PublisherDep, settings: SettingsDep
 ) -> Accepted:
-    """One click or conversion, or `{"events": [...]}` of them."""
+    """One click or conversion, or `{"events": [...]}` of them (at most `gateway_max_batch`)."""
     items = body.events if isinstance(body, SessionEvents) else [body]
+    if len(items) > settings.gateway_max_batch:
+        raise Problem(413, f"events: at most {settings.gateway_max_batch} events per request",
+                      errors=[{"field": "events", "reason": f"more than {settings.gateway_max_batch}"}])
     events = [
         codec.validate(CLICKS, {**item.model_dump(exclude_none=True), "tenant": who.tenant},
                        defaults={"source": "gateway"})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi.testclient import TestClient
 
@@ -11,6 +13,7 @@ from core.api_keys import hash_key
 from core.config import Settings
 from gateway.main import create_app
 from gateway.routes.console import STATIC_DIR
+from gateway.security import RateLimiter
 
 KEYS = [
     {"key_id": "admin", "key_sha256": hash_key("admin-key"), "tenant": "t", "scopes": ["admin"]},
@@ -18,8 +21,11 @@ KEYS = [
 ]
 
 
-def client() -> TestClient:
-    return TestClient(create_app(Settings(api_keys_json=json.dumps(KEYS))))
+@contextmanager
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(api_keys_json=json.dumps(KEYS)))) as c:
+        c.app.state.resources.limiter = RateLimiter(100, 100)  # type: ignore[attr-defined]
+        yield c
 
 
 def test_console_page_and_assets_are_served_from_the_package() -> None:
@@ -52,8 +58,16 @@ def test_admin_endpoints_need_the_admin_scope() -> None:
                      "/v1/admin/dlq/clicks/0/0"):
             assert c.get(path).status_code == 401
             forbidden = c.get(path, headers={"Authorization": "Bearer search-key"})
-            assert forbidden.status_code == 403 and forbidden.json()["detail"].endswith("'admin' scope")
+            assert forbidden.status_code == 403 and forbidden.json()["detail"].endswith("scope")
         assert c.post("/v1/admin/dlq/clicks/redrive", headers={"X-API-Key": "search-key"}).status_code == 403
+
+
+def test_what_spans_tenants_needs_the_operator_scope() -> None:
+    with client() as c:
+        for path in ("/v1/admin/status", "/v1/admin/topics"):
+            forbidden = c.get(path, headers={"Authorization": "Bearer admin-key"})
+            assert forbidden.status_code == 403, path
+            assert forbidden.json()["detail"].endswith("'operator' scope")
 
 
 def test_unknown_dead_letter_topic_is_a_problem_404() -> None:

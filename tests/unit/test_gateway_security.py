@@ -63,3 +63,42 @@ def test_unknown_scopes_are_refused(tmp_path) -> None:  # type: ignore[no-untype
         create_key(tmp_path / "keys.json", "k", "t", ["read"])
     with pytest.raises(ValueError):
         create_key(tmp_path / "keys.json", "k", "t", [])
+
+
+@pytest.mark.parametrize("tenant", ["", "-x", "a b", "a/b", "ténant", "x" * 129, "../etc"])
+def test_a_key_for_a_tenant_name_events_would_refuse_is_refused(tmp_path, tenant: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="tenant"):
+        create_key(tmp_path / "keys.json", "k", tenant, ["search"])
+    assert load_keys(tmp_path / "keys.json") == []
+
+
+def test_a_rate_of_zero_is_refused_with_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=r"more than 0 requests/s.*revoke"):
+        create_key(tmp_path / "keys.json", "k", "acme", ["search"], rate_per_s=0)
+    with pytest.raises(ValueError, match="burst"):
+        create_key(tmp_path / "keys.json", "k", "acme", ["search"], burst=0)
+    # A store edited by hand with rate 0 does not load (the gateway says why, not ignore it).
+    with pytest.raises(ValueError, match="rate_per_s"):
+        ApiKeyRecord(key_id="k", key_sha256="x", tenant="acme", scopes=["search"], rate_per_s=0)
+
+
+def test_scopes_include_only_what_they_say() -> None:
+    ring = KeyRing([ApiKeyRecord(key_id=name, key_sha256=hash_key(name), tenant="t", scopes=[name])
+                    for name in ("search", "publish", "admin", "operator")])
+    granted = {name: (p := ring.authenticate(name)) and p.scopes for name in ("search", "publish", "admin",
+                                                                             "operator")}
+    assert granted == {"search": {"search"}, "publish": {"publish"},
+                       "admin": {"admin", "search", "publish"},
+                       "operator": {"operator", "admin", "search", "publish"}}
+
+
+def test_the_local_key_spans_tenants_and_an_older_one_is_upgraded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    key_file, store = tmp_path / "api-key", tmp_path / "keys.json"
+    key = ensure_local_admin_key(key_file, store)
+    [record] = load_keys(store)
+    assert "operator" in record.scopes
+    record.scopes = ["publish", "search", "admin"]  # as written before `operator` existed
+    from core.api_keys import save_keys
+    save_keys(store, [record])
+    assert ensure_local_admin_key(key_file, store) == key
+    assert "operator" in load_keys(store)[0].scopes

@@ -101,7 +101,11 @@ async function api(path, { method = "GET", body } = {}) {
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
   if (!response.ok) {
     const detail = (data && typeof data === "object" && (data.detail || data.title)) || response.statusText;
-    if (response.status === 401 || response.status === 403) signOut(String(detail));
+    // A key that is not valid, or not an admin's, signs out; a tenant admin's key refused a
+    // page that spans tenants (operator scope) stays signed in and the page says why.
+    if (response.status === 401 || (response.status === 403 && !/'operator' scope/.test(String(detail)))) {
+      signOut(String(detail));
+    }
     throw new ApiError(response.status, String(detail));
   }
   return data;
