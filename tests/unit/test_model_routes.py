@@ -1,0 +1,124 @@
+"""The models routes over fakes: a lost race is a 409 naming what changed, a failed version
+and an ended split say why."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from core.ab import EndedSplit
+from core.api_keys import hash_key
+from core.config import Settings
+from core.domain import ConcurrentChange, Expected
+from gateway import deps
+from gateway.main import create_app
+from gateway.security import RateLimiter
+
+KEYS = [{"key_id": "admin", "key_sha256": hash_key("admin-key"), "tenant": "t", "scopes": ["admin"]}]
+ADMIN = {"Authorization": "Bearer admin-key"}
+CREATED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Store:
+    """Version 1 active, 2 the rollback target, 3 failed; another change lands on every switch."""
+
+    def __init__(self) -> None:
+        self.switched: list[tuple[str, Expected | None]] = []
+
+    async def active_version(self) -> str | None:
+        return "1"
+
+    async def writable_versions(self) -> list[str]:
+        return ["1", "2"]
+
+    async def list_versions(self) -> list[dict[str, Any]]:
+        return [
+            {"version": "1", "dim": 8, "status": "active", "created_at": CREATED, "activated_at": CREATED},
+            {"version": "2", "dim": 8, "status": "retired", "created_at": CREATED, "activated_at": None},
+            {"version": "3", "dim": 8, "status": "failed", "created_at": CREATED, "activated_at": None,
+             "reason": "reindex failed at backfilling: boom"},
+        ]
+
+    async def activate(self, version: str, expected: Expected | None = None) -> str | None:
+        self.switched.append((version, expected))
+        raise ConcurrentChange(f"the active version changed from 1 to 4 since the activation of "
+                               f"version {version} was decided; nothing was changed")
+
+
+class Embedder:
+    async def ready(self, model_version: str | None = None) -> bool:
+        return True
+
+
+class Splits:
+    async def ended_split(self) -> EndedSplit:
+        return EndedSplit("2", 20.0, CREATED, "ended automatically: candidate version 2 stopped "
+                                              "receiving new content when version 4 was activated")
+
+
+class Experiments:
+    splits = Splits()
+
+    async def split(self) -> None:
+        return None
+
+    def forget_split(self) -> None:
+        pass
+
+    async def online_metrics(self, sessions: Any) -> tuple[dict[str, Any], int]:
+        return {}, 0
+
+    async def improver_states(self) -> dict[str, Any]:
+        return {}
+
+
+@contextmanager
+def client(store: Store) -> Iterator[TestClient]:
+    app = create_app(Settings(api_keys_json=json.dumps(KEYS)))
+
+    class Tasks:
+        async def evaluation_metrics(self) -> dict[str, Any]:
+            return {}
+
+    async def sessions() -> None:
+        return None
+
+    async def tasks() -> Tasks:
+        return Tasks()
+
+    app.dependency_overrides[deps.store] = lambda: store
+    app.dependency_overrides[deps.embedder] = lambda: Embedder()
+    app.dependency_overrides[deps.experiments] = lambda: Experiments()
+    with TestClient(app) as c:
+        c.app.state.resources.limiter = RateLimiter(100, 100)  # type: ignore[attr-defined]
+        c.app.state.resources.sessions = sessions  # type: ignore[attr-defined]
+        c.app.state.resources.tasks = tasks  # type: ignore[attr-defined]
+        yield c
+
+
+def test_an_activation_that_lost_a_race_is_a_409_and_nothing_switched() -> None:
+    store = Store()
+    with client(store) as c:
+        answer = c.post("/v1/models/2/activate", headers=ADMIN)
+    assert answer.status_code == 409, answer.text
+    assert "active version changed from 1 to 4" in answer.json()["detail"]
+    assert store.switched == [("2", Expected("1", "retired"))]  # decided from what it saw
+
+
+def test_a_failed_version_is_refused_and_the_list_says_why() -> None:
+    store = Store()
+    with client(store) as c:
+        refused = c.post("/v1/models/3/activate", headers=ADMIN)
+        assert refused.status_code == 409 and "failed to index" in refused.json()["detail"]
+        listed = c.get("/v1/models", headers=ADMIN).json()
+    assert store.switched == []
+    failed = next(v for v in listed["versions"] if v["version"] == "3")
+    assert failed["status"] == "failed" and failed["reason"] == "reindex failed at backfilling: boom"
+    assert listed["ab_split"] is None
+    assert listed["ab_split_ended"]["candidate_version"] == "2"
+    assert "stopped receiving new content" in listed["ab_split_ended"]["reason"]
