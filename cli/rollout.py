@@ -44,12 +44,13 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     out.print(table)
 
 
-async def _activate(version: str) -> Activation:
+async def _activate(version: str, expected_active: str | None) -> Activation:
     settings = get_settings()
     store = await build_store(settings)
     embedder = build_embedder(settings)
     try:
-        return await activate_version(store, version, is_served=embedder.ready)
+        return await activate_version(store, version, is_served=embedder.ready,
+                                      expected_active=expected_active)
     finally:
         await store.close()
         await embedder.close()
@@ -59,10 +60,12 @@ async def _activate(version: str) -> Activation:
 def activate(
     version: Annotated[str, typer.Argument(help="The model version to serve search from.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    expect_active: Annotated[str | None, typer.Option(
+        "--expect-active", help="Only if this version is still the active one (exit 1 otherwise).")] = None,
 ) -> None:
     """Switch search to VERSION at once (a promotion, or a rollback to a retired version)."""
     try:
-        result = asyncio.run(_activate(version))
+        result = asyncio.run(_activate(version, expect_active))
     except (ActivationError, ConcurrentChange) as error:
         raise fail(str(error), 1) from error
     if as_json:

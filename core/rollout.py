@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from core.domain import Expected
+from core.domain import ConcurrentChange, Expected
 from core.ports import RolloutStore
 
 
@@ -61,13 +61,19 @@ async def activate_version(
     version: str,
     *,
     is_served: Callable[[str], Awaitable[bool]] | None = None,
+    expected_active: str | None = None,
 ) -> Activation:
     """Point search at `version` atomically; returns it with the previously active version.
 
     `is_served` (e.g. TritonEmbedder.ready) is checked first when given. Raises
-    core.domain.ConcurrentChange when the state changed between these checks and the switch.
+    core.domain.ConcurrentChange when the state changed between these checks and the switch, or
+    when `expected_active` (the active version the caller saw when it decided) is given and is
+    no longer active.
     """
     active = await store.active_version()
+    if expected_active is not None and expected_active != active:
+        raise ConcurrentChange(
+            f"the active version is {active}, not {expected_active} as expected; nothing was changed")
     rows = {row["version"]: row for row in await store.list_versions()}
     row = rows.get(version)
     if row is None:

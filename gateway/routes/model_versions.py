@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pymongo.errors import PyMongoError
 
 from core.ab import InvalidSplit, configure_split, traffic_percent
@@ -120,13 +121,18 @@ async def revert_adjustments(version: str, who: Admin, store: StoreDep, experime
 
 
 @router.post("/{version}/activate", response_model=Activated)
-async def activate(version: str, who: Admin, store: StoreDep, embedder: EmbedderDep,
-                   experiments: ExperimentsDep) -> Activated:
+async def activate(
+    version: str, who: Admin, store: StoreDep, embedder: EmbedderDep, experiments: ExperimentsDep,
+    expected_active: Annotated[str | None, Query(
+        pattern=r"^[0-9]+$", description="The active version you decided from: 409 if it no longer is.",
+    )] = None,
+) -> Activated:
     """Switch search to `version` at once: a promotion, or a rollback to a retired version.
     409 when the version cannot serve, or when another activation, rollback or finishing
     reindex changed the state meanwhile (nothing was switched: look again and decide)."""
     try:
-        activation = await activate_version(store, version, is_served=embedder.ready)
+        activation = await activate_version(store, version, is_served=embedder.ready,
+                                            expected_active=expected_active)
     except UnknownVersion as error:
         raise Problem(404, str(error)) from error
     except (ActivationError, ConcurrentChange) as error:

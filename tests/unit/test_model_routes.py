@@ -110,6 +110,14 @@ def test_an_activation_that_lost_a_race_is_a_409_and_nothing_switched() -> None:
     assert store.switched == [("2", Expected("1", "retired"))]  # decided from what it saw
 
 
+def test_an_activation_decided_from_another_active_version_is_a_409() -> None:
+    store = Store()
+    with client(store) as c:
+        answer = c.post("/v1/models/2/activate?expected_active=4", headers=ADMIN)
+    assert answer.status_code == 409 and "not 4 as expected" in answer.json()["detail"]
+    assert store.switched == []
+
+
 def test_a_failed_version_is_refused_and_the_list_says_why() -> None:
     store = Store()
     with client(store) as c:

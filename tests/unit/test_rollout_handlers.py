@@ -305,6 +305,24 @@ async def test_a_failed_reindex_marks_its_version_failed_and_a_new_request_resum
     assert set(rig.store.chunks["2"]) == set(rig.store.items)
 
 
+async def test_a_reindex_that_keeps_failing_transiently_is_abandoned_and_its_version_failed() -> None:
+    rig = ReindexRig()
+    rig.log.upsert("a", "x", "text", 1)
+    await rig.live_index()
+    rig.log.crash_after_commits = 0
+    deps = rig.deps(is_transient=lambda e: isinstance(e, Crash), max_attempts=3)
+    for attempt in (1, 2):
+        with pytest.raises(Crash):  # retried: the request is redelivered
+            await reindex(ReindexRequested(model_version="2"), deps)
+        assert rig.tasks.tasks["reindex-2"]["details"]["transient_failures"] == attempt
+        assert rig.store.status["2"] == "building"
+    task = await reindex(ReindexRequested(model_version="2"), deps)  # the third: given up
+    assert task["status"] == "failed" and "abandoned after 3 attempts" in task["error"]
+    assert rig.store.status["2"] == "failed" and await rig.store.writable_versions() == ["1"]
+    rig.log.crash_after_commits = None  # requested again later: counted afresh, and it succeeds
+    assert (await reindex(ReindexRequested(model_version="2"), deps))["status"] == "succeeded"
+
+
 # --- activation -----------------------------------------------------------------------------
 async def test_activation_refuses_unknown_building_and_unserved_versions() -> None:
     store = FakeReindexStore()
@@ -350,6 +368,8 @@ async def test_an_activation_decided_from_a_state_that_changed_is_refused() -> N
     with pytest.raises(ConcurrentChange, match="stopped receiving new content"):
         await store.activate("2", decided)
     await activate_version(store, "3")  # and then activated
+    with pytest.raises(ConcurrentChange, match="the active version is 3, not 1 as expected"):
+        await activate_version(store, "2", expected_active="1")  # an operator who saw 1 active
     with pytest.raises(ConcurrentChange, match="changed from 1 to 3"):
         await store.activate("1", Expected("1", "active"))
     assert await store.active_version() == "3"
