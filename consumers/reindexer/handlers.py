@@ -18,8 +18,9 @@
    meanwhile, the version is completed without being activated and the task says so
    (`details.note`), so a finishing reindex never overrides a rollback.
 
-A reindex that fails marks its version `failed` (with the reason) so that no content is
-written to it any more; a request for it again makes it building again and resumes.
+A reindex that fails, or is abandoned after `max_attempts` transient failures, marks its
+version `failed` (with the reason) so that no content is written to it any more; a request
+for it again makes it building again and resumes.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class ReindexDeps:
     progress_every_s: float = 1.0
     # Errors worth retrying (infrastructure down): they propagate, and the request is redelivered.
     is_transient: Callable[[BaseException], bool] = lambda error: False
+    # Transient failures (counted on the task, across restarts) after which the reindex is
+    # abandoned: the task fails and its version is marked failed, so nothing writes to it.
+    max_attempts: int = 10
 
 
 def task_id(model_version: str) -> str:
@@ -94,8 +98,13 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
     started_from = (task.get("details") or {}).get("started_from", started_from)
     stage = "preparing"
     note = None
+    # A request after the task failed starts a new count of transient failures.
+    failed_before = 0
+    if task["status"] != "failed":
+        failed_before = int((task.get("details") or {}).get("transient_failures") or 0)
     try:
-        await deps.tasks.update(tid, status="running", stage=stage, error=None)
+        await deps.tasks.update(tid, status="running", stage=stage, error=None,
+                                **{"details.transient_failures": failed_before})
         if not version.isdigit():
             raise ReindexFailed(f"model versions are numeric, not {version!r}")
         await _require_served(deps, version)
@@ -128,10 +137,13 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
         if not activated:
             await deps.store.finish_version(version)
     except Exception as error:
-        if deps.is_transient(error):
-            await _note(deps, tid, f"{stage}: retrying after {error!r}")
-            raise
         reason = f"{stage}: {error}"
+        if deps.is_transient(error):
+            failures = failed_before + 1
+            if failures < deps.max_attempts:
+                await _note(deps, tid, f"{stage}: retrying after {error!r}", failures)
+                raise
+            reason = f"{stage}: abandoned after {failures} attempts, the last failed with {error!r}"
         log.error("reindex of version %s failed at %s", version, reason)
         await _fail_version(deps, version, reason)
         failed = await deps.tasks.update(tid, status="failed", stage=stage, error=reason)
@@ -157,9 +169,9 @@ async def _fail_version(deps: ReindexDeps, version: str, reason: str) -> None:
         log.warning("could not mark version %s failed", version, exc_info=True)
 
 
-async def _note(deps: ReindexDeps, tid: str, message: str) -> None:
+async def _note(deps: ReindexDeps, tid: str, message: str, failures: int) -> None:
     try:
-        await deps.tasks.update(tid, error=message)
+        await deps.tasks.update(tid, error=message, **{"details.transient_failures": failures})
     except Exception:  # the task store may be the thing that is down
         log.warning("could not record on task %s: %s", tid, message)
 
