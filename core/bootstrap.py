@@ -12,6 +12,7 @@ from core.adapters.triton_embedder import TritonEmbedder, wait_until_ready
 from core.base_model import base_model_dir
 from core.chunking import Chunker, ChunkingConfig, tokenizer_for
 from core.config import Settings
+from core.domain import ConcurrentChange, Expected
 from core.serving import BASE_SERVING_VERSION
 
 if TYPE_CHECKING:
@@ -47,7 +48,11 @@ async def ensure_initial_version(store: PgVectorStore, embedder: TritonEmbedder)
         await wait_until_ready(embedder, BASE_SERVING_VERSION)
         probe = await embedder.embed(["dimension probe"], BASE_SERVING_VERSION)
         await store.ensure_version(BASE_SERVING_VERSION, int(probe.vectors.shape[1]), status="building")
-        await store.activate(BASE_SERVING_VERSION)
+        try:  # only if still nothing is active: a version activated meanwhile stays
+            await store.activate(BASE_SERVING_VERSION, Expected(None))
+        except ConcurrentChange as lost:
+            log.info("base model version %s not activated: %s", BASE_SERVING_VERSION, lost)
+            return
         log.info("activated base model version %s", BASE_SERVING_VERSION)
 
 

@@ -21,7 +21,7 @@ from core.ab import InvalidSplit, configure_split
 from core.adapters.ab_split_store import PgSplitStore
 from core.adapters.pgvector import PgVectorStore
 from core.adapters.pgvector.schema import ROLLOUT_LOCK
-from core.bootstrap import build_store
+from core.bootstrap import build_store, ensure_initial_version
 from core.chunking import Chunker, ChunkingConfig
 from core.config import Settings
 from core.domain import ConcurrentChange, Expected
@@ -265,3 +265,21 @@ async def test_a_change_blocked_behind_a_hung_transaction_times_out(fresh_dsn: s
         await store.activate("1")  # and once the lock is free it goes through
     finally:
         await store.close()
+
+
+async def test_the_base_version_is_activated_on_a_fresh_database_only(fresh_store: PgVectorStore) -> None:
+    embedder = FakeServingEmbedder({"1", "7"}, dim=DIM)
+    await fresh_store.ensure_version("7", DIM)
+    await fresh_store.activate("7")  # activated by another service after this one looked
+
+    class LookedEarlier:
+        """The store as a starting service saw it: nothing active yet."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(fresh_store, name)
+
+        async def active_version(self) -> str | None:
+            return None
+
+    await ensure_initial_version(LookedEarlier(), embedder)  # type: ignore[arg-type]
+    assert await fresh_store.active_version() == "7"
