@@ -15,6 +15,7 @@ from cli import (
     rollout,
     schemas,
     search,
+    sources,
     stack,
     tasks,
     train,
@@ -43,6 +44,7 @@ app.add_typer(bench.app, name="bench")
 app.command("train")(train.train)
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(keys.app, name="keys")
+app.add_typer(sources.app, name="sources")
 rollout.models_app.command("registry")(model_versions.registry)
 rollout.models_app.command("ab-split")(ab_split)
 rollout.models_app.command("improve")(improve_now)

@@ -45,7 +45,7 @@ from schemas import codec
 from schemas.envelope import Envelope
 from schemas.topics import TopicSpec
 
-SERVICES = ("indexer", "sessions", "trainer", "deployer", "reindexer", "improver")
+SERVICES = ("indexer", "sessions", "trainer", "deployer", "reindexer", "improver", "sources")
 
 R = TypeVar("R")
 E = TypeVar("E", bound=Envelope)
@@ -81,6 +81,10 @@ class ServicePublisher:
             codec.encode(event), topic=topic.name, key=topic.key_of(event).encode(),
             headers={"content-type": "application/json"},
         )
+
+    async def delete(self, topic: TopicSpec, key: str) -> None:
+        """A tombstone (null value) for `key`: deletes what the key names on a compacted topic."""
+        await self._broker.publish(None, topic=topic.name, key=key.encode())
 
     async def park(self, letters: Sequence[DeadLetter]) -> None:
         """The original records, byte for byte, on their dead-letter topics, each acknowledged
@@ -118,6 +122,7 @@ class ConsumerService(Generic[R]):
         *,
         settings: Settings | None = None,
         policy: ErrorPolicy | None = None,
+        **broker_options: Any,
     ) -> None:
         self.name = name
         self.settings = settings = settings or get_settings()
@@ -137,6 +142,7 @@ class ConsumerService(Generic[R]):
                 # One service per process: the default registry also holds core.metrics.
                 KafkaPrometheusMiddleware(registry=REGISTRY, app_name=f"flywheel-{name}"),
             ],
+            **broker_options,
         )
         self.publisher = ServicePublisher(self.broker)
         self.attempts = Attempts()
@@ -211,7 +217,7 @@ class ConsumerService(Generic[R]):
 
     def consume_batch(
         self,
-        topic: TopicSpec,
+        topic: TopicSpec | str,
         parse: Callable[[Any], T],
         handle: Callable[[Sequence[tuple[Any, T]], R], Awaitable[Sequence[tuple[Any, str]]]],
         *,
@@ -223,13 +229,15 @@ class ConsumerService(Generic[R]):
         """Batches: `parse` each record (a ValueError parks it), then `handle` the parsed
         ones; `handle` returns the records it rejects, with the reason, to be parked. A
         permanent error is narrowed down by bisecting the batch, so only the records that
-        fail alone are parked and the rest are handled in order."""
+        fail alone are parked and the rest are handled in order. `topic` is a registry topic,
+        or a regular expression of topic names (each needs its own `<topic>.dlq`)."""
+        name = topic.name if isinstance(topic, TopicSpec) else topic
 
         async def on_batch(records: Any) -> None:
             records = tuple(records)
             if not records:
                 return
-            BATCH_RECORDS.labels(topic.name).observe(len(records))
+            BATCH_RECORDS.labels(name).observe(len(records))
             parsed: list[tuple[Any, T]] = []
             letters: list[DeadLetter] = []
             for record in records:
@@ -260,15 +268,17 @@ class ConsumerService(Generic[R]):
             await self.publisher.park(letters)
             if letters:
                 self.log.warning("batch of %d: %d records parked on %s",
-                                 len(records), len(letters), dlq_topic(topic.name))
+                                 len(records), len(letters), dlq_topic(records[0].topic))
 
+        where: dict[str, Any] = {"pattern": name} if isinstance(topic, str) else {}
         subscriber = self.broker.subscriber(
-            topic.name, group_id=group_id, batch=True, max_records=max_records,
-            batch_timeout_ms=batch_timeout_ms, auto_offset_reset="earliest",
+            *(() if where else (name,)), **where, group_id=group_id, batch=True,
+            max_records=max_records, batch_timeout_ms=batch_timeout_ms, auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR, decoder=raw_message, **options,
         )
         subscriber(on_batch)
-        self._track_lag(group_id, topic.name)
+        if isinstance(topic, TopicSpec):
+            self._track_lag(group_id, topic.name)
         return on_batch
 
     async def _after_failure(

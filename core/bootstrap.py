@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from core.adapters.session_store import MongoSessionStore
     from core.adapters.task_store import TaskStore
     from core.adapters.triton_control import TritonModelControl
+    from core.source_admin import SourceAdmin
 
 log = logging.getLogger(__name__)
 
@@ -88,4 +90,25 @@ def build_model_control(settings: Settings) -> TritonModelControl:
     return TritonModelControl(
         settings.triton_grpc_url, settings.triton_model_name, settings.triton_repository,
         load_timeout_s=settings.deploy_load_timeout_s,
+    )
+
+
+def build_source_admin(
+    settings: Settings, delete_items: Callable[[str, list[str]], Awaitable[int]]
+) -> SourceAdmin:
+    """Sources over the real Kafka Connect, PostgreSQL and Kafka; `delete_items` publishes the
+    tombstones of a removed source's items (the caller owns the producer)."""
+    from core.adapters.kafka_admin import ensure_topics
+    from core.adapters.kafka_connect import KafkaConnectClient
+    from core.adapters.source_store import PgSourceDatabase, PgSourceStore
+    from core.source_admin import SourceAdmin
+
+    async def create_topics(topics: dict[str, int]) -> None:
+        await ensure_topics(settings.bootstrap_servers, {
+            name: (partitions, {"cleanup.policy": "delete"}) for name, partitions in topics.items()})
+
+    return SourceAdmin(
+        PgSourceStore(settings.postgres_dsn), PgSourceDatabase(), KafkaConnectClient(settings.connect_url),
+        create_topics, delete_items, settings.sources_topic_prefix, settings.kafka_partitions,
+        settings.bootstrap_servers,
     )

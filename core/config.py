@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     # QueryCanceled: services retry it as a transient error, the gateway answers with an error.
     postgres_statement_timeout_ms: int = Field(default=30_000, ge=0)
 
+    # Kafka Connect (Debezium change data capture of other systems' tables: core/sources.py).
+    connect_port: int = 8083
+    connect_group: str = "flywheel-connect"
+    debezium_version: str = "3.6.1.Final"
+    # Debezium's change topics are named <prefix>.<source>.<schema>.<table>.
+    sources_topic_prefix: str = "cdc"
+    sources_batch_size: int = 500
+    sources_batch_timeout_ms: int = 200
+
     mongo_port: int = 27017
     mongo_db: str = "flywheel"
 
@@ -58,8 +67,9 @@ class Settings(BaseSettings):
     # Texts per gRPC request: smaller than the max batch, so Triton's dynamic batcher merges
     # requests and a query (priority lane) waits behind one batch, not behind a whole bulk call.
     triton_request_size: int = Field(default=16, ge=1)
-    # Model instances per version (0: from the cores, see infra.triton_repo) and torch intra-op
-    # threads per instance (0: the cores of Triton's machine divided among the instances).
+    # Model instances per version (0: see core.adapters.triton_repository.default_instance_count)
+    # and torch intra-op threads per instance (0: the cores of Triton's machine divided among
+    # the instances).
     triton_instance_count: int = Field(default=0, ge=0)
     triton_intra_op_threads: int = Field(default=0, ge=0)
 
@@ -68,6 +78,11 @@ class Settings(BaseSettings):
     services_base_port: int = 8090
 
     startup_timeout_s: float = 120.0
+    # Local supervision (`flywheel up`): a crashed service is started again after a back-off that
+    # doubles from the first to the longest, and starts over once the service ran long enough.
+    supervisor_backoff_s: float = Field(default=1.0, gt=0)
+    supervisor_max_backoff_s: float = Field(default=60.0, gt=0)
+    supervisor_reset_after_s: float = Field(default=60.0, gt=0)
     # On SIGTERM a service finishes the batch in hand for at most this long.
     shutdown_grace_s: float = 60.0
 
@@ -107,11 +122,8 @@ class Settings(BaseSettings):
     # POST /v1/embeddings: texts per request, and tokens per request (all texts together).
     gateway_embeddings_max_inputs: int = Field(default=256, ge=1)
     gateway_embeddings_max_tokens: int = Field(default=16384, ge=1)
-    gateway_rate_per_s: float = Field(default=50.0, gt=0)
-    gateway_rate_burst: int = Field(default=100, ge=1)
-    # Where the per-key token buckets live: "postgres" (shared by every gateway process) or
-    # "memory" (this process only: N replicas allow N times the rate).
-    gateway_rate_store: str = Field(default="postgres", pattern="^(postgres|memory)$")
+    gateway_rate_per_s: float = 50.0
+    gateway_rate_burst: int = 100
 
     # --- Sessions and training -------------
     # Session documents expire this long after their last event (TTL index on last_event_at).
@@ -171,6 +183,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""
     triton_grpc_endpoint: str = ""
     triton_http_endpoint: str = ""
+    # Where our own services answer (name -> base URL, e.g. {"indexer": "http://indexer:8090"}),
+    # for the gateway's component status; a service not named is at its local port.
+    service_urls: dict[str, str] = Field(default_factory=dict)
+    connect_rest_url: str = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -198,6 +214,10 @@ class Settings(BaseSettings):
     @property
     def triton_http_url(self) -> str:
         return self.triton_http_endpoint or f"{self.host}:{self.triton_http_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return self.connect_rest_url or f"http://{self.host}:{self.connect_port}"
 
     @property
     def gateway_url(self) -> str:
@@ -229,7 +249,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
-            if isinstance(value, list):
+            if isinstance(value, list | dict):
                 env[f"FLYWHEEL_{name.upper()}"] = json.dumps(value)
             else:
                 env[f"FLYWHEEL_{name.upper()}"] = str(value)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from core.ab import ABSplit
     from core.improver import ChunkState, ChunkUpdate, ImproverState, Key
     from core.sessions import SessionDoc
+    from core.sources import SourceSpec
     from core.training.dataset import TrainingDataset
     from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
 
@@ -288,3 +289,40 @@ class ServedVersions(VersionLister, Protocol):
     """The versions a client may name (each with its `dim`, optionally its owning `tenant`)."""
 
     async def active_version(self) -> str | None: ...
+
+
+# --- sources (change data capture) -----------------------------------------------------
+class SourceStore(Protocol):
+    async def add(self, spec: SourceSpec) -> bool:
+        """Store `spec`; False when a source of that name exists already."""
+        ...
+
+    async def get(self, name: str) -> SourceSpec | None: ...
+
+    async def list_sources(self, tenant: str | None = None) -> list[SourceSpec]: ...
+
+    async def remove(self, name: str) -> bool: ...
+
+    async def item_ids(self, tenant: str, source: str, metadata_key: str) -> list[str]: ...
+
+    async def close(self) -> None: ...
+
+
+class SourceDatabase(Protocol):
+    async def check(self, spec: SourceSpec) -> None:
+        """Raise SourceError naming the fix when the table cannot be captured as asked."""
+        ...
+
+    async def forget(self, spec: SourceSpec) -> None:
+        """Drop what capturing left in the source database (replication slot, publication)."""
+        ...
+
+
+class ConnectorControl(Protocol):
+    async def put(self, name: str, config: dict[str, str]) -> None: ...
+
+    async def status(self, name: str) -> dict[str, Any] | None: ...
+
+    async def delete(self, name: str) -> bool: ...
+
+    async def close(self) -> None: ...

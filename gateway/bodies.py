@@ -232,3 +232,21 @@ class EmbeddingsResponse(BaseModel):
     data: list[EmbeddingData]
     model: str = Field(description="The model version that embedded the inputs (usable as `model`).")
     usage: EmbeddingsUsage
+
+
+class SourceRequest(Strict):
+    """A table to capture; see docs/sources.md."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,47}$", description="Lowercase letters, digits and _.")
+    tenant: str | None = Field(default=None, description="Operators only; default: the key's tenant.")
+    kind: Literal["postgres", "mysql"] = "postgres"
+    dsn: str = Field(min_length=1, max_length=2048,
+                     description="postgresql://user:password@host:port/database")
+    table: str = Field(max_length=200, description="schema.table, e.g. public.articles")
+    id_column: str = Field(max_length=63)
+    title_column: str | None = Field(default=None, max_length=63)
+    text_columns: list[str] = Field(default_factory=list, max_length=32)
+    text_template: str | None = Field(default=None, max_length=4096)
+    metadata_columns: list[str] = Field(default_factory=list, max_length=64)
+    version_column: str | None = Field(default=None, max_length=63)
+

@@ -26,6 +26,7 @@ from gateway.routes import (
     health,
     model_versions,
     search,
+    sources,
     tasks,
     training,
 )
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for router in (health.router, content.router, events.router, search.router, embeddings.router,
                    clicks.router, training.router, tasks.router, model_versions.router, docs.router,
-                   admin.router, console.router):
+                   admin.router, sources.router, console.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
     Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app)

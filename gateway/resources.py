@@ -14,8 +14,9 @@ from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.adapters.vector_adjustments import PgVectorAdjustments
-from core.bootstrap import build_embedder, build_session_store, build_store
+from core.bootstrap import build_embedder, build_session_store, build_source_admin, build_store
 from core.config import Settings
+from core.source_admin import SourceAdmin
 from gateway.experiments import Experiments
 from gateway.problems import Problem
 from gateway.security import KeyRing, RateLimiter, SharedRateLimiter
@@ -81,6 +82,17 @@ class Resources:
         async def open_experiments() -> Experiments:
             return Experiments(self.settings, PgSplitStore(store.pool), PgVectorAdjustments(store.pool))
         return await self._get("experiments", open_experiments)
+
+    async def sources(self) -> SourceAdmin:
+        async def delete_items(tenant: str, ids: list[str]) -> int:
+            publisher = await self.publisher()
+            for item_id in ids:
+                await publisher.delete_content(item_id, tenant)
+            return len(ids)
+
+        async def open_sources() -> SourceAdmin:
+            return build_source_admin(self.settings, delete_items)
+        return await self._get("sources", open_sources)
 
     async def close(self) -> None:
         for name, resource in list(self._opened.items()):

@@ -70,6 +70,10 @@ class Postgres(Component):
             "-c", "max_connections=200",
             "-c", "shared_buffers=256MB",
             "-c", "maintenance_work_mem=256MB",
+            # Sources (Debezium) capture tables of databases on this server by logical decoding.
+            "-c", "wal_level=logical",
+            "-c", "max_replication_slots=20",
+            "-c", "max_wal_senders=20",
         ]
 
     def _connect(self, dbname: str) -> psycopg.Connection:

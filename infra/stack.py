@@ -8,16 +8,19 @@ from consumers.service import SERVICES
 from core.config import Settings
 from infra.ferretdb import FerretDB
 from infra.kafka import Kafka
+from infra.kafka_connect import KafkaConnect
 from infra.mlflow_server import MLflowServer
 from infra.postgres import Postgres
 from infra.process import Component
 from infra.services import consumer_service, gateway_service
+from infra.supervisor import SupervisorComponent, restarts
 
 
 def dependency_components(settings: Settings) -> list[Component]:
     from infra.triton import Triton
 
-    return [Kafka(settings), Postgres(settings), FerretDB(settings), MLflowServer(settings), Triton(settings)]
+    return [Kafka(settings), Postgres(settings), FerretDB(settings), MLflowServer(settings), Triton(settings),
+            KafkaConnect(settings)]
 
 
 def service_components(settings: Settings) -> list[Component]:
@@ -28,7 +31,8 @@ def service_components(settings: Settings) -> list[Component]:
 
 
 def all_components(settings: Settings) -> list[Component]:
-    return [*dependency_components(settings), *service_components(settings)]
+    """Start order; the supervisor comes last (and so is stopped first)."""
+    return [*dependency_components(settings), *service_components(settings), SupervisorComponent(settings)]
 
 
 def select(components: Iterable[Component], names: Iterable[str] | None) -> list[Component]:
@@ -48,8 +52,14 @@ def up(
     names: Iterable[str] | None = None,
     on_started: Callable[[Component], None] | None = None,
 ) -> list[Component]:
+    components = all_components(settings)
+    chosen = select(components, names)
+    # Services started by name are supervised too.
+    services = {c.name for c in service_components(settings)}
+    if any(c.name in services for c in chosen) and not any(c.name == "supervisor" for c in chosen):
+        chosen.append(components[-1])
     started = []
-    for component in select(all_components(settings), names):
+    for component in chosen:
         component.start()
         started.append(component)
         if on_started is not None:
@@ -63,4 +73,10 @@ def down(settings: Settings, names: Iterable[str] | None = None) -> None:
 
 
 def status(settings: Settings) -> list[dict[str, object]]:
-    return [component.status() for component in all_components(settings)]
+    """Each component's status; a service's row adds its restarts by the supervisor."""
+    services = {c.name for c in service_components(settings)}
+    counts = restarts(settings)
+    return [
+        {**row, "restarts": counts.get(str(row["name"]), 0) if row["name"] in services else None}
+        for row in (component.status() for component in all_components(settings))
+    ]

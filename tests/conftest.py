@@ -70,6 +70,7 @@ def make_test_settings() -> Settings:
         triton_grpc_port=base + 6,
         triton_metrics_port=base + 7,
         gateway_port=base + 8,
+        connect_port=base + 9,
         services_base_port=base + 10,
         kafka_partitions=3,
         startup_timeout_s=240,
@@ -122,6 +123,13 @@ def triton(test_settings: Settings) -> Iterator[Component]:
     yield from _run(Triton(test_settings))
 
 
+@pytest.fixture(scope="session")
+def connect(kafka: Component, test_settings: Settings) -> Iterator[Component]:
+    from infra.kafka_connect import KafkaConnect
+
+    yield from _run(KafkaConnect(test_settings))
+
+
 def _service(settings: Settings, name: str) -> Component:
     return consumer_service(settings, name, SERVICES.index(name))
 
@@ -131,6 +139,11 @@ def indexer_service(
     kafka: Component, postgres: Component, triton: Component, test_settings: Settings
 ) -> Iterator[Component]:
     yield from _run(_service(test_settings, "indexer"))
+
+
+@pytest.fixture(scope="session")
+def sources_service(kafka: Component, postgres: Component, test_settings: Settings) -> Iterator[Component]:
+    yield from _run(_service(test_settings, "sources"))
 
 
 @pytest_asyncio.fixture(scope="session")

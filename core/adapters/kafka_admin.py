@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
 _UNKNOWN_TOPIC = 3
@@ -54,4 +54,23 @@ async def connect_kafka(bootstrap: str) -> AsyncIterator[KafkaView]:
         yield KafkaView(bootstrap, admin, consumer)
     finally:
         await consumer.stop()
+        await admin.close()
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, tuple[int, dict[str, str]]]) -> list[str]:
+    """Create each topic (name -> (partitions, config)) that does not exist yet; the created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    try:
+        await admin.start()
+    except KafkaConnectionError as error:
+        await admin.close()
+        raise KafkaAdminError(f"cannot reach Kafka at {bootstrap}: {error}") from error
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [NewTopic(name, partitions, 1, topic_configs=config)
+                  for name, (partitions, config) in topics.items() if name not in existing]
+        if wanted:
+            await admin.create_topics(wanted)
+        return [topic.name for topic in wanted]
+    finally:
         await admin.close()
