@@ -22,7 +22,8 @@ ComponentNames = Annotated[
 
 
 def up(names: ComponentNames = None) -> None:
-    """Start every component and service in the background (idempotent) and return."""
+    """Start every component and service in the background (idempotent) and return; a
+    supervisor process restarts a service that crashes, with back-off."""
     settings = get_settings()
     began = time.monotonic()
 
@@ -45,7 +46,7 @@ def up(names: ComponentNames = None) -> None:
 
 
 def down(names: ComponentNames = None) -> None:
-    """Stop what `up` started, by PID, services first."""
+    """Stop what `up` started, by PID: the supervisor first, then the services, then the rest."""
     settings = get_settings()
     try:
         stack.down(settings, names)
@@ -56,15 +57,18 @@ def down(names: ComponentNames = None) -> None:
 
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Health of every component and service; exits 0 only when all are healthy."""
+    """Health of every component and service, and how often the supervisor restarted each
+    service; exits 0 only when all are healthy."""
     rows = stack.status(get_settings())
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        table = Table("name", "healthy", "pid", "url", "detail")
+        table = Table("name", "healthy", "pid", "restarts", "url", "detail")
         for row in rows:
             mark = "[green]yes[/]" if row["healthy"] else "[red]no[/]"
-            table.add_row(str(row["name"]), mark, str(row["pid"] or "-"), str(row["url"]), str(row["detail"]))
+            restarts = "-" if row.get("restarts") is None else str(row["restarts"])
+            table.add_row(str(row["name"]), mark, str(row["pid"] or "-"), restarts, str(row["url"]),
+                          str(row["detail"]))
         Console().print(table)
     if not all(row["healthy"] for row in rows):
         raise typer.Exit(1)

@@ -8,9 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pymongo import MongoClient
-from pymongo.errors import PyMongoError
-
+from gateway.readiness import mongo_health
 from infra.process import Component, Health, require_program
 
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
@@ -52,14 +50,7 @@ class FerretDB(Component):
         ]
 
     def check(self) -> Health:
-        try:
-            client: MongoClient[dict[str, object]]
-            with MongoClient(self.url, serverSelectionTimeoutMS=1500) as client:
-                info = client.server_info()
-        except PyMongoError as error:
-            return Health(False, f"cannot connect: {error}")
-        ferret = info.get("ferretdbVersion", "?")
-        return Health(True, f"FerretDB {ferret} (MongoDB {info.get('version', '?')} wire protocol), SQLite")
+        return mongo_health(self.url)
 
 
 def build_ferretdb(target: Path) -> None:

@@ -9,12 +9,10 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
-
 from core.config import REPO_ROOT
+from gateway.readiness import kafka_health
 from infra.process import Component, Health, require_program
-from schemas.topics import TOPICS
+from kafka_ops.topics import ensure_topics
 
 INFRA_DIR = Path(__file__).resolve().parent
 
@@ -108,43 +106,7 @@ class Kafka(Component):
                 pass
         except OSError as error:
             return Health(False, f"broker port closed: {error}")
-        try:
-            topics = asyncio.run(_list_topics(self.settings.bootstrap_servers))
-        except (TimeoutError, KafkaError, OSError) as error:
-            return Health(False, f"metadata request failed: {error!r}")
-        missing = [name for name in TOPICS if name not in topics]
-        detail = f"KRaft broker up, {len(topics)} topics"
-        if missing:
-            detail += f"; missing: {', '.join(missing)}"
-        return Health(True, detail)
+        return kafka_health(self.settings.bootstrap_servers)
 
     def after_start(self) -> None:
         asyncio.run(ensure_topics(self.settings.bootstrap_servers))
-
-
-async def _list_topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
-async def ensure_topics(bootstrap: str) -> list[str]:
-    """Create every registry topic and its dead-letter topic that does not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted: list[NewTopic] = []
-        for spec in TOPICS.values():
-            if spec.name not in existing:
-                wanted.append(NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.kafka_config()))
-            if spec.dlq not in existing:
-                wanted.append(NewTopic(spec.dlq, spec.partitions, 1, topic_configs=spec.dlq_config()))
-        if wanted:
-            await admin.create_topics(wanted)
-        return [topic.name for topic in wanted]
-    finally:
-        await admin.close()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-import httpx
-
+from gateway.readiness import mlflow_health
 from infra.process import Component, Health
 
 
@@ -32,11 +31,4 @@ class MLflowServer(Component):
         ]
 
     def check(self) -> Health:
-        try:
-            response = httpx.get(f"{self.url}/health", timeout=2)
-            version = httpx.get(f"{self.url}/version", timeout=2).text
-        except httpx.HTTPError as error:
-            return Health(False, f"cannot connect: {error}")
-        if response.status_code != 200:
-            return Health(False, f"/health answered {response.status_code}")
-        return Health(True, f"MLflow {version}, SQLite store")
+        return mlflow_health(self.url)

@@ -1,18 +1,26 @@
-"""A local process managed by PID file: idempotent start, readiness wait, stop by PID."""
+"""A local process managed by PID file: idempotent start, readiness wait, stop by PID.
+
+A PID file records the process's identity as well as its PID: its start time (in clock ticks
+since boot, /proc/<pid>/stat), the boot it belongs to and its command line. The PID is trusted
+only while a live process matches all three, so a stale file (after a reboot or a crash, the
+PID reused by an unrelated program) is never signalled.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.config import Settings
+from gateway.readiness import Health
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -23,10 +31,7 @@ class StartupFailed(RuntimeError):
     """A component did not become ready in time."""
 
 
-@dataclass(frozen=True)
-class Health:
-    healthy: bool
-    detail: str
+__all__ = ["Component", "Health", "PrerequisiteMissing", "StartupFailed", "pid_alive", "require_program"]
 
 
 def require_program(program: str, how_to_install: str) -> str:
@@ -34,6 +39,48 @@ def require_program(program: str, how_to_install: str) -> str:
     if path is None:
         raise PrerequisiteMissing(f"'{program}' is not on PATH. Install it: {how_to_install}")
     return path
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """What tells one process from another that later got the same PID."""
+
+    pid: int
+    start_ticks: int
+    boot_id: str
+    cmdline: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessIdentity | None:
+        """The live (not zombie) process `pid` as /proc shows it; None when there is none."""
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as raw:
+                cmdline = tuple(arg.decode(errors="replace") for arg in raw.read().split(b"\0")[:-1])
+        except (OSError, IndexError):
+            return None
+        # fields[0] is the state (field 3 of stat(5)); the start time is field 22.
+        if fields[0] in ("Z", "X"):
+            return None
+        return cls(pid, int(fields[19]), boot_id(), cmdline)
+
+    def to_json(self) -> str:
+        return json.dumps({"pid": self.pid, "start_ticks": self.start_ticks, "boot_id": self.boot_id,
+                           "cmdline": list(self.cmdline)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ProcessIdentity:
+        data = json.loads(text)
+        return cls(int(data["pid"]), int(data["start_ticks"]), str(data["boot_id"]),
+                   tuple(str(arg) for arg in data["cmdline"]))
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def pid_alive(pid: int) -> bool:
@@ -98,24 +145,46 @@ class Component(ABC):
     def log_file(self) -> Path:
         return self.settings.logs_dir / f"{self.name}.log"
 
-    def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if pid_alive(pid) else None
+    @property
+    def stopping_file(self) -> Path:
+        """Present while `stop` runs: the process is going away on purpose (no restart)."""
+        return self.settings.run_dir / f"{self.name}.stopping"
 
-    def start(self) -> None:
-        if self.pid() is not None:
-            self.wait_ready()
-            return
+    def pid(self) -> int | None:
+        """The PID of our running process: the PID file's, if a live process still matches the
+        identity recorded when we started it; None otherwise (never started, exited, or stale)."""
+        try:
+            text = self.pid_file.read_text().strip()
+        except OSError:
+            return None
+        try:
+            recorded = ProcessIdentity.from_json(text)
+        except (ValueError, KeyError, TypeError):
+            return self._legacy_pid(text)
+        current = ProcessIdentity.of(recorded.pid)
+        return recorded.pid if current == recorded else None
+
+    def _legacy_pid(self, text: str) -> int | None:
+        """A bare PID written by an older version: trusted only when that process runs our
+        program (same executable as our command)."""
+        try:
+            pid = int(text)
+            program = self.command()[0]
+        except (ValueError, IndexError, PrerequisiteMissing, OSError):
+            return None
+        current = ProcessIdentity.of(pid)
+        return pid if current is not None and current.cmdline[:1] == (program,) else None
+
+    def spawn(self) -> int:
+        """Start the process in the background and record its identity; returns its PID."""
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         env = {**os.environ, **self.settings.to_env(), **self.environment()}
+        command = self.command()
         with open(self.log_file, "ab") as log:
             process = subprocess.Popen(
-                self.command(),
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -124,7 +193,21 @@ class Component(ABC):
                 user=self.run_as(),
                 start_new_session=True,
             )
-        self.pid_file.write_text(str(process.pid))
+        # The start time is the fork's. Popen may return before the kernel has set the new
+        # program's arguments, so the command line recorded is the one we exec'd.
+        identity = ProcessIdentity.of(process.pid)
+        if identity is not None:
+            identity = replace(identity, cmdline=tuple(command))
+        tmp = self.pid_file.with_suffix(".pid.tmp")
+        tmp.write_text(identity.to_json() if identity else str(process.pid))
+        tmp.replace(self.pid_file)
+        return process.pid
+
+    def start(self) -> None:
+        if self.pid() is not None:
+            self.wait_ready()
+            return
+        self.spawn()
         self.wait_ready()
         self.after_start()
 
@@ -146,20 +229,26 @@ class Component(ABC):
         )
 
     def stop(self, timeout_s: float | None = None) -> None:
+        """Stop our process (and its process group) by PID; a stale PID file is only removed."""
         timeout_s = timeout_s or 30.0
         pid = self.pid()
         if pid is not None:
-            _signal_group(pid, self.stop_signal)
-            deadline = time.monotonic() + timeout_s
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if pid_alive(pid):
+            self.stopping_file.touch()
+            try:
+                _signal_group(pid, self.stop_signal)
+                deadline = time.monotonic() + timeout_s
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if pid_alive(pid):
+                    _signal_group(pid, signal.SIGKILL)
+                    while pid_alive(pid):
+                        time.sleep(0.1)
+                # Children of the component (e.g. Triton's Python stubs) share its session.
                 _signal_group(pid, signal.SIGKILL)
-                while pid_alive(pid):
-                    time.sleep(0.1)
-            # Children of the component (e.g. Triton's Python stubs) share its session.
-            _signal_group(pid, signal.SIGKILL)
-            _reap(pid)
+                _reap(pid)
+                self.pid_file.unlink(missing_ok=True)
+            finally:
+                self.stopping_file.unlink(missing_ok=True)
         self.pid_file.unlink(missing_ok=True)
 
     def status(self) -> dict[str, object]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import httpx
-
 from core.config import REPO_ROOT, Settings
+from gateway.readiness import http_health
 from infra.process import Component, Health
 
 
@@ -47,13 +46,7 @@ class AsgiService(Component):
         return REPO_ROOT
 
     def check(self) -> Health:
-        try:
-            response = httpx.get(self.url + self.probe, timeout=5)
-        except httpx.HTTPError as error:
-            return Health(False, f"cannot connect: {error!r}")
-        if response.status_code >= 400:
-            return Health(False, f"{self.probe} answered {response.status_code}")
-        return Health(True, f"{self.probe} answered {response.status_code}")
+        return http_health(self.url + self.probe)
 
 
 def consumer_service(

@@ -4,16 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.adapters.triton_repository import (
+    BASE_VERSION,
+    add_model_version,
+    model_versions,
+    write_model_config,
+)
 from core.base_model import base_model_dir
+from core.config import Settings
+from gateway.readiness import triton_health
 from infra.process import Component, Health
 from infra.triton_dist import install_triton, server_environment, triton_dist, write_stub_env
-from infra.triton_repo import add_model_version, model_versions, write_model_config
 
-BASE_VERSION = 1
+
+def local_instance_kind() -> str:
+    """The local Triton runs on this machine: its instances go where torch sees a GPU."""
+    import torch
+
+    return "KIND_GPU" if torch.cuda.is_available() else "KIND_CPU"
 
 
 class Triton(Component):
+    """`write_repository=False` serves a repository someone else wrote (as compose's
+    `triton-models` job does) without touching it."""
+
     name = "triton"
+
+    def __init__(self, settings: Settings, write_repository: bool = True) -> None:
+        super().__init__(settings)
+        self.write_repository = write_repository
 
     @property
     def url(self) -> str:
@@ -38,12 +57,15 @@ class Triton(Component):
         for stale in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
             stale.unlink(missing_ok=True)
         s = self.settings
+        if not self.write_repository:
+            return
         if not model_versions(self.model_repository, s.triton_model_name):
             add_model_version(self.model_repository, s.triton_model_name, BASE_VERSION, base_model_dir(s))
         # Rewritten on every start, so batching, lanes and instances follow the settings.
         write_model_config(
             self.model_repository, s.triton_model_name, s.triton_max_batch_size,
-            s.triton_preferred_batch_sizes, instance_count=s.triton_instance_count,
+            s.triton_preferred_batch_sizes, instance_kind=local_instance_kind(),
+            instance_count=s.triton_instance_count,
             intra_op_threads=s.triton_intra_op_threads,
         )
 
@@ -77,29 +99,4 @@ class Triton(Component):
         }
 
     def check(self) -> Health:
-        import tritonclient.http as httpclient
-
-        name = self.settings.triton_model_name
-        try:
-            client = httpclient.InferenceServerClient(
-                self.settings.triton_http_url, connection_timeout=2.0, network_timeout=5.0
-            )
-            try:
-                # Liveness, not strict readiness: a version that failed to load (and was
-                # withdrawn) must not mark the whole server down; the versions are checked below.
-                if not client.is_server_live():
-                    return Health(False, "server not live")
-                index = client.get_model_repository_index()
-            finally:
-                client.close()
-        except Exception as exc:  # refused while starting, timeouts
-            return Health(False, f"unreachable: {exc}")
-        ready = sorted(
-            int(m["version"])
-            for m in index
-            if m.get("name") == name and m.get("state") == "READY" and m.get("version")
-        )
-        if not ready:
-            states = [f"{m.get('version')}:{m.get('state')}" for m in index if m.get("name") == name]
-            return Health(False, f"model {name} not ready ({', '.join(states) or 'not loaded'})")
-        return Health(True, f"model {name} ready, versions {ready}")
+        return triton_health(self.settings.triton_http_url, self.settings.triton_model_name)

@@ -3,7 +3,7 @@
 With `version_policy: all`, `load_model` re-reads the repository and loads every version in
 it; the instances already serving keep answering until the new ones are ready, and when a
 version fails to load Triton keeps the old ones. The repository is written only through
-infra.triton_repo, which places a version directory atomically.
+core.adapters.triton_repository, which places a version directory atomically.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from infra.triton_repo import add_model_version, model_versions
+from core.adapters.triton_repository import add_model_version, model_versions
 
 
 class ModelLoadError(RuntimeError):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from core.adapters.kafka_admin import KafkaAdminError, connect_kafka
 from gateway.deps import Admin, Operator, SettingsDep, StoreDep
 from gateway.problems import Problem
-from infra import stack
+from gateway.readiness import stack_status
 from kafka_ops import dead_letter_queue as dlq
 from schemas.topics import TOPICS
 
@@ -63,9 +63,9 @@ def redact(value: Any) -> Any:
 
 @router.get("/status")
 async def components_status(who: Operator, settings: SettingsDep) -> list[dict[str, Any]]:
-    """Every component of the stack, as `flywheel status --json`: name, url, pid, healthy, detail
-    (passwords in URLs shown as `***`). Operator scope."""
-    return [redact(component) for component in await asyncio.to_thread(stack.status, settings)]
+    """Every component of the stack, probed at its configured address: name, url, pid (unknown
+    here: null), healthy, detail (passwords in URLs shown as `***`). Operator scope."""
+    return [redact(component) for component in await asyncio.to_thread(stack_status, settings)]
 
 
 # --- topics and lag -------------------------------------------------------------------------

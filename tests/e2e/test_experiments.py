@@ -24,6 +24,7 @@ from core.ab import ABSplit, choose_version
 from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.triton_embedder import TritonEmbedder
+from core.adapters.triton_repository import model_versions
 from core.adapters.vector_adjustments import PgVectorAdjustments, as_array
 from core.api_keys import hash_key
 from core.base_model import default_base_model_dir
@@ -35,7 +36,6 @@ from core.search import search
 from core.training.dataset import is_eval_session
 from infra.process import Component
 from infra.services import gateway_service
-from infra.triton_repo import model_versions
 from producers.publisher import Publisher
 from tests.conftest import _run
 from tests.helpers import wait_for

@@ -24,6 +24,7 @@ from consumers.service import SERVICES
 from core.adapters.pgvector import PgVectorStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
+from core.adapters.triton_repository import model_versions
 from core.base_model import default_base_model_dir
 from core.bootstrap import build_model_control, build_task_store
 from core.config import Settings
@@ -33,7 +34,6 @@ from core.search import search
 from core.serving import REGISTERED_MODEL_NAME, registry_version, serving_version
 from infra.process import Component
 from infra.services import consumer_service
-from infra.triton_repo import model_versions
 from kafka_ops.replay import reset_group
 from producers.publisher import Publisher
 from schemas.model_published import ModelPublished

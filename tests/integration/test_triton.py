@@ -7,10 +7,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from core.adapters.triton_repository import model_versions
 from core.base_model import default_base_model_dir
 from core.config import Settings
 from infra.process import Component
-from infra.triton_repo import model_versions
 
 pytestmark = pytest.mark.integration
 

