@@ -64,8 +64,9 @@ def _owned_by_other(row: dict[str, Any], tenant: str) -> bool:
 
 async def resolve_version(model: str, tenant: str, versions: ServedVersions) -> tuple[str, int]:
     """The serving version and dimension `model` names for `tenant`: `active` (or the registered
-    model's name), `latest`, `base`, or a version number (`3` or `v3`). A version owned by
-    another tenant is treated as unknown."""
+    model's name), `latest` (the newest version that has not failed), `base`, or a version number
+    (`3` or `v3`). A failed version is refused; so is one whose record names another tenant
+    (versions are shared by every tenant until they carry an owner)."""
     rows = {str(row["version"]): row for row in await versions.list_versions()
             if not _owned_by_other(row, tenant)}
     name = model.strip()
@@ -74,9 +75,10 @@ async def resolve_version(model: str, tenant: str, versions: ServedVersions) -> 
         if version is None:
             raise UnknownModel("no model version is active yet; index some content first")
     elif name == "latest":
-        if not rows:
+        usable = [v for v, row in rows.items() if row.get("status") != "failed"]
+        if not usable:
             raise UnknownModel("no model version has an index yet; index some content first")
-        version = max(rows, key=int)
+        version = max(usable, key=int)
     elif name == "base":
         version = BASE_SERVING_VERSION
     else:
@@ -88,6 +90,9 @@ async def resolve_version(model: str, tenant: str, versions: ServedVersions) -> 
     if version not in rows:
         known = ", ".join(sorted(rows, key=int)) or "none"
         raise UnknownModel(f"model version {version} does not exist for this tenant (versions: {known})")
+    if rows[version].get("status") == "failed":
+        reason = rows[version].get("reason") or "its reindex failed"
+        raise UnknownModel(f"model version {version} failed ({reason}); use `active`")
     return version, int(rows[version]["dim"])
 
 

@@ -34,7 +34,8 @@ class Versions:
 
 
 VERSIONS = Versions([{"version": "1", "dim": 384}, {"version": "2", "dim": 384},
-                     {"version": "3", "dim": 384, "tenant": "tenant-b"}], active="2")
+                     {"version": "3", "dim": 384, "tenant": "tenant-b"},
+                     {"version": "4", "dim": 384, "status": "failed", "reason": "reindex: boom"}], active="2")
 
 
 @pytest.mark.parametrize(("model", "expected"), [
@@ -42,6 +43,12 @@ VERSIONS = Versions([{"version": "1", "dim": 384}, {"version": "2", "dim": 384},
 ])
 async def test_model_names_resolve_to_versions(model: str, expected: str) -> None:
     assert await resolve_version(model, "tenant-a", VERSIONS) == (expected, 384)
+
+
+async def test_a_failed_version_is_refused_and_never_latest() -> None:
+    with pytest.raises(UnknownModel, match="failed \\(reindex: boom\\)"):
+        await resolve_version("4", "tenant-a", VERSIONS)
+    assert await resolve_version("latest", "tenant-b", VERSIONS) == ("3", 384)
 
 
 async def test_another_tenants_version_is_unknown() -> None:
