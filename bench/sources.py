@@ -95,10 +95,14 @@ async def run_sources(
 
         admin = build_source_admin(settings, delete_items)
         try:
+            if progress is not None:
+                progress.start()
             await admin.add(SourceSpec(name=name, tenant=tenant, dsn=dsn, table="public.bench",
                                        id_column="id", text_columns=["body"]))
             return await _measure(stack, config, dsn, tenant, progress)
         finally:
+            if progress is not None:
+                progress.stop()
             await admin.remove(name, delete_items=True)
             await admin.close()
             _execute(_admin_dsn(settings, "postgres"), f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")

@@ -1,10 +1,12 @@
-"""`flywheel bench ingest` and `flywheel bench search`: measure the running stack beside an
-in-process baseline. The measuring lives in the `bench` package; this only parses and prints."""
+"""`flywheel bench ingest|search|gateway|embeddings|quality`: measure the running stack beside
+an in-process baseline. The measuring lives in the `bench` package; this only parses and prints.
+Every subcommand takes `--json`, `--no-progress` and `--timeout`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,21 +14,31 @@ import typer
 from rich.table import Table
 
 from bench.beir import read_dataset
+from bench.embeddings import EmbeddingsConfig, run_embeddings
+from bench.embeddings import requests_of_a_run as embeddings_requests
 from bench.gateway import GatewayConfig, run_gateway
+from bench.gateway import requests_of_a_run as gateway_requests
 from bench.ingest import IngestConfig, IngestTimeout, run_ingest
 from bench.progress import make_progress
 from bench.quality import QualityConfig, QualityError, run_quality
 from bench.runtime import StackUnavailable
 from bench.search import SearchConfig, run_search
+from bench.sources import SourcesConfig, SourcesTimeout, run_sources
 from cli.common import fail, out
 from core.api_keys import SCOPES, create_key
-from core.config import get_settings
+from core.config import Settings, get_settings
 from core.search import NoActiveModel
 
 app = typer.Typer(help="Benchmarks of the running stack (see docs/benchmarks.md).", no_args_is_help=True)
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 ShowProgress = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")]
+RequestTimeout = Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for one request.")]
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--api-key", help="Default: a key `bench-<command>` of --tenant created in the local key "
+                 "store, with a rate limit that fits the run (a remote gateway needs --api-key)."),
+]
 Threads = Annotated[
     int | None,
     typer.Option("--threads", min=1, help="torch threads of the in-process baseline (default: torch's)."),
@@ -42,12 +54,23 @@ def _machine_line(machine: dict[str, Any]) -> str:
     return f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, {gpu}"
 
 
+def bench_key(settings: Settings, api_key: str | None, command: str, tenant: str, scopes: list[str],
+              requests: int) -> str:
+    """The given key, or one created for this benchmark whose burst covers every request of the
+    run, so the gateway's rate limit never refuses the benchmark's own load."""
+    if api_key:
+        return api_key
+    return create_key(settings.api_key_store, f"bench-{command}", tenant, scopes,
+                      rate_per_s=float(max(1000, requests)), burst=requests)
+
+
 def _run(coroutine: Any) -> Any:
     try:
         return asyncio.run(coroutine)
     except StackUnavailable as error:
         raise fail(str(error), 1) from error
-    except (IngestTimeout, QualityError, NoActiveModel, ValueError, FileNotFoundError) as error:
+    except (IngestTimeout, SourcesTimeout, QualityError, NoActiveModel, ValueError,
+            FileNotFoundError) as error:
         raise fail(str(error), 1) from error
 
 
@@ -124,12 +147,15 @@ def search(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Unmeasured queries first.")] = 20,
     hybrid: Annotated[bool, typer.Option("--hybrid/--no-hybrid", help="Also time mode=hybrid.")] = True,
     threads: Threads = None,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for --n documents to be searchable.")
+    ] = 600,
     as_json: AsJson = False,
     progress: ShowProgress = True,
 ) -> None:
     """p50/p99 of the search function vs the bare path; recall@k of HNSW vs an exact scan."""
     config = SearchConfig(
-        tenant, corpus, n, queries, queries_file, k, warmup, hybrid, threads=threads
+        tenant, corpus, n, queries, queries_file, k, warmup, hybrid, timeout_s=timeout_s, threads=threads
     )
     report = _run(run_search(get_settings(), config, make_progress(progress)))
     if as_json:
@@ -154,16 +180,17 @@ def search(
 def gateway(
     requests: Annotated[int, typer.Option("--requests", min=1, help="Requests per endpoint.")] = 300,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 32,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", help="Default: the local admin key of `flywheel up`.")
-    ] = None,
+    api_key: ApiKey = None,
     tenant: Annotated[str, typer.Option("--tenant", help="The key's tenant.")] = "default",
+    timeout_s: RequestTimeout = 60,
     as_json: AsJson = False,
+    progress: ShowProgress = True,
 ) -> None:
     """Requests/s and p50/p99 of /v1/search and /v1/content, beside in-process search."""
     settings = get_settings()
-    key = api_key or (settings.api_key_file.read_text().strip() if settings.api_key_file.exists() else "")
-    report = _run(run_gateway(settings, GatewayConfig(requests, concurrency, api_key=key, tenant=tenant)))
+    config = GatewayConfig(requests, concurrency, tenant=tenant, timeout_s=timeout_s)
+    key = bench_key(settings, api_key, "gateway", tenant, ["publish", "search"], gateway_requests(config))
+    report = _run(run_gateway(settings, replace(config, api_key=key), make_progress(progress)))
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -173,10 +200,60 @@ def gateway(
         row = report[name]
         latency = row["latency_ms"] or {}
         table.add_row(name, f"{row['requests_per_s']:.1f}", f"{latency.get('p50', 0):.1f}",
-                      f"{latency.get('p99', 0):.1f}", str(row["errors"]))
+                      f"{latency.get('p99', 0):.1f}", _errors(row))
     out.print(table)
     if "search_rps_ratio" in report:
         out.print(f"/v1/search requests/s over in-process search: {report['search_rps_ratio']:.2f}")
+
+
+def _errors(row: dict[str, Any]) -> str:
+    """`0`, or the count with what went wrong: `12 (429: 10, ReadTimeout: 2)`."""
+    if not row["errors"]:
+        return "0"
+    return f"{row['errors']} ({', '.join(f'{k}: {v}' for k, v in row['errors_by_status'].items())})"
+
+
+@app.command("embeddings")
+def embeddings(
+    texts: Annotated[int, typer.Option("--texts", min=1, help="Texts (documents of the corpus).")] = 512,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Texts per request and per encode call.")] = 16,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 4,
+    model: Annotated[str, typer.Option("--model", help="`active`, `latest`, `base`, a version.")] = "active",
+    corpus: Corpus = None,
+    api_key: ApiKey = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="The key's tenant.")] = "default",
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Unmeasured requests first.")] = 4,
+    threads: Threads = None,
+    timeout_s: RequestTimeout = 60,
+    as_json: AsJson = False,
+    progress: ShowProgress = True,
+) -> None:
+    """Texts/s and p50/p99 of POST /v1/embeddings, beside in-process encode of the same texts."""
+    settings = get_settings()
+    config = EmbeddingsConfig(texts, batch, concurrency, model, corpus=corpus, warmup=warmup,
+                              timeout_s=timeout_s, threads=threads)
+    key = bench_key(settings, api_key, "embeddings", tenant, ["search"], embeddings_requests(config))
+    report = _run(run_embeddings(settings, replace(config, api_key=key), make_progress(progress)))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table("path", "texts/s", "p50 ms", "p99 ms", "errors", title=(
+        f"bench embeddings: {report['texts']} texts of {report['corpus']} in batches of {report['batch']}, "
+        f"model version {report['model_version'] or '?'}, concurrency {report['concurrency']}"))
+    for name, label in (("api", "POST /v1/embeddings"),
+                        ("in_process", f"in-process encode ({report['baseline_device']})")):
+        row = report[name]
+        if row:
+            latency = row["latency_ms"] or {}
+            table.add_row(label, f"{row['texts_per_s']:.1f}", f"{latency.get('p50', 0):.1f}",
+                          f"{latency.get('p99', 0):.1f}", _errors(row))
+    table.caption = _machine_line(report["machine"])
+    out.print(table)
+    if "ratio_texts_per_s" in report:
+        out.print(f"API over in-process: texts/s {report['ratio_texts_per_s']:.2f}, "
+                  f"p99 {report['ratio_p99']:.2f}; min cosine {report['min_cosine_api_to_in_process']:.5f}")
+    if report["api"]["errors"]:
+        raise typer.Exit(1)
 
 
 @app.command("quality")
@@ -256,3 +333,34 @@ def _print_quality(report: dict[str, Any]) -> None:
         out.print(f"change: nDCG@10 {change['ndcg@10']:+.4f}, Recall@100 {change['recall@100']:+.4f}")
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_s"].items())
     out.print(f"timings: {timings}; {_machine_line(report['machine'])}")
+
+
+@app.command("sources")
+def sources(
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows of the bulk insert.")] = 5000,
+    updates: Annotated[int, typer.Option("--updates", min=1, help="Single-row updates timed.")] = 100,
+    per_second: Annotated[float, typer.Option("--rate", min=0.1, help="Updates per second.")] = 5.0,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the rows to be searchable.")
+    ] = 900,
+    as_json: AsJson = False,
+    progress: ShowProgress = True,
+) -> None:
+    """Rows/s from a bulk INSERT to searchable through capture, against publishing the same rows
+    directly; p50/p99 from one UPDATE to the changed item being searchable."""
+    config = SourcesConfig(rows, updates, per_second, timeout_s)
+    report = _run(run_sources(get_settings(), config, make_progress(progress)))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    capture, direct, fresh = report["capture"], report["direct_publish"], report["update_to_searchable_ms"]
+    table = Table("measure", "value", title=f"bench sources: {report['rows']} rows")
+    table.add_row("capture (INSERT -> searchable)",
+                  f"{capture['rows_per_s']:.1f} rows/s ({capture['seconds']:.1f} s)")
+    table.add_row("direct publish (SDK -> searchable)",
+                  f"{direct['docs_per_s']:.1f} docs/s ({direct['seconds']:.1f} s)")
+    table.add_row("ratio capture / direct", f"{report['ratio_capture_to_direct']:.2f}")
+    table.add_row(f"UPDATE -> searchable at {report['update_rate_per_s']}/s: p50", f"{fresh['p50']:.0f} ms")
+    table.add_row(f"UPDATE -> searchable at {report['update_rate_per_s']}/s: p99", f"{fresh['p99']:.0f} ms")
+    table.caption = _machine_line(report["machine"])
+    out.print(table)

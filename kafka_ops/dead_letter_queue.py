@@ -202,6 +202,67 @@ async def tenant_letters(
     return mine, pending
 
 
+@dataclass
+class _Redrive:
+    """One redrive pass: which letters count, and republishing them."""
+
+    bootstrap: str
+    dlq_topic: str
+    tenant: str | None
+    consumer: AIOKafkaConsumer
+    producer: AIOKafkaProducer | None
+    partitions: list[TopicPartition]
+    limit: int | None
+    on_letter: Callable[[Letter], None] | None
+    sent: int = 0
+    # Per tenant: where its own redrives got to (letters before it were redriven by it).
+    tenant_marks: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.sent >= self.limit
+
+    async def redriven_by_its_tenant(self, letter: Letter, tp: TopicPartition) -> bool:
+        if self.tenant is not None or letter.tenant is None:
+            return False
+        if letter.tenant not in self.tenant_marks:
+            self.tenant_marks[letter.tenant] = await _committed(
+                self.bootstrap, redrive_group(self.dlq_topic, letter.tenant), self.partitions)
+        return letter.offset < self.tenant_marks[letter.tenant][tp]
+
+    async def handle(self, record: Any, tp: TopicPartition) -> None:
+        letter = _letter(record)
+        ours = (self.tenant is None or letter.tenant == self.tenant) \
+            and not await self.redriven_by_its_tenant(letter, tp)
+        if self.producer is not None:
+            if ours:
+                await self.producer.send_and_wait(
+                    letter.headers.get("dlq-original-topic") or self.dlq_topic.removesuffix(".dlq"),
+                    record.value, key=record.key,
+                    headers=[(k, v) for k, v in record.headers or () if not k.startswith(DLQ_HEADER_PREFIX)],
+                )
+            await self.consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "")})
+        if ours:
+            self.sent += 1
+            if self.on_letter is not None:
+                self.on_letter(letter)
+
+
+async def _seek_to_start(
+    consumer: AIOKafkaConsumer, bootstrap: str, dlq_topic: str, group: str, tenant: str | None,
+    partitions: list[TopicPartition],
+) -> None:
+    start = await _committed(bootstrap, group, partitions)
+    if tenant is not None:  # what the operator redrove is done for the tenant too
+        operator = await _committed(bootstrap, redrive_group(dlq_topic), partitions)
+        start = {tp: max(offset, operator[tp]) for tp, offset in start.items()}
+    for tp in partitions:
+        if start[tp]:
+            consumer.seek(tp, start[tp])
+        else:
+            await consumer.seek_to_beginning(tp)
+
+
 async def redrive(
     bootstrap: str,
     dlq_topic: str,
@@ -220,62 +281,27 @@ async def redrive(
     await consumer.start()
     if producer is not None:
         await producer.start()
-    sent = 0
-    # Per tenant: where its own redrives got to (letters before it were redriven by it).
-    tenant_marks: dict[str, dict[TopicPartition, int]] = {}
-
-    async def redriven_by_tenant(letter: Letter, tp: TopicPartition) -> bool:
-        if tenant is not None or letter.tenant is None:
-            return False
-        if letter.tenant not in tenant_marks:
-            tenant_marks[letter.tenant] = await _committed(
-                bootstrap, redrive_group(dlq_topic, letter.tenant), partitions)
-        return letter.offset < tenant_marks[letter.tenant][tp]
-
     try:
         partitions = await _partitions(bootstrap, dlq_topic)
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        start = await _committed(bootstrap, group, partitions)
-        if tenant is not None:  # what the operator redrove is done for the tenant too
-            operator = await _committed(bootstrap, redrive_group(dlq_topic), partitions)
-            start = {tp: max(offset, operator[tp]) for tp, offset in start.items()}
-        for tp in partitions:
-            if start[tp]:
-                consumer.seek(tp, start[tp])
-            else:
-                await consumer.seek_to_beginning(tp)
+        await _seek_to_start(consumer, bootstrap, dlq_topic, group, tenant, partitions)
+        run = _Redrive(bootstrap, dlq_topic, tenant, consumer, producer, partitions, limit, on_letter)
         remaining = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-        while remaining and (limit is None or sent < limit):
+        while remaining and not run.full:
             batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=100)
             if not batch:
                 break
             for tp, records in batch.items():
                 for record in records:
-                    if limit is not None and sent >= limit:
-                        break
                     if record.offset >= ends[tp]:
                         remaining.discard(tp)
+                    if run.full or record.offset >= ends[tp]:
                         break
-                    letter = _letter(record)
-                    ours = (tenant is None or letter.tenant == tenant) \
-                        and not await redriven_by_tenant(letter, tp)
-                    if ours and producer is not None:
-                        await producer.send_and_wait(
-                            letter.headers.get("dlq-original-topic") or dlq_topic.removesuffix(".dlq"),
-                            record.value, key=record.key,
-                            headers=[(k, v) for k, v in record.headers or ()
-                                     if not k.startswith(DLQ_HEADER_PREFIX)],
-                        )
-                    if producer is not None:
-                        await consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "")})
-                    if ours:
-                        sent += 1
-                        if on_letter is not None:
-                            on_letter(letter)
+                    await run.handle(record, tp)
                     if record.offset + 1 >= ends[tp]:
                         remaining.discard(tp)
-        return sent
+        return run.sent
     finally:
         await consumer.stop()
         if producer is not None:

@@ -6,11 +6,12 @@ The planning is pure (kafka_ops.replay_plan); this module only talks to Kafka.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -162,6 +163,35 @@ async def copy_slice(
         return state, outcome
 
 
+async def _send_batch(
+    batch: dict[TopicPartition, list[Any]], state: CopyState, writer: AIOKafkaProducer,
+    request: CopyRequest, target_count: int, limit: Callable[[], Awaitable[None]],
+) -> tuple[list[asyncio.Future[object]], dict[int, int], int]:
+    """Send the batch's records inside the slice; their acks, the next offset seen per
+    partition, and how many were skipped (outside the time window)."""
+    acks: list[asyncio.Future[object]] = []
+    seen: dict[int, int] = {}
+    skipped = 0
+    for tp, records in batch.items():
+        stop = state.ranges[tp.partition].stop
+        for record in records:
+            if record.offset >= stop:
+                break
+            seen[tp.partition] = record.offset + 1
+            if not state.from_ms <= record.timestamp < state.to_ms:
+                skipped += 1
+                continue
+            await limit()
+            origin = f"{tp.topic}/{tp.partition}/{record.offset}".encode()
+            headers = [*record.headers, (ORIGIN_HEADER, origin)]
+            acks.append(await writer.send(
+                state.into, record.value, key=record.key, headers=headers,
+                partition=target_partition(tp.partition, target_count),
+                timestamp_ms=record.timestamp if request.keep_timestamps else None,
+            ))
+    return acks, seen, skipped
+
+
 async def _copy(
     kafka: KafkaView,
     state: CopyState,
@@ -195,26 +225,7 @@ async def _copy(
             batch = await reader.getmany(
                 *(tps[p] for p in active), timeout_ms=1000, max_records=request.batch_size
             )
-            acks: list[asyncio.Future[object]] = []
-            seen: dict[int, int] = {}
-            skipped = 0
-            for tp, records in batch.items():
-                stop = state.ranges[tp.partition].stop
-                for record in records:
-                    if record.offset >= stop:
-                        break
-                    seen[tp.partition] = record.offset + 1
-                    if not state.from_ms <= record.timestamp < state.to_ms:
-                        skipped += 1
-                        continue
-                    await limit()
-                    origin = f"{tp.topic}/{tp.partition}/{record.offset}".encode()
-                    headers = [*record.headers, (ORIGIN_HEADER, origin)]
-                    acks.append(await writer.send(
-                        state.into, record.value, key=record.key, headers=headers,
-                        partition=target_partition(tp.partition, target_count),
-                        timestamp_ms=record.timestamp if request.keep_timestamps else None,
-                    ))
+            acks, seen, skipped = await _send_batch(batch, state, writer, request, target_count, limit)
             await asyncio.gather(*acks)  # every send of the batch acked before it is recorded
             for p in list(active):
                 position = await reader.position(tps[p])
