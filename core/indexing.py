@@ -9,6 +9,7 @@ active one, and one being built during a reindex), then apply everything in one 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,7 +186,10 @@ async def _embed(
 ) -> list[ChunkVectors]:
     if not upserts:
         return []
-    texts_per_item = [chunker.split_item(u.event.title, u.event.text) for u in upserts]
+    # Tokenizing a batch is CPU work of tens of milliseconds: off the event loop, so the
+    # service keeps answering health checks and Kafka heartbeats meanwhile.
+    texts_per_item = await asyncio.to_thread(
+        lambda: [chunker.split_item(u.event.title, u.event.text) for u in upserts])
     flat = [text for texts in texts_per_item for text in texts]
     embeddings = await embedder.embed(flat, version)
     report.embedded_texts += len(flat)
