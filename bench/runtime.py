@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.base_model import base_model_dir
 from core.bootstrap import build_embedder, build_store

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers.service import ConsumerService, ServiceContext
-from core.adapters.pgvector_store import PgVectorStore
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.bootstrap import build_chunker, build_embedder, build_store, ensure_initial_version
 from core.chunking import Chunker
