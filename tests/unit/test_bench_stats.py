@@ -130,13 +130,32 @@ def test_bounded_runs_keep_their_limit_and_load_counts_errors() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         asyncio.run(run_bounded([fails], 2))
 
-    async def ok() -> bool:
-        return True
+    async def ok() -> str | None:
+        return None
 
-    async def refused() -> bool:
+    async def refused() -> str | None:
         raise httpx.ConnectError("refused")
 
-    async def answered_500() -> bool:
-        return False
-    result = asyncio.run(run_load([ok, refused, answered_500, ok], 2))
-    assert (len(result.latencies_ms), result.errors) == (2, 2)
+    async def answered_429() -> str | None:
+        return "429"
+    advanced: list[int] = []
+    calls = [ok, refused, answered_429, ok, answered_429]
+    result = asyncio.run(run_load(calls, 2, lambda: advanced.append(1)))
+    assert (len(result.latencies_ms), result.errors, len(advanced)) == (2, 3, 5)
+    assert result.to_dict()["errors_by_status"] == {"429": 2, "ConnectError": 1}
+
+
+def test_a_bench_key_fits_the_whole_run(tmp_path: Path) -> None:
+    from bench.gateway import GatewayConfig, requests_of_a_run
+    from cli.bench import bench_key
+    from core.api_keys import load_keys
+    from core.config import Settings
+
+    settings = Settings(state_dir=tmp_path)
+    requests = requests_of_a_run(GatewayConfig(requests=300))
+    assert requests >= 2 * 300 + 20
+    key = bench_key(settings, None, "gateway", "default", ["publish", "search"], requests)
+    [record] = load_keys(settings.api_key_store)
+    assert key.startswith("fw_") and record.key_id == "bench-gateway" and record.tenant == "default"
+    assert record.burst is not None and record.burst >= requests
+    assert bench_key(settings, "given", "gateway", "default", ["search"], requests) == "given"
