@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
+from core.bootstrap import ensure_initial_version
+from core.domain import SearchQuery
+from core.search import search
 from core.serving import BASE_SERVING_VERSION
 from infra.process import Component
 
 pytestmark = pytest.mark.integration
 
 
-async def test_a_query_overtakes_queued_bulk_work(triton: Component, embedder: TritonEmbedder) -> None:
+async def finished_order(embedder: TritonEmbedder, query: Callable[[], Awaitable[Any]]) -> tuple[int, int]:
+    """Queue 512 texts of bulk work as the indexer sends them (requests of request_size texts,
+    all in flight at once), run `query` once Triton has answered the first bulk request (the
+    rest are queued), and return where the query finished among the bulk requests."""
     version = BASE_SERVING_VERSION
     await embedder.embed(["warm-up"], version)
     texts = [f"bulk document {i}: kafka topics feed the indexer, which embeds chunks" for i in range(512)]
@@ -21,19 +30,37 @@ async def test_a_query_overtakes_queued_bulk_work(triton: Component, embedder: T
     finished: list[str] = []
 
     async def bulk(part: int) -> None:
-        # What the indexer sends: requests of request_size texts, all in flight at once.
         await embedder.embed(texts[part * size : (part + 1) * size], version)
         finished.append(f"bulk-{part}")
 
     parts = [asyncio.create_task(bulk(part)) for part in range(len(texts) // size)]
-    while not finished:  # Triton has answered the first bulk request: the rest are queued
+    while not finished:
         await asyncio.sleep(0.005)
-    query = await embedder.embed(["how do I reset my password?"], version, lane="query")
+    await query()
     finished.append("query")
     await asyncio.gather(*parts)
+    return finished.index("query"), len(parts)
 
-    assert query.vectors.shape[0] == 1
-    position = finished.index("query")
+
+async def test_a_query_overtakes_queued_bulk_work(triton: Component, embedder: TritonEmbedder) -> None:
+    async def query() -> None:
+        embedded = await embedder.embed(["how do I reset my password?"], BASE_SERVING_VERSION, lane="query")
+        assert embedded.vectors.shape[0] == 1
+
+    position, bulk_requests = await finished_order(embedder, query)
     # Without the lane the query would queue behind every bulk request and come last; with it,
     # it waits for the batch in execution (and the one being formed), then goes first.
-    assert position < len(parts) // 2, finished
+    assert position < bulk_requests // 2, (position, bulk_requests)
+
+
+async def test_a_search_is_answered_while_indexing_is_queued(
+    triton: Component, embedder: TritonEmbedder, store: PgVectorStore,
+) -> None:
+    await ensure_initial_version(store, embedder)
+
+    async def query() -> None:
+        result = await search(SearchQuery("how do I reset my password?", tenant="lane-test"), store, embedder)
+        assert result.model_version == BASE_SERVING_VERSION
+
+    position, bulk_requests = await finished_order(embedder, query)
+    assert position < bulk_requests // 2, (position, bulk_requests)
