@@ -18,7 +18,9 @@ its dead letters were acknowledged by Kafka.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -98,6 +100,40 @@ class ServicePublisher:
             )
 
 
+class Stalled(RuntimeError):
+    """The record in hand reported no progress for longer than its service allows."""
+
+
+class Heartbeat:
+    """When the record in hand last made progress; long handlers beat it (through
+    :class:`BeatingTasks`, every task update counts)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last
+
+
+class BeatingTasks:
+    """A task store whose every update is a heartbeat of the record in hand."""
+
+    def __init__(self, tasks: Any, heartbeat: Heartbeat) -> None:
+        self._tasks = tasks
+        self._heartbeat = heartbeat
+
+    async def update(self, task_id: str, **fields: Any) -> dict[str, Any] | None:
+        self._heartbeat.beat()
+        result: dict[str, Any] | None = await self._tasks.update(task_id, **fields)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tasks, name)
+
+
 @dataclass
 class ServiceContext:
     """What a service's `open_resources` gets: its settings, where to publish, and an exit
@@ -107,6 +143,7 @@ class ServiceContext:
     publisher: ServicePublisher
     stack: AsyncExitStack
     log: logging.Logger
+    heartbeat: Heartbeat
 
     def closing(self, resource: C) -> C:
         """`resource`, to be closed (in reverse order of opening) when the service stops."""
@@ -146,6 +183,7 @@ class ConsumerService(Generic[R]):
         )
         self.publisher = ServicePublisher(self.broker)
         self.attempts = Attempts()
+        self.heartbeat = Heartbeat()
         self._open_resources = open_resources
         self._stack = AsyncExitStack()
         self._resources: R | None = None
@@ -162,7 +200,7 @@ class ConsumerService(Generic[R]):
         return self._resources  # type: ignore[return-value]
 
     async def open(self) -> None:
-        context = ServiceContext(self.settings, self.publisher, self._stack, self.log)
+        context = ServiceContext(self.settings, self.publisher, self._stack, self.log, self.heartbeat)
         self._resources = await self._open_resources(context)
         self._open = True
 
@@ -186,10 +224,14 @@ class ConsumerService(Generic[R]):
         handle: Callable[[E, R], Awaitable[None]],
         *,
         group_id: str,
+        stall_timeout_s: float | None = None,
+        on_stall: Callable[[E, R, str], Awaitable[None]] | None = None,
         **options: Any,
     ) -> Callable[[Any], Awaitable[None]]:
         """One record at a time: decode it as `event_type` (else park it), then `handle` it
-        under the error policy."""
+        under the error policy. With `stall_timeout_s`, a handler that reports no progress
+        (:attr:`heartbeat`) for that long is cancelled, `on_stall` records why (e.g. fails the
+        task), and the record is parked: a hung deploy or reindex is noticed, not waited on."""
 
         async def on_record(record: Any) -> None:
             try:
@@ -201,7 +243,13 @@ class ConsumerService(Generic[R]):
                 await self.publisher.park([DeadLetter(record, str(error), error)])
                 return
             try:
-                await handle(event, self.resources)
+                await self._watched(handle(event, self.resources), stall_timeout_s)
+            except Stalled as stall:
+                self.log.error("%s: %s; parking the record", position_of(record), stall)
+                if on_stall is not None:
+                    await on_stall(event, self.resources, str(stall))
+                await self.publisher.park([DeadLetter(record, str(stall), stall)])
+                return
             except Exception as error:
                 await self._after_failure(position_of(record), error, [record])
                 return
@@ -280,6 +328,23 @@ class ConsumerService(Generic[R]):
         if isinstance(topic, TopicSpec):
             self._track_lag(group_id, topic.name)
         return on_batch
+
+    async def _watched(self, work: Awaitable[None], stall_timeout_s: float | None) -> None:
+        """Await `work`; cancel it and raise Stalled once the heartbeat is silent too long."""
+        self.heartbeat.beat()
+        if stall_timeout_s is None:
+            await work
+            return
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            remaining = stall_timeout_s - self.heartbeat.silent_for()
+            if remaining <= 0:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise Stalled(f"no progress for {stall_timeout_s:g} s (stall timeout)")
+            await asyncio.wait({task}, timeout=remaining)
+        task.result()
 
     async def _after_failure(
         self, position: Position, error: Exception, records: Sequence[Any],

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     reindex_max_rate: float = 0.0
     # A deploy or a backfill holds its message this long at most before Kafka reassigns it.
     rollout_max_poll_interval_ms: int = 24 * 60 * 60 * 1000
+    # A deploy or reindex that updates its task for this long is hung: it is cancelled, its
+    # task failed with the reason, its request parked (longer than deploy_load_timeout_s).
+    rollout_stall_timeout_s: float = Field(default=1800.0, gt=0)
     # --- end of rollout settings ---------------------------------------------------------
 
     # Indexing: its consumer group, records per batch, and token-aware chunking of long texts.

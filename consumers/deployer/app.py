@@ -10,8 +10,8 @@ from __future__ import annotations
 from functools import partial
 
 from consumers.deployer.artifacts import download_model, reference_embeddings
-from consumers.deployer.handlers import DeployDeps, deploy
-from consumers.service import ConsumerService, ServiceContext
+from consumers.deployer.handlers import DeployDeps, deploy, task_id
+from consumers.service import BeatingTasks, ConsumerService, ServiceContext
 from core.bootstrap import build_embedder, build_model_control, build_task_store
 from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
@@ -25,7 +25,7 @@ async def open_resources(ctx: ServiceContext) -> DeployDeps:
         await ctx.publisher.publish(REINDEX_REQUESTED, event)
 
     return DeployDeps(
-        tasks=ctx.closing(await build_task_store(settings)),
+        tasks=BeatingTasks(ctx.closing(await build_task_store(settings)), ctx.heartbeat),
         server=ctx.closing(build_model_control(settings)),
         embedder=ctx.closing(build_embedder(settings)),
         fetch=partial(download_model, tracking_uri=settings.mlflow_uri),
@@ -43,10 +43,15 @@ async def roll_out(event: ModelPublished, deps: DeployDeps) -> None:
                      task.get("error") or task["stage"])
 
 
+async def fail_stalled(event: ModelPublished, deps: DeployDeps, reason: str) -> None:
+    await deps.tasks.update(task_id(event.model_version), status="failed", stage="stalled", error=reason)
+
+
 service = ConsumerService("deployer", open_resources)
 service.consume(
     MODEL_PUBLISHED, ModelPublished, roll_out, group_id="deployer",
     max_poll_interval_ms=service.settings.rollout_max_poll_interval_ms,
+    stall_timeout_s=service.settings.rollout_stall_timeout_s, on_stall=fail_stalled,
 )
 broker = service.broker
 app = service.app()

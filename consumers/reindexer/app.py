@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from consumers.reindexer.handlers import ReindexDeps, ReplaySource, reindex
+from consumers.reindexer.handlers import ReindexDeps, ReplaySource, reindex, task_id
 from consumers.reindexer.replay import open_replay
-from consumers.service import ConsumerService, ServiceContext
+from consumers.service import BeatingTasks, ConsumerService, ServiceContext
 from core.bootstrap import build_chunker, build_embedder, build_store, build_task_store
 from schemas.reindex import ReindexRequested
 from schemas.topics import CONTENT_UPSERTED, REINDEX_REQUESTED
@@ -30,7 +30,7 @@ async def open_resources(ctx: ServiceContext) -> ReindexDeps:
             yield source
 
     return ReindexDeps(
-        tasks=ctx.closing(await build_task_store(settings)),
+        tasks=BeatingTasks(ctx.closing(await build_task_store(settings)), ctx.heartbeat),
         store=ctx.closing(await build_store(settings)),
         embedder=ctx.closing(build_embedder(settings)),
         chunker=build_chunker(settings),
@@ -45,10 +45,17 @@ async def backfill(event: ReindexRequested, deps: ReindexDeps) -> None:
                      task.get("error") or task["stage"])
 
 
+async def fail_stalled(event: ReindexRequested, deps: ReindexDeps, reason: str) -> None:
+    """An abandoned reindex: its version stops receiving writes, its task says why."""
+    await deps.store.fail_version(event.model_version, f"reindex abandoned: {reason}")
+    await deps.tasks.update(task_id(event.model_version), status="failed", stage="stalled", error=reason)
+
+
 service = ConsumerService("reindexer", open_resources)
 service.consume(
     REINDEX_REQUESTED, ReindexRequested, backfill, group_id="reindexer",
     max_poll_interval_ms=service.settings.rollout_max_poll_interval_ms,
+    stall_timeout_s=service.settings.rollout_stall_timeout_s, on_stall=fail_stalled,
 )
 broker = service.broker
 app = service.app()

@@ -229,3 +229,52 @@ def test_backoff_doubles_up_to_the_maximum_and_attempts_are_bounded() -> None:
     for offset in range(3):
         attempts.failed(("t", 0, offset))
     assert len(attempts) == 2 and attempts.failed(("t", 0, 2)) == 2
+
+
+async def test_a_handler_without_progress_is_cancelled_its_task_failed_and_its_record_parked() -> None:
+    import asyncio
+
+    from consumers.service import BeatingTasks
+
+    class Tasks:
+        def __init__(self) -> None:
+            self.updates: list[dict[str, Any]] = []
+
+        async def update(self, task_id: str, **fields: Any) -> dict[str, Any]:
+            self.updates.append({"task_id": task_id, **fields})
+            return fields
+
+    tasks = Tasks()
+    stalled: list[str] = []
+    cancelled: list[str] = []
+
+    async def open_tasks(ctx: ServiceContext) -> BeatingTasks:
+        return BeatingTasks(tasks, ctx.heartbeat)
+
+    async def handle(event: TrainingRequested, resources: BeatingTasks) -> None:
+        for step in range(3):  # progress, each within the timeout ...
+            await resources.update(event.run_id, progress=step / 3)
+            await asyncio.sleep(0.1)
+        try:
+            await asyncio.sleep(30)  # ... then it hangs
+        except asyncio.CancelledError:
+            cancelled.append(event.run_id)
+            raise
+
+    async def on_stall(event: TrainingRequested, resources: BeatingTasks, reason: str) -> None:
+        stalled.append(reason)
+        await resources.update(event.run_id, status="failed", error=reason)
+
+    service: ConsumerService[Any] = ConsumerService("test", open_tasks, settings=Settings(), policy=POLICY)
+    letters = Letters(service, TRAINING_REQUESTED.name)
+    service.consume(TRAINING_REQUESTED, TrainingRequested, handle, group_id="test",
+                    stall_timeout_s=0.5, on_stall=on_stall)
+    async with TestKafkaBroker(service.broker) as broker:
+        await service.open()
+        await broker.publish(training_request("hung"), topic=TRAINING_REQUESTED.name, key=b"hung")
+    assert cancelled == ["hung"]
+    assert stalled == ["no progress for 0.5 s (stall timeout)"]
+    assert [u.get("progress") for u in tasks.updates[:3]] == [0.0, 1 / 3, 2 / 3]  # beats kept it alive
+    assert tasks.updates[-1]["status"] == "failed"
+    [(key, _, headers)] = letters.seen
+    assert key == b"hung" and headers["dlq-error"].startswith("no progress for")
