@@ -230,3 +230,32 @@ def test_schemathesis_finds_no_server_errors(gateway: str) -> None:
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+
+
+def test_events_accept_only_what_the_keys_scopes_allow(gateway: str) -> None:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        theirs = client.post("/v1/training-runs", json={"epochs": 1, "min_sessions": 100000},
+                             headers=auth("admin-b"))
+        assert theirs.status_code == 202
+        b_task = client.get(f"/v1/tasks/{theirs.json()['task_id']}", headers=auth("admin-b")).json()
+        run = {"run_id": f"run-{uuid.uuid4().hex}", "min_sessions": 100000}
+        refused = client.post("/v1/events/training-requested", json=run, headers=auth("publish-a"))
+        assert refused.status_code == 403 and "'admin' scope" in refused.json()["detail"]
+        for topic, body in (("model-published", {"model_version": "9", "registry_version": 9, "run_id": "r",
+                                                  "artifact_uri": "file:///tmp/evil", "metrics": {}}),
+                            ("reindex-requested", {"model_version": "9"})):
+            never = client.post(f"/v1/events/{topic}", json=body, headers=auth("admin-a"))
+            assert never.status_code == 403 and "not accepted from outside" in never.json()["detail"]
+        # Tenant A cannot continue (or overwrite) tenant B's run by naming its id.
+        taken = client.post("/v1/events/training-requested", headers=auth("admin-a"),
+                            json={**run, "run_id": b_task["id"]})
+        assert taken.status_code == 409
+        after = client.get(f"/v1/tasks/{b_task['id']}", headers=auth("admin-b")).json()
+        assert after["details"] == b_task["details"] and after["created_at"] == b_task["created_at"]
+        mine = client.post("/v1/events/training-requested", json=run, headers=auth("admin-a"))
+        assert mine.status_code == 202
+        assert client.get(f"/v1/tasks/{run['run_id']}", headers=auth("search-a")).status_code == 200
+        assert client.get(f"/v1/tasks/{run['run_id']}", headers=auth("admin-b")).status_code == 404
+        too_many = {"events": [{"type": "click", "session_id": "s", "content_id": "c", "rank": 1}] * 51}
+        capped = client.post("/v1/clicks", json=too_many, headers=auth("publish-a"))
+        assert capped.status_code == 413 and "at most 50" in capped.json()["detail"]

@@ -172,3 +172,16 @@ def test_status_never_shows_a_password() -> None:
     assert "s3cret" not in json.dumps(shown) and "hunter2" not in json.dumps(shown)
     assert shown[0]["url"] == "postgresql://flywheel:***@db:5432/flywheel"
     assert redact({"url": "http://127.0.0.1:8000"}) == {"url": "http://127.0.0.1:8000"}
+
+
+def test_a_letters_tenant_comes_from_its_event_or_its_content_key() -> None:
+    from kafka_ops.dead_letter_queue import Letter
+
+    def letter(topic: str, key: str | None, value: bytes | None) -> Letter:
+        return Letter(f"{topic}.dlq", 0, 0, 0, key, value, {"dlq-original-topic": topic})
+
+    assert letter("clicks", "s", b'{"tenant": "acme", "type": "click"}').tenant == "acme"
+    assert letter("content-upserted", "acme/doc-1", None).tenant == "acme"  # a tombstone
+    assert letter("content-upserted", "doc-1", b"not json").tenant == "default"
+    assert letter("clicks", "s", b"not json").tenant is None  # the operator's alone
+    assert letter("clicks", "s", b'{"tenant": 7}').tenant is None
