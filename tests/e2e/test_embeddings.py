@@ -92,7 +92,9 @@ def test_one_string_a_version_number_and_an_alias(gateway: str, active_version: 
     api = client(gateway)
     one = api.embeddings.create(input="hello", model=active_version)
     assert len(one.data) == 1 and len(one.data[0].embedding) == 384 and one.object == "list"
-    via_alias = api.embeddings.create(input="hello", model="base", encoding_format="float")
+    # The registered model's name is an alias of `active` (whichever version that is in this run).
+    via_alias = api.embeddings.create(input="hello", model="flywheel-embedder", encoding_format="float")
+    assert via_alias.model == one.model == active_version
     np.testing.assert_allclose(one.data[0].embedding, via_alias.data[0].embedding, atol=1e-5)
     with pytest.raises(openai.NotFoundError, match="text-embedding-3-small"):
         api.embeddings.create(input="hello", model="text-embedding-3-small")

@@ -19,11 +19,12 @@ from infra.process import Component
 pytestmark = pytest.mark.integration
 
 
-async def finished_order(embedder: TritonEmbedder, query: Callable[[], Awaitable[Any]]) -> tuple[int, int]:
-    """Queue 512 texts of bulk work as the indexer sends them (requests of request_size texts,
-    all in flight at once), run `query` once Triton has answered the first bulk request (the
-    rest are queued), and return where the query finished among the bulk requests."""
-    version = BASE_SERVING_VERSION
+async def finished_order(
+    embedder: TritonEmbedder, version: str, query: Callable[[], Awaitable[Any]],
+) -> tuple[int, int]:
+    """Queue 512 texts of bulk work for `version` as the indexer sends them (requests of
+    request_size texts, all in flight at once), run `query` once Triton has answered the first
+    bulk request (the rest are queued), and return where it finished among the bulk requests."""
     await embedder.embed(["warm-up"], version)
     texts = [f"bulk document {i}: kafka topics feed the indexer, which embeds chunks" for i in range(512)]
     size = embedder.request_size
@@ -47,7 +48,7 @@ async def test_a_query_overtakes_queued_bulk_work(triton: Component, embedder: T
         embedded = await embedder.embed(["how do I reset my password?"], BASE_SERVING_VERSION, lane="query")
         assert embedded.vectors.shape[0] == 1
 
-    position, bulk_requests = await finished_order(embedder, query)
+    position, bulk_requests = await finished_order(embedder, BASE_SERVING_VERSION, query)
     # Without the lane the query would queue behind every bulk request and come last; with it,
     # it waits for the batch in execution (and the one being formed), then goes first.
     assert position < bulk_requests // 2, (position, bulk_requests)
@@ -57,10 +58,12 @@ async def test_a_search_is_answered_while_indexing_is_queued(
     triton: Component, embedder: TritonEmbedder, store: PgVectorStore,
 ) -> None:
     await ensure_initial_version(store, embedder)
+    active = await store.active_version()
+    assert active is not None
 
     async def query() -> None:
         result = await search(SearchQuery("how do I reset my password?", tenant="lane-test"), store, embedder)
-        assert result.model_version == BASE_SERVING_VERSION
+        assert result.model_version == active  # the same model version as the queued bulk work
 
-    position, bulk_requests = await finished_order(embedder, query)
+    position, bulk_requests = await finished_order(embedder, active, query)
     assert position < bulk_requests // 2, (position, bulk_requests)
