@@ -162,7 +162,12 @@ class Component(ABC):
         except (ValueError, KeyError, TypeError):
             return self._legacy_pid(text)
         current = ProcessIdentity.of(recorded.pid)
-        return recorded.pid if current == recorded else None
+        if current is None:
+            return None
+        # A process still in exec() shows an empty command line for a moment (Popen can return
+        # before the kernel has set it): the start time and boot already tell it apart.
+        same = (current.start_ticks, current.boot_id) == (recorded.start_ticks, recorded.boot_id)
+        return recorded.pid if same and current.cmdline in ((), recorded.cmdline) else None
 
     def _legacy_pid(self, text: str) -> int | None:
         """A bare PID written by an older version: trusted only when that process runs our

@@ -56,7 +56,8 @@ def test_up_status_down_leaves_nothing_behind(lifecycle_settings: Settings) -> N
     status = flywheel(lifecycle_settings, "status", "--json")
     rows = json.loads(status.stdout)
     names = {row["name"] for row in rows}
-    assert {"kafka", "postgres", "mongodb", "mlflow", "triton", "gateway", "indexer"} <= names
+    assert {"kafka", "postgres", "mongodb", "mlflow", "triton", "gateway", "indexer", "supervisor"} <= names
+    assert all(row["restarts"] == 0 for row in rows if row["name"] in {"gateway", "indexer"})
     unhealthy = [row for row in rows if not row["healthy"]]
     assert unhealthy == [] and status.returncode == 0
     pids = [row["pid"] for row in rows]
