@@ -83,7 +83,7 @@ async def resolve_version(model: str, tenant: str, versions: ServedVersions) -> 
         version = BASE_SERVING_VERSION
     else:
         number = name[1:] if name[:1] in ("v", "V") else name
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):
             raise UnknownModel(
                 f"model {model!r} is neither a version number nor one of: {', '.join(ALIASES)}")
         version = str(int(number))

@@ -179,6 +179,15 @@ class ReindexRequest(Strict):
 
 
 # --- embeddings, as OpenAI's embeddings API --------------------------------------------------
+def _is_unicode(text: str) -> bool:
+    """False for a string a JSON body can carry but UTF-8 cannot encode (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class EmbeddingsRequest(Strict):
     input: str | list[str] = Field(
         description="One text or a list of texts (token arrays are not accepted: send text).",
@@ -207,8 +216,12 @@ class EmbeddingsRequest(Strict):
             for index, text in enumerate(value):
                 if isinstance(text, str) and not text:
                     raise ValueError(f"input[{index}] is empty: every text needs at least one character")
+                if isinstance(text, str) and not _is_unicode(text):
+                    raise ValueError(f"input[{index}] holds a lone surrogate: send valid Unicode")
         elif value == "":
             raise ValueError("is empty: send at least one character")
+        elif isinstance(value, str) and not _is_unicode(value):
+            raise ValueError("holds a lone surrogate: send valid Unicode")
         return value
 
     @property
@@ -249,4 +262,3 @@ class SourceRequest(Strict):
     text_template: str | None = Field(default=None, max_length=4096)
     metadata_columns: list[str] = Field(default_factory=list, max_length=64)
     version_column: str | None = Field(default=None, max_length=63)
-

@@ -57,7 +57,7 @@ async def test_another_tenants_version_is_unknown() -> None:
         await resolve_version("3", "tenant-a", VERSIONS)
 
 
-@pytest.mark.parametrize("model", ["9", "text-embedding-3-small", "v"])
+@pytest.mark.parametrize("model", ["9", "text-embedding-3-small", "v", "²", "v٣"])
 async def test_unknown_models_are_named(model: str) -> None:
     with pytest.raises(UnknownModel):
         await resolve_version(model, "tenant-a", VERSIONS)
@@ -106,7 +106,7 @@ def test_base64_is_little_endian_float32() -> None:
 def test_request_body_takes_a_string_or_a_list_of_strings() -> None:
     assert EmbeddingsRequest(input="hi", model="active").texts == ["hi"]
     assert EmbeddingsRequest(input=["a", "b"], model="1", encoding_format="base64").texts == ["a", "b"]
-    for bad in ([1, 2, 3], [[1, 2]], [], "", ["a", ""]):
+    for bad in ([1, 2, 3], [[1, 2]], [], "", ["a", ""], "a\ud800", ["ok", "\udfff"]):
         with pytest.raises(pydantic.ValidationError):
             EmbeddingsRequest(input=bad, model="active")
     with pytest.raises(pydantic.ValidationError):
