@@ -90,6 +90,33 @@ async def test_updates_deletes_and_stale_versions(
         SearchQuery("programming language", 4, who), store, embedder)).hits)
 
 
+async def test_a_delete_survives_an_older_upsert_replayed_after_it(
+    indexer_service: Component, publisher: Publisher, store: PgVectorStore, test_settings: Settings
+) -> None:
+    """A tombstone and an older upsert of the same item on different partitions (librdkafka's
+    default partitioner differs from the SDK's) can be consumed in either order on a replay:
+    the deletion marker keeps the item deleted until a newer version arrives."""
+    who = tenant()
+    item = {"id": "ghost", "title": "Ghost", "text": "An item that is deleted.", "version": 3, "tenant": who}
+    await publisher.publish("content-upserted", item)
+    await indexed(store, who, 1)
+    await publisher.delete_content("ghost", tenant=who)
+    await indexed(store, who, 0)
+    # The older upsert again, as a replay from another partition would deliver it after the delete.
+    await publisher.publish("content-upserted", item)
+    await publisher.publish("content-upserted", {**item, "version": 2})
+
+    async def consumed() -> bool:
+        lag = await measure_lag(test_settings.bootstrap_servers, "indexer", "content-upserted")
+        return sum(lag.values()) == 0
+    await wait_for(consumed, what="the indexer caught up")
+    assert await store.count_items(who) == 0
+    # A newer version is a real re-creation.
+    await publisher.publish("content-upserted", {**item, "version": 4, "title": "Back"})
+    await indexed(store, who, 1)
+    assert (await store.describe(who, ["ghost"]))["ghost"][0] == "Back"
+
+
 async def test_same_ids_in_two_tenants_stay_apart(
     indexer_service: Component, publisher: Publisher, store: PgVectorStore, embedder: TritonEmbedder
 ) -> None:

@@ -51,6 +51,15 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX IF NOT EXISTS items_tsv_idx ON items USING gin (tsv);
+-- A deleted item's last version: an upsert not newer than it (replayed from another partition,
+-- or redelivered late) is ignored, so a delete survives any replay order.
+CREATE TABLE IF NOT EXISTS deleted_items (
+    tenant text NOT NULL,
+    id text NOT NULL,
+    version bigint NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, id)
+);
 CREATE INDEX IF NOT EXISTS items_metadata_idx ON items USING gin (metadata jsonb_path_ops);
 CREATE TABLE IF NOT EXISTS model_versions (
     version text PRIMARY KEY,

@@ -53,14 +53,21 @@ class Writes(PoolBound):
             for item in items.values():
                 await cur.execute(
                     "INSERT INTO items (tenant, id, title, text, metadata, version) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) "
+                    "SELECT %(tenant)s, %(id)s, %(title)s, %(text)s, %(metadata)s, %(version)s "
+                    "WHERE NOT EXISTS (SELECT 1 FROM deleted_items d WHERE d.tenant = %(tenant)s "
+                    " AND d.id = %(id)s AND d.version >= %(version)s) "
                     "ON CONFLICT (tenant, id) DO UPDATE SET title = EXCLUDED.title, "
                     " text = EXCLUDED.text, metadata = EXCLUDED.metadata, "
                     " version = EXCLUDED.version, updated_at = now() "
                     "WHERE items.version < EXCLUDED.version",
-                    (item.tenant, item.id, item.title, item.text, Jsonb(item.metadata), item.version),
+                    {"tenant": item.tenant, "id": item.id, "title": item.title, "text": item.text,
+                     "metadata": Jsonb(item.metadata), "version": item.version},
                 )
                 changed += cur.rowcount
+                if cur.rowcount:  # created again, newer than its delete
+                    await cur.execute(
+                        "DELETE FROM deleted_items WHERE tenant = %s AND id = %s AND version < %s",
+                        (item.tenant, item.id, item.version))
             for version, chunk_sets in upserts.items():
                 # Decided again inside the transaction, so a concurrent writer of a newer
                 # version wins and a replayed or stale event changes nothing.
@@ -89,10 +96,19 @@ class Writes(PoolBound):
                     "SELECT version FROM model_versions")).fetchall()]
                 for version in versions:
                     await self._delete_chunks(cur, chunk_table(version), list(deletes))
+                keys = ([t for t, _ in deletes], [i for _, i in deletes])
+                await cur.execute(
+                    "INSERT INTO deleted_items (tenant, id, version) "
+                    "SELECT tenant, id, version FROM items WHERE (tenant, id) IN "
+                    "(SELECT * FROM unnest(%s::text[], %s::text[])) "
+                    "ON CONFLICT (tenant, id) DO UPDATE SET "
+                    " version = GREATEST(deleted_items.version, EXCLUDED.version), deleted_at = now()",
+                    keys,
+                )
                 await cur.execute(
                     "DELETE FROM items WHERE (tenant, id) IN "
                     "(SELECT * FROM unnest(%s::text[], %s::text[]))",
-                    ([t for t, _ in deletes], [i for _, i in deletes]),
+                    keys,
                 )
                 changed += cur.rowcount
         return changed
@@ -140,17 +156,18 @@ class Writes(PoolBound):
         keys = list(wanted)
         await cur.execute(
             sql.SQL(
-                "SELECT k.tenant, k.id, i.version, "
+                "SELECT k.tenant, k.id, i.version, d.version, "
                 " (SELECT max(c.item_version) FROM {t} c WHERE c.tenant = k.tenant AND c.item_id = k.id) "
                 "FROM unnest(%s::text[], %s::text[]) AS k(tenant, id) "
-                "LEFT JOIN items i ON i.tenant = k.tenant AND i.id = k.id"
+                "LEFT JOIN items i ON i.tenant = k.tenant AND i.id = k.id "
+                "LEFT JOIN deleted_items d ON d.tenant = k.tenant AND d.id = k.id"
             ).format(t=chunk_table(version)),
             ([t for t, _ in keys], [i for _, i in keys]),
         )
         due = set()
-        for tenant, item_id, stored, embedded in await cur.fetchall():
+        for tenant, item_id, stored, deleted, embedded in await cur.fetchall():
             version_wanted = wanted[(tenant, item_id)]
-            if version_wanted >= (stored or 0) and version_wanted > (embedded or 0):
+            if version_wanted >= (stored or 0) and version_wanted > max(embedded or 0, deleted or 0):
                 due.add((tenant, item_id))
         return due
 
