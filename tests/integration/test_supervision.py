@@ -4,16 +4,19 @@ unrelated process is never signalled."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from core.config import Settings
+from core.config import REPO_ROOT, Settings
 from infra import stack
 from infra.process import Component, ProcessIdentity, pid_alive
 from infra.services import consumer_service
@@ -78,12 +81,24 @@ def supervised(kafka: Component, mongodb: Component, test_settings: Settings) ->
     stack.down(settings)
 
 
+def flywheel(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `flywheel` command on this stack's settings."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO_ROOT,
+                          env={**os.environ, **settings.to_env()}, capture_output=True, text=True,
+                          timeout=600)
+
+
+def status_rows(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in json.loads(flywheel(settings, "status", "--json").stdout)}
+
+
 def test_supervisor_restarts_a_killed_service(supervised: Settings) -> None:
     settings = supervised
     sessions = consumer_service(settings, "sessions", 1)
     supervisor = SupervisorComponent(settings)
-    started = stack.up(settings, ["sessions"])
-    assert [c.name for c in started] == ["sessions", "supervisor"]
+    up = flywheel(settings, "up", "sessions")
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert "ready supervisor" in up.stderr
     first = sessions.pid()
     watcher = supervisor.pid()
     assert first is not None and watcher is not None
@@ -99,25 +114,27 @@ def test_supervisor_restarts_a_killed_service(supervised: Settings) -> None:
     wait_for(back, timeout=180, interval=1, message="sessions was not restarted")
     second = sessions.pid()
     assert second is not None and not pid_alive(first)
-    assert restarts(settings)["sessions"] == 1
     watch = read_state(settings)["services"]["sessions"]
-    assert watch["state"] == "running" and watch["pid"] == second and watch["last_restart_at"]
-    row = next(row for row in stack.status(settings) if row["name"] == "sessions")
-    assert row["healthy"] and row["pid"] == second and row["restarts"] == 1
-    supervisor_row = next(row for row in stack.status(settings) if row["name"] == "supervisor")
-    assert supervisor_row["healthy"] and "1 restart" in str(supervisor_row["detail"])
+    assert watch["state"] == "running" and watch["pid"] == second and watch["restarts"] == 1
+    assert watch["last_restart_at"] and watch["last_exit"] == "exited"
+    rows = status_rows(settings)
+    assert rows["sessions"]["healthy"] and rows["sessions"]["pid"] == second
+    assert rows["sessions"]["restarts"] == 1 and rows["indexer"]["restarts"] == 0
+    assert rows["kafka"]["restarts"] is None  # components are not supervised
+    assert rows["supervisor"]["healthy"] and "1 restart" in str(rows["supervisor"]["detail"])
 
     # Stopped on purpose (compose's `stop`): the supervisor leaves it down.
-    stack.down(settings, ["sessions"])
+    assert flywheel(settings, "down", "sessions").returncode == 0
     time.sleep(3 * settings.supervisor_backoff_s + 2)
     assert sessions.pid() is None and not pid_alive(second)
     assert read_state(settings)["services"]["sessions"]["state"] == "stopped"
     assert restarts(settings)["sessions"] == 1
 
-    # Killed again while watched, then `down`: nothing is left behind.
-    stack.up(settings, ["sessions"])
+    # Started again under the same supervisor, then `down`: nothing is left behind.
+    assert flywheel(settings, "up", "sessions").returncode == 0
     third = sessions.pid()
     assert third is not None and supervisor.pid() == watcher
-    stack.down(settings)
+    assert flywheel(settings, "down").returncode == 0
     assert [pid for pid in (first, second, third, watcher) if pid_alive(pid)] == []
     assert list(settings.run_dir.glob("*.pid")) == []
+    assert read_state(settings) == {}
