@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 def build_embedder(settings: Settings) -> TritonEmbedder:
     return TritonEmbedder(
         settings.triton_grpc_url, settings.triton_model_name, max_batch_size=settings.triton_max_batch_size,
-        request_size=settings.triton_request_size,
+        request_size=settings.triton_request_size, query_deadline_s=settings.triton_query_deadline_s,
     )
 
 
@@ -77,6 +77,7 @@ def build_model_registry(settings: Settings) -> MLflowRegistry:
     # an outage should reach the trainer's own retry, which keeps the task up to date, sooner.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow_http_timeout_s))
     return MLflowRegistry(settings.mlflow_uri, settings.mlflow_experiment, training_work_dir(settings))
 
 

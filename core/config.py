@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # Texts per gRPC request: smaller than the max batch, so Triton's dynamic batcher merges
     # requests and a query (priority lane) waits behind one batch, not behind a whole bulk call.
     triton_request_size: int = Field(default=16, ge=1)
+    # A query's whole budget in Triton (search, /v1/embeddings), retries included: past it the
+    # gateway answers 503 with the reason instead of waiting.
+    triton_query_deadline_s: float = Field(default=10.0, gt=0)
     # Model instances per version (0: see core.adapters.triton_repository.default_instance_count)
     # and torch intra-op threads per instance (0: the cores of Triton's machine divided among
     # the instances).
@@ -156,6 +159,8 @@ class Settings(BaseSettings):
     mlflow_experiment: str = "flywheel-training"
     # Retries of one MLflow request inside its client; past them the trainer retries the run.
     mlflow_http_retries: int = 2
+    # Each MLflow HTTP call gives up after this long (MLflow's own default is 120 s).
+    mlflow_http_timeout_s: int = Field(default=30, ge=1)
     # ---------------------------------------------------------------------------------------
 
     # --- Improver and A/B split -----------------

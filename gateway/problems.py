@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.adapters.triton_embedder import EmbedderUnavailable
 from producers.publisher import PublisherError
 from schemas.codec import EventValidationError
 
@@ -84,6 +85,12 @@ def install(app: FastAPI) -> None:
         # FLYWHEEL_POSTGRES_STATEMENT_TIMEOUT_MS: a statement (or its wait for a lock) ran too long.
         return problem_response(503, f"PostgreSQL did not finish in time: {str(exc).strip()}",
                                 request.url.path, headers={"Retry-After": "5"})
+
+    @app.exception_handler(EmbedderUnavailable)
+    async def on_embedder_unavailable(request: Request, exc: EmbedderUnavailable) -> JSONResponse:
+        # Triton is down, or did not answer within the query deadline: fail fast, say why.
+        return problem_response(503, f"Triton is unavailable: {exc}", request.url.path,
+                                headers={"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

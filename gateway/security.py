@@ -9,6 +9,7 @@ gateway falls back to a bucket in its own memory (and says so in its log).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -46,8 +47,9 @@ class Principal:
 
 class KeyRing:
     """The keys the gateway accepts. Keys from the store file (`flywheel keys create|revoke`)
-    are re-read when the file changes, checked at most once per `recheck_s`: a new or revoked
-    key takes effect without a restart."""
+    are re-read when the file changes, checked every `recheck_s` by :meth:`watch` in a worker
+    thread: a new or revoked key takes effect without a restart, and authenticating a request
+    touches only memory (no file system call on the event loop)."""
 
     def __init__(self, records: list[ApiKeyRecord], store: Path | None = None,
                  recheck_s: float = 1.0) -> None:
@@ -63,8 +65,17 @@ class KeyRing:
             return cls([ApiKeyRecord.model_validate(r) for r in json.loads(settings.api_keys_json)])
         return cls(load_keys(settings.api_key_store), settings.api_key_store)
 
-    def _refresh(self) -> None:
-        if self._store is None or time.monotonic() - self._checked < self._recheck_s:
+    async def watch(self) -> None:
+        """Re-read the store whenever it changes, until cancelled (the gateway's lifespan)."""
+        if self._store is None:
+            return
+        while True:
+            await asyncio.sleep(self._recheck_s)
+            await asyncio.to_thread(self.refresh)
+
+    def refresh(self) -> None:
+        """Re-read the store if it changed since the last look (blocking: a stat and a read)."""
+        if self._store is None:
             return
         self._checked = time.monotonic()
         stamp = _stamp(self._store)
@@ -79,7 +90,6 @@ class KeyRing:
         log.info("API keys re-read from %s: %d keys", self._store, len(self.records))
 
     def authenticate(self, key: str) -> Principal | None:
-        self._refresh()
         digest = hash_key(key)
         for record in self.records:
             if hmac.compare_digest(record.key_sha256, digest):

@@ -16,6 +16,8 @@ from tritonclient.utils import InferenceServerException
 
 from core.adapters.triton_repository import add_model_version, model_versions
 
+# Status calls answer at once from a healthy server; waiting longer only hides a hung one.
+PROBE_TIMEOUT_S = 10.0
 
 class ModelLoadError(RuntimeError):
     """Triton refused or failed to load the model; the message carries Triton's reason."""
@@ -57,7 +59,7 @@ class TritonModelControl:
 
     async def version_states(self) -> dict[str, tuple[str, str]]:
         """Each version Triton knows of this model: (state, reason)."""
-        index = await self._client.get_model_repository_index(as_json=True)
+        index = await self._client.get_model_repository_index(as_json=True, client_timeout=PROBE_TIMEOUT_S)
         states: dict[str, tuple[str, str]] = {}
         for model in index.get("models", []):
             if model.get("name") == self.model_name and model.get("version"):
@@ -66,6 +68,7 @@ class TritonModelControl:
 
     async def is_ready(self, version: str) -> bool:
         try:
-            return bool(await self._client.is_model_ready(self.model_name, version))
+            return bool(await self._client.is_model_ready(
+                self.model_name, version, client_timeout=PROBE_TIMEOUT_S))
         except InferenceServerException:
             return False

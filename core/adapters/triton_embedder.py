@@ -47,6 +47,8 @@ class TritonEmbedder:
         backoff_s: float = 0.2,
         timeout_s: float = 60.0,
         request_size: int | None = None,
+        query_deadline_s: float = 10.0,
+        probe_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
         self.model_name = model_name
@@ -55,6 +57,10 @@ class TritonEmbedder:
         self.retries = retries
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
+        # A query (search, /v1/embeddings) waits this long in all, retries included; then it
+        # fails with EmbedderUnavailable, which the gateway answers with 503 and the reason.
+        self.query_deadline_s = query_deadline_s
+        self.probe_timeout_s = probe_timeout_s
         self._client = grpcclient.InferenceServerClient(url)
 
     async def close(self) -> None:
@@ -71,7 +77,16 @@ class TritonEmbedder:
             attributes={"model": self.model_name, "model_version": model_version, "texts": len(texts),
                         "lane": lane},
         ):
-            parts = await asyncio.gather(*(self._infer(batch, model_version, priority) for batch in batches))
+            calls = asyncio.gather(*(self._infer(batch, model_version, priority) for batch in batches))
+            if lane == "query":
+                try:
+                    parts = await asyncio.wait_for(calls, timeout=self.query_deadline_s)
+                except TimeoutError as error:
+                    raise EmbedderUnavailable(
+                        f"Triton at {self.url} did not answer a query within {self.query_deadline_s:g} s "
+                        f"(FLYWHEEL_TRITON_QUERY_DEADLINE_S)") from error
+            else:
+                parts = await calls
         EMBEDDED_TEXTS.labels(model_version).inc(len(texts))
         return Embeddings(np.concatenate(parts), self.model_name, model_version)
 
@@ -102,8 +117,9 @@ class TritonEmbedder:
 
     async def ready(self, model_version: str | None = None) -> bool:
         try:
-            return bool(await self._client.is_model_ready(self.model_name, model_version or ""))
-        except InferenceServerException:
+            return bool(await self._client.is_model_ready(
+                self.model_name, model_version or "", client_timeout=self.probe_timeout_s))
+        except InferenceServerException:  # a timed-out probe included: not ready
             return False
 
 

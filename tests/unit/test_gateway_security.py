@@ -40,13 +40,17 @@ def test_a_ring_on_the_store_sees_keys_created_and_revoked_without_a_restart(tmp
     store = tmp_path / "keys.json"
     ring = KeyRing(load_keys(store), store, recheck_s=0.0)
     key = create_key(store, "reader", "acme", ["search"], rate_per_s=5)
+    assert ring.authenticate(key) is None  # not before the store is looked at again
+    ring.refresh()  # what the gateway's watcher does every second, off the event loop
     principal = ring.authenticate(key)
     assert principal is not None and principal.tenant == "acme" and principal.scopes == {"search"}
     assert principal.rate_per_s == 5
     assert oct(store.stat().st_mode & 0o777) == "0o600"
     replacement = create_key(store, "reader", "acme", ["search", "publish"])
+    ring.refresh()
     assert ring.authenticate(key) is None and ring.authenticate(replacement) is not None
     assert revoke_key(store, "reader") and not revoke_key(store, "reader")
+    ring.refresh()
     assert ring.authenticate(replacement) is None
 
 
@@ -55,6 +59,7 @@ def test_a_ring_keeps_its_keys_when_the_store_turns_unreadable(tmp_path) -> None
     key = create_key(store, "writer", "acme", ["publish"])
     ring = KeyRing(load_keys(store), store, recheck_s=0.0)
     store.write_text("[{not json")
+    ring.refresh()
     assert ring.authenticate(key) is not None
 
 
