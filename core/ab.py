@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -144,17 +145,32 @@ async def collect_online_metrics(
     source: SessionSource, since: datetime | None, max_sessions: int
 ) -> tuple[dict[str, dict[str, float]], int]:
     """:func:`online_metrics` over sessions whose last event is after `since`, streamed from a
-    cursor and stopped after `max_sessions` (memory stays bounded); and the sessions read."""
+    cursor and stopped after `max_sessions` (memory stays bounded); and the sessions read.
+    Each batch of documents is folded in a worker thread, off the event loop."""
     per: dict[str, VersionClicks] = {}
     read = 0
-    async for doc in source.iter_sessions(since, None, 256):
+    batch: list[Mapping[str, Any]] = []
+    async for doc in source.iter_sessions(since, None, FOLD_BATCH):
         read += 1
+        batch.append(doc)
+        if len(batch) >= FOLD_BATCH:
+            await asyncio.to_thread(_fold, per, batch)
+            batch = []
+        if read >= max_sessions:
+            break
+    if batch:
+        await asyncio.to_thread(_fold, per, batch)
+    return {version: acc.as_metrics() for version, acc in sorted(per.items())}, read
+
+
+FOLD_BATCH = 256
+
+
+def _fold(per: dict[str, VersionClicks], docs: Iterable[Mapping[str, Any]]) -> None:
+    for doc in docs:
         for version, metrics in online_metrics([doc]).items():
             acc = per.setdefault(version, VersionClicks())
             acc.searches += int(metrics["searches"])
             acc.clicked_searches += int(metrics["clicked_searches"])
             acc.reciprocal_ranks += metrics["mrr"] * metrics["searches"]
             acc.sessions.add(str(doc.get("_id")))
-        if read >= max_sessions:
-            break
-    return {version: acc.as_metrics() for version, acc in sorted(per.items())}, read

@@ -3,6 +3,7 @@ request names, its token counts and limits, and the vectors from Triton's query 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,7 +145,9 @@ async def embed_for_client(
     """Check the limits, then embed in the query lane (ahead of any bulk indexing)."""
     if len(texts) > limits.max_inputs:  # before tokenizing a huge request
         check_limits(texts, [], limits)
-    counts = count_tokens(tokenizer, texts)
+    # Tokenizing up to a request's limit is CPU work: in a worker thread, so the gateway's
+    # event loop keeps answering other requests (health checks included) meanwhile.
+    counts = await asyncio.to_thread(count_tokens, tokenizer, texts)
     check_limits(texts, counts, limits)
     embedded = await embedder.embed(texts, version, lane="query")
     return ClientEmbeddings(np.asarray(embedded.vectors, dtype=np.float32), version, counts)

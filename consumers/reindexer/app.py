@@ -36,6 +36,7 @@ async def open_resources(ctx: ServiceContext) -> ReindexDeps:
         chunker=build_chunker(settings),
         open_replay=replay, batch_size=settings.reindex_batch_size,
         max_rate=settings.reindex_max_rate, is_transient=service.policy.is_transient,
+        max_attempts=settings.consumer_max_attempts,
     )
 
 

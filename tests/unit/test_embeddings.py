@@ -111,3 +111,34 @@ def test_request_body_takes_a_string_or_a_list_of_strings() -> None:
             EmbeddingsRequest(input=bad, model="active")
     with pytest.raises(pydantic.ValidationError):
         EmbeddingsRequest(input="a", model="active", encoding_format="int8")  # type: ignore[arg-type]
+
+
+async def test_tokenizing_a_large_request_leaves_the_event_loop_free() -> None:
+    """The gateway keeps answering (health checks, other requests) while a request's texts are
+    tokenized: a tokenizer busy for 0.5 s never holds the event loop for 100 ms."""
+    import asyncio
+    import time
+
+    class SlowTokenizer:
+        def __call__(self, texts: list[str], add_special_tokens: bool) -> dict[str, list[list[int]]]:
+            time.sleep(0.5)  # stands for CPU-bound tokenizing of a request at its limits
+            return {"input_ids": [[101, 7, 102] for _ in texts]}
+
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    limits = EmbeddingLimits(max_inputs=256, max_tokens=16384, max_input_tokens=256)
+    result = await embed_for_client(["a text"] * 256, "1", SlowTokenizer(), limits, FakeEmbedder())
+    stop.set()
+    await ticking
+    assert result.token_counts == [3] * 256
+    assert max(gaps) < 0.1, f"the event loop was held for {max(gaps) * 1000:.0f} ms"
