@@ -9,6 +9,7 @@ PID reused by an unrelated program) is never signalled.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -181,32 +182,40 @@ class Component(ABC):
         return pid if current is not None and current.cmdline[:1] == (program,) else None
 
     def spawn(self) -> int:
-        """Start the process in the background and record its identity; returns its PID."""
+        """Start the process in the background and record its identity; returns its PID.
+
+        Under a lock per component, so `flywheel up` and the supervisor never both start one:
+        whoever comes second finds it running and gets its PID."""
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.prepare()
-        env = {**os.environ, **self.settings.to_env(), **self.environment()}
-        command = self.command()
-        with open(self.log_file, "ab") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.cwd(),
-                user=self.run_as(),
-                start_new_session=True,
-            )
-        # The start time is the fork's. Popen may return before the kernel has set the new
-        # program's arguments, so the command line recorded is the one we exec'd.
-        identity = ProcessIdentity.of(process.pid)
-        if identity is not None:
-            identity = replace(identity, cmdline=tuple(command))
-        tmp = self.pid_file.with_suffix(".pid.tmp")
-        tmp.write_text(identity.to_json() if identity else str(process.pid))
-        tmp.replace(self.pid_file)
-        return process.pid
+        with open(self.settings.run_dir / f"{self.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            running = self.pid()
+            if running is not None:
+                return running
+            self.prepare()
+            env = {**os.environ, **self.settings.to_env(), **self.environment()}
+            command = self.command()
+            with open(self.log_file, "ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=self.cwd(),
+                    user=self.run_as(),
+                    start_new_session=True,
+                )
+            # The start time is the fork's. Popen may return before the kernel has set the new
+            # program's arguments, so the command line recorded is the one we exec'd.
+            identity = ProcessIdentity.of(process.pid)
+            if identity is not None:
+                identity = replace(identity, cmdline=tuple(command))
+            tmp = self.pid_file.with_suffix(".pid.tmp")
+            tmp.write_text(identity.to_json() if identity else str(process.pid))
+            tmp.replace(self.pid_file)
+            return process.pid
 
     def start(self) -> None:
         if self.pid() is not None:

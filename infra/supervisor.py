@@ -132,8 +132,9 @@ class Supervisor:
         watch.next_attempt_in_s = round(max(0.0, watch.next_attempt - now), 1)
         if now < watch.next_attempt:
             return
-        # `flywheel down <name>` may have finished meanwhile: the PID file would be gone.
-        if component.stopping_file.exists() or not component.pid_file.exists():
+        # `flywheel down <name>` may have finished meanwhile (the PID file would be gone), or
+        # `flywheel up` started it again.
+        if component.stopping_file.exists() or not component.pid_file.exists() or component.pid():
             return
         try:
             pid = component.spawn()
