@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 TaskType = Literal["training", "deploy", "reindex"]
 TaskStatus = Literal["pending", "running", "succeeded", "failed", "rejected"]
@@ -24,6 +25,8 @@ class TaskStore:
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         self.client = client
         self.tasks = client[database]["tasks"]
+        # One document per (type, tenant) naming the task that holds the tenant's turn.
+        self.turns = client[database]["task_turns"]
 
     @classmethod
     async def connect(cls, uri: str, database: str) -> TaskStore:
@@ -71,6 +74,31 @@ class TaskStore:
         if task is None:
             task = await self.tasks.find_one({"_id": task_id})
         return _public(task) if task else None
+
+    async def take_turn(self, type: TaskType, tenant: str, task_id: str) -> dict[str, Any] | None:
+        """Make `task_id` the tenant's one unfinished task of `type`: None when it now is (or
+        already was); else the unfinished task that holds the turn. Atomic across gateway
+        processes: the turn document changes hands only from a task that is final or gone."""
+        turn_id = f"{type}/{tenant}"
+        for _ in range(5):
+            try:
+                await self.turns.insert_one({"_id": turn_id, "task_id": task_id})
+                return None
+            except DuplicateKeyError:
+                pass
+            turn = await self.turns.find_one({"_id": turn_id})
+            if turn is None:
+                continue
+            if turn["task_id"] == task_id:
+                return None
+            holder = await self.tasks.find_one({"_id": turn["task_id"]})
+            if holder is not None and holder.get("status") not in FINAL_STATUSES:
+                return _public(holder)
+            moved = await self.turns.update_one({"_id": turn_id, "task_id": turn["task_id"]},
+                                                {"$set": {"task_id": task_id}})
+            if moved.matched_count == 1:
+                return None
+        raise RuntimeError(f"could not take the {type} turn of tenant {tenant!r}: too much contention")
 
     async def get(self, task_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         query: dict[str, Any] = {"_id": task_id}

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Request, status
 from gateway.bodies import Published
 from gateway.deps import PublisherDep, Publishing, resources
 from gateway.problems import Problem
+from gateway.routes.training import start_training
 from schemas import codec
 from schemas.topics import (
     CLICKS,
@@ -54,13 +55,12 @@ async def publish_event(
         raise Problem(403, "tenant: an API key may only publish events of its own tenant")
     validated = codec.validate(topic, {**event, "tenant": who.tenant}, defaults={"source": "gateway"})
     if isinstance(validated, TrainingRequested):
-        # The run id names a task; another tenant's run id is not the caller's to continue.
-        tasks = await resources(request).tasks()
+        # The run id names a task: another tenant's is not the caller's to continue, and a
+        # tenant has one unfinished training run at a time (409 otherwise).
         fields = {"base_version", "since", "until", "min_sessions", "epochs", "gate_margin"}
         details = {"request": validated.model_dump(mode="json", include=fields)}
-        task, _ = await tasks.create(validated.run_id, "training", who.tenant, details)
-        if task["tenant"] != who.tenant or task["type"] != "training":
-            raise Problem(409, f"run_id {validated.run_id!r} is taken; choose another")
-    delivery = await publisher.publish(topic, validated)
+        delivery = await start_training(validated, details, await resources(request).tasks(), publisher)
+    else:
+        delivery = await publisher.publish(topic, validated)
     return Published(event_id=str(validated.event_id), topic=topic,
                      partition=delivery.partition, offset=delivery.offset)

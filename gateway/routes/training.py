@@ -1,13 +1,21 @@
-"""Training runs and reindexing: accepted as tasks, carried out by the consumers."""
+"""Training runs and reindexing: accepted as tasks, carried out by the consumers.
+
+A tenant has at most one training run that is not final: another request while one is
+pending or running answers 409 naming it (the tenant's turn, core.adapters.task_store).
+"""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, status
 
+from core.adapters.task_store import TaskStore
 from gateway.bodies import ReindexRequest, TaskAccepted, TrainingRunRequest
 from gateway.deps import Admin, PublisherDep, TasksDep
+from gateway.problems import Problem
+from producers.publisher import Delivery, Publisher, PublisherError
 from schemas.reindex import ReindexRequested
 from schemas.topics import REINDEX_REQUESTED, TRAINING_REQUESTED
 from schemas.training import TrainingRequested
@@ -21,9 +29,31 @@ async def request_training(
 ) -> TaskAccepted:
     run_id = f"run-{uuid.uuid4().hex}"
     event = TrainingRequested(run_id=run_id, tenant=who.tenant, source="gateway", **body.model_dump())
-    await tasks.create(run_id, "training", who.tenant, body.model_dump(mode="json"))
-    await publisher.publish(TRAINING_REQUESTED, event)
+    await start_training(event, body.model_dump(mode="json"), tasks, publisher)
     return TaskAccepted(task_id=run_id, status_url=f"/v1/tasks/{run_id}")
+
+
+async def start_training(
+    event: TrainingRequested, details: dict[str, Any], tasks: TaskStore, publisher: Publisher
+) -> Delivery:
+    """Create the run's task and publish the request, if the run id is free (or the tenant's
+    own) and the tenant has no other training run unfinished; else 409."""
+    existing = await tasks.get(event.run_id)
+    if existing is not None and (existing["tenant"] != event.tenant or existing["type"] != "training"):
+        raise Problem(409, f"run_id {event.run_id!r} is taken; choose another")
+    holder = await tasks.take_turn("training", event.tenant, event.run_id)
+    if holder is not None:
+        pending, state = holder["id"], holder["status"]
+        raise Problem(409, f"tenant {event.tenant!r} has a training run that is not finished: {pending} "
+                           f"({state}); one at a time, see /v1/tasks/{pending}",
+                      errors=[{"field": "tenant", "reason": f"training run {pending} is {state}"}])
+    await tasks.create(event.run_id, "training", event.tenant, details)
+    try:
+        return await publisher.publish(TRAINING_REQUESTED, event)
+    except PublisherError as error:
+        # Never published: the run ends here, and the tenant's turn is free again.
+        await tasks.update(event.run_id, status="failed", error=f"not published: {error}")
+        raise
 
 
 @router.post("/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted)

@@ -3,6 +3,7 @@ process (PostgreSQL), and task state machines that a final task cannot leave (Mo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -94,3 +95,23 @@ async def test_a_failed_task_is_retried_only_by_an_explicit_status(task_store: T
     assert late is not None and (late["status"], late["stage"]) == ("failed", "loading")
     retried = await task_store.update(tid, status="running", stage="validating", error=None)
     assert retried is not None and (retried["status"], retried["error"]) == ("running", None)
+
+
+async def test_a_tenant_takes_one_training_turn_at_a_time(task_store: TaskStore) -> None:
+    tenant, other = f"turns-{uuid.uuid4().hex[:6]}", f"turns-{uuid.uuid4().hex[:6]}"
+    runs = [f"run-{uuid.uuid4().hex}" for _ in range(6)]
+    for run in runs:
+        await task_store.create(run, "training", tenant)
+    # Six requests at once (as from several gateway processes): exactly one gets the turn.
+    holders = await asyncio.gather(*(task_store.take_turn("training", tenant, run) for run in runs))
+    winners = [run for run, holder in zip(runs, holders, strict=True) if holder is None]
+    assert len(winners) == 1
+    assert all(holder["id"] == winners[0] for holder in holders if holder is not None)
+    assert await task_store.take_turn("training", tenant, winners[0]) is None  # its own turn still
+    assert await task_store.take_turn("training", other, "run-of-another-tenant") is None
+    await task_store.update(winners[0], status="running")
+    blocked = await task_store.take_turn("training", tenant, runs[-1] if winners[0] != runs[-1] else runs[0])
+    assert blocked is not None and blocked["id"] == winners[0]
+    await task_store.update(winners[0], status="succeeded")
+    successor = next(run for run in runs if run != winners[0])
+    assert await task_store.take_turn("training", tenant, successor) is None

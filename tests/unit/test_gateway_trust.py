@@ -45,15 +45,33 @@ class FakePublisher:
 
 
 class FakeTasks:
+    """TaskStore's create, get, update and take_turn, in memory."""
+
     def __init__(self) -> None:
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.turns: dict[str, str] = {}
 
     async def create(self, task_id: str, type: str, tenant: str, details: Any = None
                      ) -> tuple[dict[str, Any], bool]:
         if task_id in self.tasks:
             return self.tasks[task_id], False
-        self.tasks[task_id] = {"id": task_id, "type": type, "tenant": tenant, "details": details}
+        self.tasks[task_id] = {"id": task_id, "type": type, "tenant": tenant, "details": details,
+                               "status": "pending"}
         return self.tasks[task_id], True
+
+    async def get(self, task_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        return self.tasks.get(task_id)
+
+    async def update(self, task_id: str, **fields: Any) -> dict[str, Any] | None:
+        self.tasks[task_id].update(fields)
+        return self.tasks[task_id]
+
+    async def take_turn(self, type: str, tenant: str, task_id: str) -> dict[str, Any] | None:
+        holder = self.tasks.get(self.turns.get(f"{type}/{tenant}", ""))
+        if holder is not None and holder["id"] != task_id and holder["status"] in ("pending", "running"):
+            return holder
+        self.turns[f"{type}/{tenant}"] = task_id
+        return None
 
 
 @pytest.fixture
@@ -112,7 +130,8 @@ def test_training_requested_needs_admin_and_a_run_id_of_ones_own(rig: Any) -> No
     accepted = client.post("/v1/events/training-requested", json=TRAINING, headers=auth("admin-a"))
     assert accepted.status_code == 202
     assert tasks.tasks["run-1"]["tenant"] == "tenant-a"
-    tasks.tasks["run-b"] = {"id": "run-b", "type": "training", "tenant": "tenant-b"}
+    tasks.tasks["run-1"]["status"] = "succeeded"
+    tasks.tasks["run-b"] = {"id": "run-b", "type": "training", "tenant": "tenant-b", "status": "pending"}
     taken = client.post("/v1/events/training-requested", json={**TRAINING, "run_id": "run-b"},
                         headers=auth("admin-a"))
     assert taken.status_code == 409 and "run-b" in taken.json()["detail"]
@@ -185,3 +204,32 @@ def test_a_letters_tenant_comes_from_its_event_or_its_content_key() -> None:
     assert letter("content-upserted", "doc-1", b"not json").tenant == "default"
     assert letter("clicks", "s", b"not json").tenant is None  # the operator's alone
     assert letter("clicks", "s", b'{"tenant": 7}').tenant is None
+
+
+def test_a_tenant_has_one_training_run_at_a_time(rig: Any) -> None:
+    client, publisher, tasks = rig
+    first = client.post("/v1/training-runs", json={"min_sessions": 1}, headers=auth("admin-a"))
+    assert first.status_code == 202
+    run_id = first.json()["task_id"]
+    for path, body in (("/v1/training-runs", {"min_sessions": 1}),
+                       ("/v1/events/training-requested", {**TRAINING, "run_id": "run-2"})):
+        busy = client.post(path, json=body, headers=auth("admin-a"))
+        assert busy.status_code == 409 and run_id in busy.json()["detail"], busy.text
+    assert "run-2" not in tasks.tasks and len(publisher.sent) == 1
+    # Another tenant's run does not wait for it; and once A's run ends, A may start another.
+    tasks.tasks["run-b"] = {"id": "run-b", "type": "training", "tenant": "tenant-b", "status": "running"}
+    tasks.turns["training/tenant-b"] = "run-b"
+    tasks.tasks[run_id]["status"] = "rejected"
+    assert client.post("/v1/training-runs", json={}, headers=auth("admin-a")).status_code == 202
+    assert tasks.tasks["run-b"]["status"] == "running"
+
+
+def test_a_training_request_kafka_did_not_take_frees_the_turn(rig: Any) -> None:
+    client, publisher, tasks = rig
+    publisher.down = True
+    lost = client.post("/v1/training-runs", json={}, headers=auth("admin-a"))
+    assert lost.status_code == 503
+    [task] = tasks.tasks.values()
+    assert task["status"] == "failed" and "not published" in task["error"]
+    publisher.down = False
+    assert client.post("/v1/training-runs", json={}, headers=auth("admin-a")).status_code == 202
