@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from schemas.envelope import reject_nul
+from schemas.envelope import INT64_MAX, reject_nul
 
 
 class Strict(BaseModel):
@@ -21,7 +21,8 @@ class ContentItem(Strict):
     title: str = Field(default="", max_length=4096)
     text: str = Field(min_length=1)
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
-    version: int = Field(ge=1, description="Higher versions replace lower ones; equal or lower are ignored.")
+    version: int = Field(ge=1, le=INT64_MAX,
+                         description="Higher versions replace lower ones; equal or lower are ignored.")
     vector: list[float] | None = Field(default=None, description="A precomputed embedding to import.")
     model_version: str | None = Field(default=None, description="The model version of `vector`.")
 
@@ -50,7 +51,7 @@ class Published(BaseModel):
 
 class SearchRequest(Strict):
     query: str = Field(min_length=1)
-    k: int = Field(default=10, ge=1)
+    k: int = Field(default=10, ge=1, description="Results wanted; at most FLYWHEEL_GATEWAY_MAX_K (100).")
     filters: dict[str, JsonValue] = Field(
         default_factory=dict, description="Metadata that results must contain (equality / containment)."
     )
@@ -78,7 +79,7 @@ class SessionEventIn(Strict):
     type: Literal["click", "conversion"]
     session_id: str = Field(min_length=1, max_length=256)
     content_id: str = Field(min_length=1, max_length=512)
-    rank: int | None = Field(default=None, ge=1, description="Required for clicks.")
+    rank: int | None = Field(default=None, ge=1, le=INT64_MAX, description="Required for clicks.")
     value: float | None = None
     search_event_id: str | None = None
 
@@ -91,7 +92,7 @@ class TrainingRunRequest(Strict):
     base_version: str | None = None
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
-    min_sessions: int = Field(default=100, ge=1)
+    min_sessions: int = Field(default=100, ge=1, le=INT64_MAX)
     epochs: int = Field(default=1, ge=1, le=100)
     gate_margin: float = Field(default=0.0, ge=0.0, le=1.0)
 
@@ -201,7 +202,8 @@ class EmbeddingsRequest(Strict):
     encoding_format: Literal["float", "base64"] = Field(
         default="float", description="`base64`: each vector as little-endian float32 bytes, base64-encoded.")
     dimensions: int | None = Field(
-        default=None, ge=1, description="Accepted when it equals the model's dimension (no truncation).")
+        default=None, ge=1, le=65536,
+        description="Accepted when it equals the model's dimension (no truncation).")
     user: str | None = Field(default=None, max_length=256, description="Accepted and ignored.")
 
     @field_validator("input", mode="before")

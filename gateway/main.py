@@ -14,7 +14,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from core.config import Settings, get_settings
 from core.logging import configure_logging
 from core.telemetry import configure_tracing
-from gateway import problems
+from gateway import openapi, problems
 from gateway.body_limit import BodySizeLimit
 from gateway.resources import Resources
 from gateway.routes import (
@@ -57,12 +57,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "Errors are application/problem+json. The events are described at /asyncapi.json."
         ),
         lifespan=lifespan,
+        # Served by gateway.routes.docs from a package's assets: no CDN.
+        docs_url=None, redoc_url=None,
     )
     problems.install(app)
     for router in (health.router, content.router, events.router, search.router, embeddings.router,
                    clicks.router, training.router, tasks.router, model_versions.router, docs.router,
                    admin.router, sources.router, console.router):
         app.include_router(router)
+    openapi.install(app, settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
     Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app)
     # Spans per request; the publisher carries their context into Kafka headers.

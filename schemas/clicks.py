@@ -11,7 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.envelope import Envelope
+from schemas.envelope import INT64_MAX, Envelope
 
 SessionId = Annotated[str, Field(min_length=1, max_length=256, description="The search session.")]
 
@@ -20,7 +20,7 @@ class ShownResult(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     id: str = Field(min_length=1, max_length=512, description="Content id shown.")
-    rank: int = Field(ge=1, description="1-based position on the result list.")
+    rank: int = Field(ge=1, le=INT64_MAX, description="1-based position on the result list.")
     score: float = Field(description="The similarity score the search returned.")
 
 
@@ -40,7 +40,7 @@ class ClickEvent(Envelope):
     type: Literal["click"] = "click"
     session_id: SessionId
     content_id: str = Field(min_length=1, max_length=512)
-    rank: int = Field(ge=1, description="1-based position of the clicked result.")
+    rank: int = Field(ge=1, le=INT64_MAX, description="1-based position of the clicked result.")
     search_event_id: UUID | None = Field(
         default=None, description="The search that showed the result; default: the session's latest."
     )

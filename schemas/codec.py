@@ -84,9 +84,16 @@ def _loc(spec: TopicSpec, loc: tuple[int | str, ...]) -> str:
 
 
 def _from_pydantic(spec: TopicSpec, error: pydantic.ValidationError) -> EventValidationError:
-    return EventValidationError(
-        spec.name, [FieldError(_loc(spec, e["loc"]), e["msg"], e["type"]) for e in error.errors()]
-    )
+    return EventValidationError(spec.name, [_field_error(spec, e) for e in error.errors()])
+
+
+def _field_error(spec: TopicSpec, error: Any) -> FieldError:
+    if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        # Pydantic's "Unable to extract tag using discriminator" names no fix: name the types.
+        given = error.get("ctx", {}).get("tag")
+        what = f"{given!r} is not a type of this topic" if given is not None else "is required"
+        return FieldError("type", f"{what}: one of {', '.join(map(repr, spec.event_types))}", error["type"])
+    return FieldError(_loc(spec, error["loc"]), error["msg"], error["type"])
 
 
 def _apply_version_policy(spec: TopicSpec, data: dict[str, Any]) -> dict[str, Any]:

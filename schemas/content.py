@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, JsonValue, model_validator
 
-from schemas.envelope import DEFAULT_TENANT, Envelope
+from schemas.envelope import DEFAULT_TENANT, INT64_MAX, Envelope
 
 
 def content_key(tenant: str, item_id: str) -> str:
@@ -45,7 +45,7 @@ class ContentUpserted(Envelope):
         default_factory=dict, description="Free-form attributes; usable as search filters."
     )
     version: int = Field(
-        ge=1, description="Item version; a consumer ignores an event older than what it stored."
+        ge=1, le=INT64_MAX, description="Item version; a consumer ignores an event older than what it stored."
     )
     vector: list[float] | None = Field(
         default=None, min_length=1, max_length=16384,

@@ -36,6 +36,11 @@ def contains_nul(value: Any) -> bool:
     return False
 
 
+# The largest integer the stores hold (PostgreSQL bigint, MongoDB's 8-byte int): every integer
+# field of an event or request is bounded by it or less.
+INT64_MAX = 2**63 - 1
+
+
 def reject_nul(value: Any) -> Any:
     if contains_nul(value):
         raise ValueError("must not contain NUL (\\u0000) characters")

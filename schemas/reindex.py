@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.envelope import Envelope
+from schemas.envelope import INT64_MAX, Envelope
 
 
 class ReindexRequested(Envelope):
@@ -17,5 +17,6 @@ class ReindexRequested(Envelope):
     source_topic: Literal["content-upserted"] = Field(
         default="content-upserted", description="Topic replayed to rebuild the index."
     )
-    from_offset: int = Field(default=0, ge=0, description="Replay from this offset on every partition.")
+    from_offset: int = Field(default=0, ge=0, le=INT64_MAX,
+                             description="Replay from this offset on every partition.")
     activate: bool = Field(default=True, description="Switch search to the new index once complete.")

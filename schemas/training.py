@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from schemas.envelope import Envelope
+from schemas.envelope import INT64_MAX, Envelope
 
 
 class TrainingRequested(Envelope):
@@ -19,7 +19,8 @@ class TrainingRequested(Envelope):
     )
     since: AwareDatetime | None = Field(default=None, description="Use sessions from this time.")
     until: AwareDatetime | None = Field(default=None, description="Use sessions before this time.")
-    min_sessions: int = Field(default=100, ge=1, description="Do not train with fewer sessions.")
+    min_sessions: int = Field(default=100, ge=1, le=INT64_MAX,
+                              description="Do not train with fewer sessions.")
     epochs: int = Field(default=1, ge=1, le=100)
     gate_margin: float = Field(
         default=0.0, ge=0.0, le=1.0,

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from core.adapters.kafka_admin import KafkaAdminError, connect_kafka
@@ -24,6 +24,7 @@ from gateway.deps import Admin, Operator, SettingsDep, StoreDep
 from gateway.problems import Problem
 from gateway.readiness import stack_status
 from kafka_ops import dead_letter_queue as dlq
+from schemas.envelope import INT64_MAX
 from schemas.topics import TOPICS
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -163,7 +164,7 @@ class Letter(BaseModel):
 
 
 class RedriveRequest(BaseModel):
-    limit: int | None = Field(default=None, ge=1, description="At most this many letters.")
+    limit: int | None = Field(default=None, ge=1, le=INT64_MAX, description="At most this many letters.")
     dry_run: bool = False
 
 
@@ -215,7 +216,11 @@ async def dead_letters(
 
 
 @router.get("/dlq/{topic}/{partition}/{offset}", response_model=Letter)
-async def dead_letter(topic: str, partition: int, offset: int, who: Admin, settings: SettingsDep) -> Letter:
+async def dead_letter(
+    topic: str, who: Admin, settings: SettingsDep,
+    partition: Annotated[int, Path(ge=0, le=2**31 - 1, description="A partition of the topic.")],
+    offset: Annotated[int, Path(ge=0, le=INT64_MAX, description="The letter's offset.")],
+) -> Letter:
     """One letter: its key, headers (the error and where it came from) and value."""
     name = _dlq_topic(topic)
     found = await _kafka(dlq.read_letters(settings.bootstrap_servers, name, 1, partition, offset))

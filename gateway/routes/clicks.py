@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from gateway.bodies import Accepted, SessionEventIn, SessionEvents
 from gateway.deps import PublisherDep, Publishing, SettingsDep
-from gateway.problems import Problem
+from gateway.problems import batch_too_large
 from schemas import codec
 from schemas.topics import CLICKS
 
@@ -20,8 +20,7 @@ async def record_clicks(
     """One click or conversion, or `{"events": [...]}` of them (at most `gateway_max_batch`)."""
     items = body.events if isinstance(body, SessionEvents) else [body]
     if len(items) > settings.gateway_max_batch:
-        raise Problem(413, f"events: at most {settings.gateway_max_batch} events per request",
-                      errors=[{"field": "events", "reason": f"more than {settings.gateway_max_batch}"}])
+        raise batch_too_large("events", len(items), settings.gateway_max_batch)
     events = [
         codec.validate(CLICKS, {**item.model_dump(exclude_none=True), "tenant": who.tenant},
                        defaults={"source": "gateway"})

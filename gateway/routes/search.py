@@ -16,18 +16,49 @@ from schemas.topics import CLICKS
 router = APIRouter(prefix="/v1", tags=["search"])
 
 
+def _unprocessable(field: str, reason: str) -> Problem:
+    return Problem(422, f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+
+
+def check_request(body: SearchRequest, max_k: int, max_query_chars: int) -> None:
+    """The limits that are settings, a query with words, and filters without operators."""
+    if body.k > max_k:
+        raise _unprocessable("k", f"must be <= {max_k} (FLYWHEEL_GATEWAY_MAX_K), got {body.k}")
+    if len(body.query) > max_query_chars:
+        raise _unprocessable("query", f"longer than {max_query_chars} characters "
+                                      f"(FLYWHEEL_GATEWAY_MAX_QUERY_CHARS): shorten it")
+    if not body.query.strip():
+        raise _unprocessable("query", "is only whitespace: send at least one word")
+    operator = _operator(body.filters, "filters")
+    if operator is not None:
+        field, name = operator
+        raise _unprocessable(field, f"unknown operator {name!r}: filters match metadata by equality or "
+                                    'containment only, e.g. {"year": 2001} or {"tags": ["a"]}')
+
+
+def _operator(value: object, path: str) -> tuple[str, str] | None:
+    """The first key that looks like a query operator (`$gt`, `$in`, ...) and where it is."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key.startswith("$"):
+                return path, key
+            found = _operator(inner, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found = _operator(inner, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
 @router.post("/search", response_model=SearchResponse)
 async def search_items(
     body: SearchRequest, who: Searching, store: StoreDep, embedder: EmbedderDep,
     publisher: PublisherDep, settings: SettingsDep, experiments: ExperimentsDep,
 ) -> SearchResponse:
-    if body.k > settings.gateway_max_k:
-        raise Problem(422, f"k: at most {settings.gateway_max_k}",
-                      errors=[{"field": "k", "reason": f"must be <= {settings.gateway_max_k}"}])
-    if len(body.query) > settings.gateway_max_query_chars:
-        limit = settings.gateway_max_query_chars
-        raise Problem(422, f"query: at most {limit} characters",
-                      errors=[{"field": "query", "reason": f"longer than {limit} characters"}])
+    check_request(body, settings.gateway_max_k, settings.gateway_max_query_chars)
     # A/B: a session's searches go to the version its bucket picks (core.ab); else active.
     split = await experiments.split()
     version = choose_version(await store.active_version(), split, body.session_id) if split else None

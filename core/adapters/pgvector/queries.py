@@ -87,3 +87,30 @@ class Queries(PoolBound):
                 row = await (await conn.execute(
                     "SELECT count(*) FROM items WHERE tenant = %s", (tenant,))).fetchone()
         return int(row[0]) if row else 0
+
+    async def item_record(self, tenant: str, item_id: str) -> dict[str, Any] | None:
+        """The item as stored (title, text, metadata, version, `indexed_at`: when that version
+        was written) and, per model version with a chunk table, its status, whether it is the
+        active one, and the chunks of the item it holds with their item version: an item is
+        searchable with a version whose table holds chunks of it."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT id, title, text, metadata, version, updated_at FROM items "
+                "WHERE tenant = %s AND id = %s", (tenant, item_id))).fetchone()
+            if row is None:
+                return None
+            versions = await (await conn.execute(
+                "SELECT v.version, v.status, a.version IS NOT NULL FROM model_versions v "
+                "LEFT JOIN active_model a ON a.version = v.version "
+                "WHERE to_regclass('chunks_v' || v.version) IS NOT NULL ORDER BY v.version::bigint"
+            )).fetchall()
+            indexes = []
+            for version, status, active in versions:
+                counted = await (await conn.execute(sql.SQL(
+                    "SELECT count(*), max(item_version) FROM {t} WHERE tenant = %s AND item_id = %s"
+                ).format(t=chunk_table(version)), (tenant, item_id))).fetchone()
+                chunks, item_version = (counted[0], counted[1]) if counted else (0, None)
+                indexes.append({"version": version, "status": status, "active": bool(active),
+                                "chunks": int(chunks), "item_version": item_version})
+        return {"id": row[0], "title": row[1], "text": row[2], "metadata": row[3], "version": row[4],
+                "indexed_at": row[5], "indexes": indexes}
