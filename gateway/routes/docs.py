@@ -1,6 +1,7 @@
-"""The API's documents: Swagger UI at /docs and ReDoc at /redoc, both served with their assets
-from the `fastapi-offline` package (nothing is fetched from a CDN, so they load behind a
-firewall), and the AsyncAPI document of the events beside the OpenAPI one."""
+"""The API's documents: Swagger UI at /docs, served with its assets from the `fastapi-offline`
+package (nothing is fetched from a CDN, so it loads behind a firewall; the package's ReDoc is
+not served, as it asks a CDN for its logo), and the AsyncAPI document of the events beside the
+OpenAPI one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import fastapi_offline
 from fastapi import APIRouter, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse
 
 from gateway.problems import Problem
@@ -21,7 +22,6 @@ ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
-    "redoc.standalone.js": "text/javascript; charset=utf-8",
     "favicon.png": "image/png",
 }
 ASSETS_URL = "/docs/assets"
@@ -49,14 +49,6 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 @router.get("/docs/oauth2-redirect", include_in_schema=False)
 async def swagger_ui_redirect() -> HTMLResponse:
     return get_swagger_ui_oauth2_redirect_html()
-
-
-@router.get("/redoc", include_in_schema=False)
-async def redoc(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
-    return get_redoc_html(openapi_url=f"{root}/openapi.json", title=f"{TITLE} - ReDoc",
-                          redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-                          redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png", with_google_fonts=False)
 
 
 @router.get(f"{ASSETS_URL}/{{name}}", include_in_schema=False)
