@@ -159,15 +159,19 @@ RETURNING allowed, tokens
 
 class SharedRateLimiter:
     """Token buckets in PostgreSQL, shared by every gateway process; `fallback` (in memory)
-    while the database is unreachable, retried after `retry_s`."""
+    while the database is unreachable or slower than `timeout_s` (then for `retry_s`): a
+    PostgreSQL outage never holds up requests that do not need it. Opening the connection
+    pool goes on in the background meanwhile (the requests until it is open use `fallback`)."""
 
     def __init__(self, pool: Callable[[], Awaitable[Any]], fallback: RateLimiter,
-                 retry_s: float = 5.0) -> None:
+                 retry_s: float = 5.0, timeout_s: float = 1.0) -> None:
         self._pool = pool
         self.fallback = fallback
         self._retry_s = retry_s
+        self._timeout_s = timeout_s
         self._ready = False
         self._down_until = 0.0
+        self._opening: asyncio.Task[Any] | None = None
 
     async def acquire(self, key_id: str, rate: float | None = None, burst: int | None = None) -> float:
         """0 when allowed; otherwise the seconds until a request will be."""
@@ -175,19 +179,28 @@ class SharedRateLimiter:
         burst = self.fallback.burst if burst is None else burst
         if time.monotonic() < self._down_until:
             return self.fallback.acquire(key_id, rate, burst)
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._pool())
         try:
-            pool = await self._pool()
-            if not self._ready:
-                await self._create_table(pool)
-            async with pool.connection() as conn:
-                cursor = await conn.execute(TAKE_TOKEN, {"key": key_id, "rate": rate, "burst": burst})
-                row = await cursor.fetchone()
-        except Exception as error:  # the database is down: limit in this process meanwhile
+            pool = await asyncio.wait_for(asyncio.shield(self._opening), self._timeout_s)
+            row = await asyncio.wait_for(self._take(pool, key_id, rate, burst), self._timeout_s)
+        except Exception as error:
+            if isinstance(error, TimeoutError) and not self._opening.done():
+                return self.fallback.acquire(key_id, rate, burst)  # still opening: not down
+            if self._opening.done() and self._opening.exception() is not None:
+                self._opening = None  # try to open it afresh after retry_s
             log.warning("rate limits in this process only for %.0f s: PostgreSQL: %r", self._retry_s, error)
             self._down_until = time.monotonic() + self._retry_s
             return self.fallback.acquire(key_id, rate, burst)
         allowed, tokens = bool(row[0]), float(row[1])
         return 0.0 if allowed else (1 - tokens) / rate
+
+    async def _take(self, pool: Any, key_id: str, rate: float, burst: int) -> Any:
+        if not self._ready:
+            await self._create_table(pool)
+        async with pool.connection() as conn:
+            cursor = await conn.execute(TAKE_TOKEN, {"key": key_id, "rate": rate, "burst": burst})
+            return await cursor.fetchone()
 
     async def _create_table(self, pool: Any) -> None:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from core.api_keys import ApiKeyRecord, create_key, ensure_local_admin_key, hash_key, load_keys, revoke_key
@@ -107,3 +109,40 @@ def test_the_local_key_spans_tenants_and_an_older_one_is_upgraded(tmp_path) -> N
     save_keys(store, [record])
     assert ensure_local_admin_key(key_file, store) == key
     assert "operator" in load_keys(store)[0].scopes
+
+
+async def test_the_shared_limiter_falls_back_to_memory_while_postgresql_is_down() -> None:
+    import asyncio
+    import time
+
+    from gateway.security import SharedRateLimiter
+
+    async def refusing_pool() -> None:
+        raise OSError("connection refused")
+
+    refused = SharedRateLimiter(refusing_pool, RateLimiter(rate=1.0, burst=2), retry_s=30, timeout_s=0.2)
+    assert [await refused.acquire("k") for _ in range(2)] == [0.0, 0.0]
+    assert await refused.acquire("k") > 0  # the in-memory bucket still limits
+
+    class HangingPool:
+        def connection(self) -> Any:
+            return self
+
+        async def __aenter__(self) -> None:
+            await asyncio.sleep(60)  # PostgreSQL stopped answering
+
+        async def __aexit__(self, *exc: object) -> None:
+            pass
+
+    async def slow_then_hanging_pool() -> HangingPool:
+        await asyncio.sleep(0.5)  # opening takes longer than the timeout: not an outage
+        return HangingPool()
+
+    limiter = SharedRateLimiter(slow_then_hanging_pool, RateLimiter(rate=100.0, burst=100), retry_s=30,
+                                timeout_s=0.2)
+    limiter._ready = True
+    began = time.monotonic()
+    assert await limiter.acquire("k") == 0.0 and limiter._down_until == 0.0  # still opening
+    await asyncio.sleep(0.5)
+    assert await limiter.acquire("k") == 0.0 and limiter._down_until > 0  # open, but no answer
+    assert await limiter.acquire("k") == 0.0 and time.monotonic() - began < 2
