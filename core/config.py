@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
     # the instances).
     triton_instance_count: int = Field(default=0, ge=0)
     triton_intra_op_threads: int = Field(default=0, ge=0)
+    # The form each model version serves (written into the model's config): `auto` measures
+    # fp32 against the device's fast form (bf16 autocast on a CPU, fp16 on a GPU) on a check
+    # set when Triton loads the version and serves the fastest whose quality holds (within
+    # 0.005 nDCG@10 of fp32, min cosine >= deploy_min_cosine); `fp32` always serves fp32.
+    triton_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     gateway_port: int = 8080
     # Consumer services expose /health and /metrics on consecutive ports from here.

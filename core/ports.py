@@ -180,6 +180,10 @@ class ModelServer(Protocol):
 
     async def version_states(self) -> dict[str, tuple[str, str]]: ...
 
+    def serving_decision(self, version: int) -> dict[str, Any] | None:
+        """The form the loaded version serves and why (its serving.json), if it wrote one."""
+        ...
+
 
 class ReindexStore(VectorStore, Protocol):
     async def ensure_version(self, version: str, dim: int, status: str = "building") -> None: ...

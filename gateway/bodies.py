@@ -132,6 +132,11 @@ class ModelVersionInfo(BaseModel):
     mrr: float | None = Field(default=None, description="Mean reciprocal rank of a search's first click.")
     adjustments: dict[str, Any] = Field(
         default_factory=dict, description="The improver's revision, adjusted chunks and last evaluation.")
+    serving: dict[str, Any] | None = Field(
+        default=None, description="The form Triton serves this version in (`form`: fp32, bf16 or fp16) and "
+        "why: each candidate's texts/s and quality on the check set against fp32 (nDCG@10 against labels and "
+        "against fp32's ranking, min cosine), the weights' size, the setting and device. Measured by the "
+        "version when Triton loaded it; null when it wrote no decision.")
 
 
 class ABSplitInfo(BaseModel):
@@ -264,3 +269,4 @@ class SourceRequest(Strict):
     text_template: str | None = Field(default=None, max_length=4096)
     metadata_columns: list[str] = Field(default_factory=list, max_length=64)
     version_column: str | None = Field(default=None, max_length=63)
+

@@ -67,6 +67,7 @@ class Triton(Component):
             s.triton_preferred_batch_sizes, instance_kind=local_instance_kind(),
             instance_count=s.triton_instance_count,
             intra_op_threads=s.triton_intra_op_threads,
+            precision=s.triton_precision, min_cosine=s.deploy_min_cosine,
         )
 
     def command(self) -> list[str]:

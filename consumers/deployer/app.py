@@ -8,11 +8,12 @@ crash mid-deploy redelivers the event and the deploy runs again (each step is id
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from consumers.deployer.artifacts import download_model, reference_embeddings
-from consumers.deployer.handlers import DeployDeps, deploy, task_id
+from consumers.deployer.handlers import DeployDeps, deploy, mlflow_record, task_id
 from consumers.service import BeatingTasks, ConsumerService, ServiceContext
-from core.bootstrap import build_embedder, build_model_control, build_task_store
+from core.bootstrap import build_embedder, build_model_control, build_model_registry, build_task_store
 from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
 from schemas.topics import MODEL_PUBLISHED, REINDEX_REQUESTED
@@ -24,6 +25,12 @@ async def open_resources(ctx: ServiceContext) -> DeployDeps:
     async def request_reindex(event: ReindexRequested) -> None:
         await ctx.publisher.publish(REINDEX_REQUESTED, event)
 
+    registry = build_model_registry(settings)
+
+    def record_serving(event: ModelPublished, decision: dict[str, Any]) -> None:
+        tags, metrics = mlflow_record(decision)
+        registry.log_serving(event.run_id, event.registry_version, tags, metrics, decision)
+
     return DeployDeps(
         tasks=BeatingTasks(ctx.closing(await build_task_store(settings)), ctx.heartbeat),
         server=ctx.closing(build_model_control(settings)),
@@ -34,6 +41,7 @@ async def open_resources(ctx: ServiceContext) -> DeployDeps:
         workdir=settings.state_dir / "deployer",
         min_cosine=settings.deploy_min_cosine,
         ready_timeout_s=settings.deploy_load_timeout_s,
+        record_serving=record_serving,
     )
 
 

@@ -2,10 +2,13 @@
 
 Steps, each recorded as the task's stage: download the registered model -> place it in the
 model repository as its numeric version -> load it through Triton's model-control API (the
-versions already serving keep serving) -> wait until the version is READY -> warm it up ->
-smoke test (known texts embedded by Triton must match the registered model run in-process)
--> request the reindex. A failure at any step leaves the active version serving and the
-pgvector pointer untouched; only a version this attempt placed, which never served, is removed.
+versions already serving keep serving) -> wait until the version is READY -> read the form it
+chose to serve (fp32, bf16, fp16: measured by the model itself on Triton's machine, see
+core/adapters/triton_model/forms.py) and record it on the task and in MLflow -> warm it up ->
+smoke test (known texts embedded by Triton, in the form it serves, must match the registered
+model run in-process in fp32 by deploy_min_cosine) -> request the reindex. A failure at any
+step leaves the active version serving and the pgvector pointer untouched; only a version this
+attempt placed, which never served, is removed.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class DeployDeps:
     reference: Callable[[Path, list[str]], np.ndarray]
     publish: Callable[[ReindexRequested], Awaitable[None]]
     workdir: Path
+    # (event, serving decision) -> logs the served form on the version's MLflow run; blocking,
+    # best effort (a failure is logged, the rollout goes on).
+    record_serving: Callable[[ModelPublished, dict[str, Any]], None] | None = None
     min_cosine: float = 0.999
     ready_timeout_s: float = 600.0
 
@@ -107,6 +113,7 @@ async def deploy(event: ModelPublished, deps: DeployDeps) -> dict[str, Any]:
         await step("loading", 0.45)
         await deps.server.load()
         await _wait_ready(deps.server, str(version), deps.ready_timeout_s)
+        serving = await _record_serving(deps, tid, event, version)
 
         await step("warming_up", 0.65)
         for _ in range(WARMUP_ROUNDS):
@@ -130,8 +137,45 @@ async def deploy(event: ModelPublished, deps: DeployDeps) -> dict[str, Any]:
         tid, status="succeeded", stage="done", progress=1.0, error=None,
         **{"details.min_cosine": cosine, "details.duration_s": round(time.monotonic() - began, 3)},
     )
-    log.info("version %s serves in Triton (smoke cosine %.5f); reindex requested", version, cosine)
+    log.info("version %s serves in Triton as %s (smoke cosine %.5f); reindex requested", version,
+             serving.get("form", "unknown") if serving else "unknown", cosine)
     return done or task
+
+
+def mlflow_record(decision: dict[str, Any]) -> tuple[dict[str, str], dict[str, float]]:
+    """The serving decision as MLflow tags (form, reason, device, setting: tags, since a later
+    deploy of the version may choose again) and metrics (texts/s and quality of each form
+    measured, the weights' size)."""
+    tags = {f"serving.{key}": str(decision[key])[:5000]
+            for key in ("form", "reason", "precision", "device") if key in decision}
+    metrics: dict[str, float] = {}
+    for form, speed in (decision.get("texts_per_s") or {}).items():
+        metrics[f"serving_{form}_texts_per_s"] = float(speed)
+    for form, scores in (decision.get("quality") or {}).items():
+        for name, value in scores.items():
+            metrics[f"serving_{form}_{name}"] = float(value)
+    if "size_bytes" in decision:
+        metrics["serving_size_bytes"] = float(decision["size_bytes"])
+    return tags, metrics
+
+
+async def _record_serving(
+    deps: DeployDeps, tid: str, event: ModelPublished, version: int,
+) -> dict[str, Any] | None:
+    """The form the loaded version chose (its serving.json), on the task and in MLflow."""
+    serving = await asyncio.to_thread(deps.server.serving_decision, version)
+    if serving is None:
+        log.warning("version %s wrote no serving decision (an old model.py, or a read-only repository)",
+                    version)
+        return None
+    await deps.tasks.update(tid, **{"details.serving": serving})
+    log.info("version %s serves %s: %s", version, serving.get("form"), serving.get("reason"))
+    if deps.record_serving is not None:
+        try:
+            await asyncio.to_thread(deps.record_serving, event, serving)
+        except Exception as error:  # MLflow is the record, not the rollout
+            log.warning("could not log version %s's serving form to MLflow: %r", version, error)
+    return serving
 
 
 def _check_versions(event: ModelPublished) -> int:

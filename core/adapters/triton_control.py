@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from core.adapters.triton_repository import add_model_version, model_versions
+from core.adapters.triton_repository import add_model_version, model_versions, read_serving_decision
 
 # Status calls answer at once from a healthy server; waiting longer only hides a hung one.
 PROBE_TIMEOUT_S = 10.0
@@ -40,6 +41,9 @@ class TritonModelControl:
 
     def place_version(self, version: int, model_dir: Path) -> None:
         add_model_version(self.repository, self.model_name, version, model_dir)
+
+    def serving_decision(self, version: int) -> dict[str, Any] | None:
+        return read_serving_decision(self.repository, self.model_name, version)
 
     def remove_version(self, version: int) -> None:
         """Delete a version directory (only ever one that never served)."""

@@ -2,8 +2,11 @@
 
 Layout: `<repo>/<model_name>/config.pbtxt` and one numeric directory per model version,
 `<repo>/<model_name>/<version>/model.py` with the sentence-transformers files in
-`<version>/model/`. A version directory appears atomically (built aside, then renamed) and is
-never rewritten, so Triton never loads a half-copied version.
+`<version>/model/`, and beside model.py the serving-form chooser (forms.py) and its check set
+(check_set.json): the version measures its candidate forms when Triton loads it and writes
+its decision to `<version>/serving.json` (read_serving_decision). A version directory
+appears atomically (built aside, then renamed) and is never rewritten by the platform (only
+the model's own serving.json), so Triton never loads a half-copied version.
 
 `python -m core.adapters.triton_repository <repo>` writes the base version and the config (the
 `triton-models` init job of compose.yaml). Its instance group names no kind unless told: Triton
@@ -13,15 +16,21 @@ then places the instances itself, on its GPUs when its own container has any, el
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from core.serving import BULK_PRIORITY, PRIORITY_LEVELS, TRITON_INPUT, TRITON_OUTPUT
 
 MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
+# Copied beside model.py into each version (forms.py: the choice of the served form).
+MODEL_FILES = ("model.py", "forms.py", "check_set.json")
+DECISION_FILE = "serving.json"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 INPUT_NAME = TRITON_INPUT
 OUTPUT_NAME = TRITON_OUTPUT
 MAX_QUEUE_DELAY_US = 2000
@@ -53,8 +62,13 @@ def model_config(
     versions: Sequence[int] | None = None,
     instance_count: int = 1,
     intra_op_threads: int = 0,
+    precision: str = "auto",
+    min_cosine: float = 0.999,
 ) -> str:
-    """`intra_op_threads` 0: each instance takes the cores of the machine Triton runs on divided
+    """`precision` (auto, fp32, bf16, fp16) is the form each version may serve: `auto` lets the
+    version measure fp32 against the device's fast form and serve the fastest whose quality
+    holds, `fp32` serves fp32; `min_cosine` is the smallest cosine to fp32 a form may have.
+    `intra_op_threads` 0: each instance takes the cores of the machine Triton runs on divided
     by `instance_count` (triton_model/model.py). Queries are sent with priority 1 and bulk work
     with the default level 2, so a query waits at most for the batch in execution.
     `instance_kind` KIND_AUTO writes no kind: Triton decides where it runs."""
@@ -62,6 +76,8 @@ def model_config(
         raise ValueError("instance_count must be >= 1 and intra_op_threads >= 0")
     if instance_kind not in INSTANCE_KINDS:
         raise ValueError(f"instance_kind must be one of {', '.join(INSTANCE_KINDS)}, not {instance_kind!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     kind_line = "" if instance_kind == "KIND_AUTO" else f"\n    kind: {instance_kind}"
     preferred = sorted({b for b in preferred_batch_sizes if 0 < b <= max_batch_size})
     # All versions on disk are served unless told otherwise: during a rollout the previous
@@ -102,6 +118,14 @@ parameters: {{
   key: "intra_op_threads"
   value: {{ string_value: "{intra_op_threads}" }}
 }}
+parameters: {{
+  key: "precision"
+  value: {{ string_value: "{precision}" }}
+}}
+parameters: {{
+  key: "min_cosine"
+  value: {{ string_value: "{min_cosine}" }}
+}}
 """
 
 
@@ -115,6 +139,8 @@ def write_model_config(
     versions: Sequence[int] | None = None,
     instance_count: int = 0,
     intra_op_threads: int = 0,
+    precision: str = "auto",
+    min_cosine: float = 0.999,
 ) -> Path:
     """Write `<repo>/<model_name>/config.pbtxt` atomically; `instance_count` 0 picks one
     (default_instance_count)."""
@@ -125,7 +151,8 @@ def write_model_config(
     tmp = path.with_suffix(".tmp")
     tmp.write_text(
         model_config(model_name, max_batch_size, preferred_batch_sizes, instance_kind=kind, versions=versions,
-                     instance_count=count, intra_op_threads=intra_op_threads)
+                     instance_count=count, intra_op_threads=intra_op_threads, precision=precision,
+                     min_cosine=min_cosine)
     )
     tmp.replace(path)
     return path
@@ -143,9 +170,21 @@ def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: 
     staging = repo_dir / model_name / f".{version}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(model_dir, staging / "model", ignore=shutil.ignore_patterns(".git*", "README.md"))
-    shutil.copy2(MODEL_PY, staging / "model.py")
+    for name in MODEL_FILES:
+        shutil.copy2(MODEL_PY.parent / name, staging / name)
     staging.rename(target)
     return target
+
+
+def read_serving_decision(repo_dir: Path, model_name: str, version: int | str) -> dict[str, Any] | None:
+    """The serving form a version chose when Triton last loaded it (`<version>/serving.json`:
+    form, reason, texts/s and quality of each candidate, size), or None if it wrote none."""
+    path = repo_dir / model_name / str(version) / DECISION_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "form" in data else None
 
 
 def model_versions(repo_dir: Path, model_name: str) -> list[int]:
@@ -167,12 +206,14 @@ def build_model_repository(
     instance_kind: str = "KIND_AUTO",
     instance_count: int = 0,
     intra_op_threads: int = 0,
+    precision: str = "auto",
+    min_cosine: float = 0.999,
 ) -> Path:
     """Write the model's config and its version `version`; returns the version directory."""
     target = add_model_version(repo_dir, model_name, version, model_dir)
     write_model_config(repo_dir, model_name, max_batch_size, preferred_batch_sizes,
                        instance_kind=instance_kind, instance_count=instance_count,
-                       intra_op_threads=intra_op_threads)
+                       intra_op_threads=intra_op_threads, precision=precision, min_cosine=min_cosine)
     return target
 
 
@@ -204,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.triton_max_batch_size, settings.triton_preferred_batch_sizes,
         instance_kind=args.instance_kind, instance_count=args.instance_count,
         intra_op_threads=settings.triton_intra_op_threads,
+        precision=settings.triton_precision, min_cosine=settings.deploy_min_cosine,
     )
     versions = model_versions(args.repository, settings.triton_model_name)
     print(f"model repository {args.repository}: {settings.triton_model_name} versions {versions} "

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pymongo.errors import PyMongoError
 
 from core.ab import InvalidSplit, configure_split, traffic_percent
+from core.adapters.triton_repository import read_serving_decision
+from core.config import Settings
 from core.domain import ConcurrentChange
 from core.rollout import ActivationError, UnknownVersion, activate_version
 from gateway.bodies import (
@@ -40,13 +43,34 @@ def held_out_metrics(scores: dict[str, float]) -> dict[str, float]:
     return {name.replace("_at_", "@"): float(value) for name, value in scores.items() if "_at_" in name}
 
 
+async def serving_decisions(tasks: Any, settings: Settings, versions: list[str]) -> dict[str, dict[str, Any]]:
+    """The form each version serves: what it wrote in the model repository when Triton last
+    loaded it (where this process can read the repository), else what its deploy recorded."""
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        for task in await tasks.list(type="deploy", status="succeeded", limit=1000):
+            details = task.get("details") or {}
+            if details.get("serving") and str(details.get("model_version")) not in found:
+                found[str(details["model_version"])] = details["serving"]
+    except (Problem, PyMongoError) as error:  # MongoDB down: the repository's files still answer
+        log.warning("deploy records unavailable: %r", error)
+
+    def from_repository() -> dict[str, dict[str, Any]]:
+        read = {v: read_serving_decision(settings.triton_repository, settings.triton_model_name, v)
+                for v in versions if v.isdigit()}
+        return {v: decision for v, decision in read.items() if decision}
+
+    return {**found, **await asyncio.to_thread(from_repository)}
+
+
 @router.get("", response_model=ModelsResponse)
 async def list_models(
     who: Searching, store: StoreDep, experiments: ExperimentsDep, request: Request, settings: SettingsDep,
 ) -> ModelsResponse:
     """Versions with their held-out scores from training (nDCG@10, MRR@10, Recall@10), A/B
     traffic share, click-through rate and MRR from the session documents (searches credited
-    to the version that served them), and improver adjustments."""
+    to the version that served them), improver adjustments, and the form Triton serves it in
+    (`serving`: fp32, bf16 or fp16, with the measurements that chose it)."""
     active = await store.active_version()
     split = await experiments.split()
     ended = None if split else await experiments.splits.ended_split()
@@ -62,8 +86,15 @@ async def list_models(
         evaluated = await (await resources(request).tasks()).evaluation_metrics()
     except (Problem, PyMongoError) as error:  # MongoDB down: the list answers without them
         log.warning("training scores unavailable: %r", error)
+    rows = await store.list_versions()
+    serving: dict[str, dict[str, Any]] = {}
+    try:
+        serving = await serving_decisions(await resources(request).tasks(), settings,
+                                          [str(row["version"]) for row in rows])
+    except Problem as error:  # MongoDB down: the list answers without the deploy records
+        log.warning("serving forms unavailable: %s", error.detail)
     versions = []
-    for row in await store.list_versions():
+    for row in rows:
         version = row["version"]
         clicks = online.get(version)
         state = states.get(version)
@@ -75,6 +106,7 @@ async def list_models(
             metrics={**held_out_metrics(evaluated.get(version, {})),
                      **({f"improver_{k}": float(v) for k, v in state["metrics"].items()} if state else {})},
             adjustments={k: state[k] for k in ("revision", "adjusted_chunks", "updated_at")} if state else {},
+            serving=serving.get(str(version)),
         ))
     return ModelsResponse(
         active_version=active, versions=versions,

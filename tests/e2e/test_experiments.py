@@ -161,6 +161,12 @@ async def test_a_50_percent_split_routes_sessions_deterministically_and_models_r
         assert rows[candidate]["mrr"] == pytest.approx(len(cand_clicked) / (2 * len(cand_sessions)))
         assert rows[indexed]["searches"] >= 2 * (len(sessions) - len(cand_sessions))
         assert rows[indexed]["ctr"] is not None and 0 < rows[indexed]["mrr"] <= 1
+        # The form each version serves in Triton, as it chose when loaded (its serving.json).
+        for version in (indexed, candidate):
+            serving = rows[version]["serving"]
+            assert serving["form"] in ("fp32", "bf16", "fp16") and serving["passed"][serving["form"]], serving
+            assert serving["quality"]["fp32"]["min_cosine_to_fp32"] == 1.0
+            assert "fp32" in serving["texts_per_s"]
 
         assert (await client.delete("/v1/models/ab-split", headers=AUTH)).status_code == 204
         after = await client.post("/v1/search", headers=AUTH, json={

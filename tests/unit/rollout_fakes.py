@@ -83,6 +83,15 @@ class FakeModelServer:
         return {str(v): ("UNAVAILABLE", "failed to load model.py") if v in self.broken else ("READY", "")
                 for v in self.repo}
 
+    def serving_decision(self, version: int) -> dict[str, Any] | None:
+        if str(version) not in self.embedder.served:
+            return None
+        return {"form": "bf16", "reason": "bf16: 2.00x fp32's texts/s",
+                "texts_per_s": {"fp32": 50.0, "bf16": 100.0},
+                "quality": {"bf16": {"ndcg_at_10": 0.99, "ndcg_at_10_vs_fp32": 1.0,
+                                     "min_cosine_to_fp32": 0.9999}},
+                "size_bytes": 1000, "device": "cpu", "precision": "auto"}
+
 
 class FakeReindexStore(FakeStore):
     """FakeStore with model-version bookkeeping (building / active / retired)."""

@@ -85,6 +85,10 @@ def client(store: Store) -> Iterator[TestClient]:
         async def evaluation_metrics(self) -> dict[str, Any]:
             return {}
 
+        async def list(self, **query: Any) -> list[dict[str, Any]]:
+            assert query["type"] == "deploy" and query["status"] == "succeeded"
+            return [{"details": {"model_version": "2", "serving": {"form": "bf16", "reason": "1.9x fp32"}}}]
+
     async def sessions() -> None:
         return None
 
@@ -128,5 +132,8 @@ def test_a_failed_version_is_refused_and_the_list_says_why() -> None:
     failed = next(v for v in listed["versions"] if v["version"] == "3")
     assert failed["status"] == "failed" and failed["reason"] == "reindex failed at backfilling: boom"
     assert listed["ab_split"] is None
+    # the form each version serves: from its deploy's record (the repository is not readable here)
+    assert next(v for v in listed["versions"] if v["version"] == "2")["serving"]["form"] == "bf16"
+    assert failed["serving"] is None
     assert listed["ab_split_ended"]["candidate_version"] == "2"
     assert "stopped receiving new content" in listed["ab_split_ended"]["reason"]

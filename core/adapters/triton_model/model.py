@@ -4,14 +4,24 @@ Copied into `<repository>/<model>/<version>/model.py`; the weights sit beside it
 Runs inside triton_python_backend_stub: locally in the environment infra.triton_dist.write_stub_env
 makes (the platform's venv, with NumPy 1 first), under compose in the image of infra/Dockerfile.triton.
 On a GPU when Triton placed the instance there (kind GPU, or MODEL when torch sees one).
+
+The form it serves (fp32, bf16 autocast on a CPU, fp16 on a GPU) is chosen when the version
+loads, on this machine: forms.py measures each candidate's speed and its quality against fp32
+on check_set.json (both shipped beside this file) and picks; the decision is written to
+serving.json in the version directory. The config parameter `precision` (auto, fp32, bf16,
+fp16) restricts the candidates; `min_cosine` is the deployer's smoke-test threshold.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import importlib.util
 import json
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +35,125 @@ import triton_python_backend_utils as pb_utils
 from sentence_transformers import SentenceTransformer
 
 MODEL_SUBDIR = "model"
+HERE = Path(__file__).resolve().parent
+TIMED_ROUNDS = 3
+
+
+def _load_forms() -> Any:
+    """forms.py of this version directory (beside this file), by path: no sys.path games."""
+    spec = importlib.util.spec_from_file_location(f"flywheel_forms_{abs(hash(str(HERE)))}", HERE / "forms.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    return module
+
+
+forms = _load_forms()
+
+
+def parameter(config: dict[str, Any], name: str, default: str) -> str:
+    return str(config.get("parameters", {}).get(name, {}).get("string_value", "") or default)
+
+
+@contextlib.contextmanager
+def serving_form(form: str, device: str) -> Iterator[None]:
+    """Autocast for `form` (fp32: none)."""
+    if form == "fp32":
+        yield
+        return
+    dtype = torch.bfloat16 if form == "bf16" else torch.float16
+    with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=dtype):
+        yield
+
+
+def encode(model: Any, texts: list[str], form: str, device: str, batch_size: int) -> np.ndarray:
+    """L2-normalised float32 embeddings of `texts` with the model in `form` (the pooled output
+    is normalised in fp32 whatever the form computed it in)."""
+    with torch.inference_mode(), serving_form(form, device):
+        vectors = model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
+                               normalize_embeddings=False, show_progress_bar=False)
+    vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
+    return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
+
+
+def weights_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_dir.rglob("*")
+               if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".onnx"))
+
+
+def measure_and_choose(model: Any, device: str, precision: str, min_cosine: float, batch_size: int) -> Any:
+    """Embed the check set with each candidate form: speed (texts/s over TIMED_ROUNDS passes,
+    after one warm-up pass) and quality against fp32; forms.choose decides."""
+    # UTF-8 whatever the locale of the stub (often C: ASCII)
+    check = json.loads((HERE / forms.CHECK_SET_FILE).read_text(encoding="utf-8"))
+    docs = [d["text"] for d in check["documents"]]
+    index = {d["id"]: i for i, d in enumerate(check["documents"])}
+    queries = [q["text"] for q in check["queries"]]
+    relevant = [[index[r] for r in q["relevant"]] for q in check["queries"]]
+    texts = queries + docs
+    speeds: dict[str, float] = {}
+    vectors: dict[str, np.ndarray] = {}
+    errors: dict[str, str] = {}
+    for form in forms.candidates(precision, device):
+        try:
+            encode(model, texts, form, device, batch_size)  # warm-up
+            began = time.perf_counter()
+            for _ in range(TIMED_ROUNDS):
+                vectors[form] = encode(model, texts, form, device, batch_size)
+            speeds[form] = TIMED_ROUNDS * len(texts) / max(time.perf_counter() - began, 1e-9)
+        except Exception as exc:  # a form this machine cannot run is not a candidate
+            if form == forms.REFERENCE:
+                raise
+            errors[form] = repr(exc)[:300]
+    n = len(queries)
+    ref = vectors[forms.REFERENCE]
+    qualities = {form: forms.quality(v[:n], v[n:], ref[:n], ref[n:], relevant) for form, v in vectors.items()}
+    decision = forms.choose(speeds, qualities, precision=precision, device=device, min_cos=min_cosine,
+                            errors=errors)
+    decision.extra.update({
+        "check_set": {"queries": n, "documents": len(docs), "timed_rounds": TIMED_ROUNDS,
+                      "batch_size": batch_size},
+        "size_bytes": weights_bytes(HERE / MODEL_SUBDIR),
+        "weights_dtype": "float32",  # autocast computes in the form's dtype from fp32 weights
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    })
+    return decision
+
+
+def decide(model: Any, device: str, precision: str, min_cosine: float, batch_size: int) -> dict[str, Any]:
+    """The decision for this version: measured by the first instance this server loads and
+    written to serving.json; the other instances of the same server (same parent process,
+    same setting and device) read it instead of measuring beside each other."""
+    target = HERE / forms.DECISION_FILE
+    server = os.getppid()
+    lock_path = HERE / ".serving.lock"
+    try:
+        lock = open(lock_path, "a+")  # noqa: SIM115 - held for the measurement
+    except OSError:
+        lock = None  # a read-only repository: measure, keep the decision in memory
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError, ValueError):
+            known = json.loads(target.read_text(encoding="utf-8"))
+            if (known.get("server_pid") == server and known.get("precision") == precision
+                    and known.get("device") == device):
+                return dict(known)
+        decision = measure_and_choose(model, device, precision, min_cosine, batch_size)
+        decision.extra.update({"server_pid": server, "version": HERE.name,
+                               "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        data = decision.as_dict()
+        try:
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+            tmp.replace(target)
+        except OSError as error:
+            pb_utils.Logger.log_warn(f"could not write {target}: {error}")
+        return data
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def intra_op_threads(config: dict[str, Any], device: str) -> int:
@@ -56,6 +185,19 @@ class TritonPythonModel:
         self.model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
         self.model.eval()
         self.batch_size = int(config.get("max_batch_size") or 64)
+        self.device = device
+        precision = parameter(config, "precision", "auto")
+        min_cosine = float(parameter(config, "min_cosine", str(forms.DEFAULT_MIN_COSINE)))
+        try:
+            self.decision = decide(self.model, device, precision, min_cosine, self.batch_size)
+        except Exception as exc:  # the measurement is an optimisation: fp32 always serves
+            pb_utils.Logger.log_warn(f"serving-form measurement failed, serving fp32: {exc!r}")
+            self.decision = {"form": "fp32", "reason": f"fp32: the measurement failed: {exc!r}"[:500],
+                             "precision": precision, "device": device, "texts_per_s": {}}
+        self.form = str(self.decision["form"])
+        pb_utils.Logger.log_info(
+            f"serving form {self.form} ({self.decision['reason']}); texts/s {self.decision['texts_per_s']}"
+        )
         pb_utils.Logger.log_info(
             f"loaded {model_dir} on {device} ({threads} intra-op threads), "
             f"dim={self.model.get_sentence_embedding_dimension()}, "
@@ -72,15 +214,7 @@ class TritonPythonModel:
             texts.extend(decoded)
             counts.append(len(decoded))
         try:
-            with torch.inference_mode():
-                vectors = self.model.encode(
-                    texts,
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            vectors = encode(self.model, texts, self.form, self.device, self.batch_size)
         except Exception as exc:  # one bad batch must not kill the stub
             error = pb_utils.TritonError(f"embedding failed: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
