@@ -21,11 +21,25 @@ ComponentNames = Annotated[
 ]
 
 
-def up(names: ComponentNames = None) -> None:
+def up(
+    names: ComponentNames = None,
+    scale: Annotated[list[str] | None, typer.Option(
+        "--scale", metavar="SERVICE=N",
+        help="Run N processes of a consumer service in its one consumer group (repeatable); "
+             "kept until `flywheel down`. More than the topic's partitions leaves some idle.",
+    )] = None,
+) -> None:
     """Start every component and service in the background (idempotent) and return; a
     supervisor process restarts a service that crashes, with back-off."""
     settings = get_settings()
     began = time.monotonic()
+    try:
+        replicas = stack.parse_scale(scale or [])
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from error
+    for warning in stack.scale_warnings(replicas):
+        console.print(f"[yellow]warning:[/] {warning}")
 
     def report(component: Component) -> None:
         console.print(f"[green]ready[/] {component.name:<10} {component.url}")
@@ -34,7 +48,7 @@ def up(names: ComponentNames = None) -> None:
     key = ensure_local_admin_key(settings.api_key_file, settings.api_key_store)
     try:
         with console.status("starting the stack..."):
-            stack.up(settings, names, on_started=report)
+            stack.up(settings, names, on_started=report, scale=replicas)
     except (PrerequisiteMissing, StartupFailed, ValueError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from error

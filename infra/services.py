@@ -1,10 +1,12 @@
-"""The platform's own processes: one per consumer service, and the gateway."""
+"""The platform's own processes: one per consumer service (or several: `flywheel up --scale`),
+and the gateway."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from consumers.service import SERVICES
 from core.config import REPO_ROOT, Settings
 from gateway.readiness import http_health
 from infra.process import Component, Health
@@ -15,10 +17,12 @@ class AsgiService(Component):
 
     def __init__(
         self, settings: Settings, name: str, app_path: str, port: int, probe: str,
-        extra_env: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None, service: str | None = None,
     ) -> None:
         super().__init__(settings)
         self.name = name
+        # The service this process runs: a replica (`indexer-2`) runs `indexer`.
+        self.service = service or name
         self.app_path = app_path
         self.port = port
         self.probe = probe
@@ -49,11 +53,29 @@ class AsgiService(Component):
         return http_health(self.url + self.probe)
 
 
+def replica_name(name: str, replica: int) -> str:
+    """`indexer` for the first process of a service, `indexer-2`, `indexer-3`... for the others."""
+    return name if replica == 1 else f"{name}-{replica}"
+
+
+def replica_port(settings: Settings, index: int, replica: int) -> int:
+    """The first processes of the consumer services take consecutive ports from
+    `services_base_port`; each further replica takes the next block, one port per service."""
+    return settings.services_base_port + len(SERVICES) * (replica - 1) + index
+
+
 def consumer_service(
-    settings: Settings, name: str, index: int, extra_env: dict[str, str] | None = None
+    settings: Settings, name: str, index: int, extra_env: dict[str, str] | None = None,
+    replica: int = 1,
 ) -> AsgiService:
+    """Process `replica` (from 1) of consumer service `name`, the `index`-th of SERVICES.
+
+    Every replica runs the same app with the same settings, so all join the service's one
+    consumer group and Kafka divides the topic's partitions among them; each has its own
+    name (PID file, log) and health port."""
     return AsgiService(
-        settings, name, f"consumers.{name}.app:app", settings.services_base_port + index, "/health", extra_env
+        settings, replica_name(name, replica), f"consumers.{name}.app:app",
+        replica_port(settings, index, replica), "/health", extra_env, service=name,
     )
 
 

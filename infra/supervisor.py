@@ -1,7 +1,8 @@
 """Local supervision: restart a crashed service the way compose's `restart: unless-stopped` would.
 
 `flywheel up` starts this small process (`python -m infra.supervisor`, PID file `supervisor.pid`)
-after the services; `flywheel down` stops it first. It watches every consumer service and the
+after the services; `flywheel down` stops it first. It watches every process of every consumer
+service (replicas of `flywheel up --scale` included: the list is re-read every round) and the
 gateway through their PID files:
 
 - a process that is gone while its PID file stays (it crashed, or was killed) is started again,
@@ -23,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,9 +82,14 @@ def restarts(settings: Settings) -> dict[str, int]:
 class Supervisor:
     """The watching loop; one round every ROUND_S seconds until SIGTERM or SIGINT."""
 
-    def __init__(self, settings: Settings, services: list[Component]) -> None:
+    def __init__(
+        self, settings: Settings, services: list[Component],
+        refresh: Callable[[], list[Component]] | None = None,
+    ) -> None:
         self.settings = settings
         self.services = services
+        # Re-reads the services every round: `flywheel up --scale` adds or removes replicas.
+        self.refresh = refresh
         self.watches = {c.name: Watch(backoff_s=settings.supervisor_backoff_s) for c in services}
         self.children: dict[int, str] = {}  # PIDs we started -> service, to read exit statuses
         self.exits: dict[int, str] = {}  # how each of them ended
@@ -105,6 +112,13 @@ class Supervisor:
 
     def round(self, now: float) -> None:
         self._reap()
+        if self.refresh is not None:
+            self.services = self.refresh()
+            names = {c.name for c in self.services}
+            for name in [n for n in self.watches if n not in names]:
+                del self.watches[name]
+            for name in names - set(self.watches):
+                self.watches[name] = Watch(backoff_s=self.settings.supervisor_backoff_s)
         for component in self.services:
             if self.stopping:
                 return
@@ -226,7 +240,7 @@ def main() -> None:
     settings = get_settings()
     with contextlib.suppress(FileNotFoundError):
         state_file(settings).unlink()
-    Supervisor(settings, service_components(settings)).run()
+    Supervisor(settings, service_components(settings), refresh=lambda: service_components(settings)).run()
 
 
 if __name__ == "__main__":
