@@ -22,6 +22,7 @@ from tests.conftest import _run
 pytestmark = pytest.mark.integration
 
 KEY = f"key-limited-{uuid.uuid4().hex}"
+WARM = f"key-warm-{uuid.uuid4().hex}"
 RATE, BURST = 0.5, 4
 
 
@@ -29,12 +30,20 @@ RATE, BURST = 0.5, 4
 def two_gateways(test_settings: Settings, postgres: Component, mongodb: Component) -> Iterator[list[str]]:
     """Two gateway processes of one stack, with one key limited to RATE/s, bursts of BURST."""
     records = [{"key_id": "limited", "key_sha256": hash_key(KEY), "tenant": "limits",
-                "scopes": ["search"], "rate_per_s": RATE, "burst": BURST}]
+                "scopes": ["search"], "rate_per_s": RATE, "burst": BURST},
+               {"key_id": "warm", "key_sha256": hash_key(WARM), "tenant": "limits", "scopes": ["search"]}]
     first = test_settings.model_copy(update={"api_keys_json": json.dumps(records)})
     second = first.model_copy(update={"gateway_port": first.gateway_port + 1})
     for _ in _run(gateway_service(first)):
         for _ in _run(AsgiService(second, "gateway-2", "gateway.main:app", second.gateway_port, "/healthz")):
-            yield [first.gateway_url, second.gateway_url]
+            urls = [first.gateway_url, second.gateway_url]
+            # Until a gateway's PostgreSQL pool is open its requests are limited in memory:
+            # open both pools (another key) before the limited key is measured.
+            for _ in range(2):
+                for url in urls:
+                    httpx.get(f"{url}/v1/tasks", headers={"Authorization": f"Bearer {WARM}"}, timeout=30)
+                time.sleep(1.5)
+            yield urls
 
 
 def test_two_gateways_share_one_keys_rate_limit(two_gateways: list[str]) -> None:
