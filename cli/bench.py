@@ -143,7 +143,7 @@ def search(
     n: Annotated[
         int, typer.Option("--n", min=1, help="Documents to ingest when the tenant is empty.")
     ] = 2000,
-    k: Annotated[int, typer.Option("--k", min=1, max=100, help="Results per query (recall@k).")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=100, help="Results per query (recall@k).")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Unmeasured queries first.")] = 20,
     hybrid: Annotated[bool, typer.Option("--hybrid/--no-hybrid", help="Also time mode=hybrid.")] = True,
     threads: Threads = None,
@@ -364,3 +364,55 @@ def sources(
     table.add_row(f"UPDATE -> searchable at {report['update_rate_per_s']}/s: p99", f"{fresh['p99']:.0f} ms")
     table.caption = _machine_line(report["machine"])
     out.print(table)
+
+
+# --- list and show: the benchmarks, and the results recorded in docs/results -------------------
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
+
+
+def _benchmarks() -> dict[str, str]:
+    """Each measuring subcommand and the first line of its help."""
+    return {info.name or "": (info.callback.__doc__ or "").strip().splitlines()[0]
+            for info in app.registered_commands
+            if info.callback is not None and info.name not in ("list", "show")}
+
+
+@app.command("list")
+def list_benchmarks(as_json: AsJson = False) -> None:
+    """The benchmarks, and how many results of each are recorded in docs/results."""
+    rows = [{"name": name, "measures": about, "recorded": len(_recorded(name))}
+            for name, about in _benchmarks().items()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("benchmark", "measures", "recorded")
+    for row in rows:
+        table.add_row(str(row["name"]), str(row["measures"]), str(row["recorded"]))
+    out.print(table)
+
+
+def _recorded(name: str) -> list[Path]:
+    return sorted(RESULTS_DIR.glob(f"bench-{name}-*.json")) if RESULTS_DIR.is_dir() else []
+
+
+@app.command("show")
+def show_benchmark(
+    name: Annotated[str, typer.Argument(help="A benchmark (see `flywheel bench list`).")],
+    as_json: AsJson = False,
+) -> None:
+    """What a benchmark measures and its latest result recorded in docs/results, if any."""
+    about = _benchmarks().get(name)
+    if about is None:
+        raise fail(f"no benchmark {name!r}; benchmarks: {', '.join(_benchmarks())}")
+    recorded = _recorded(name)
+    latest = json.loads(recorded[-1].read_text()) if recorded else None
+    if as_json:
+        print(json.dumps({"name": name, "measures": about, "recorded": [str(p) for p in recorded],
+                          "latest": latest}, indent=2))
+        return
+    out.print(f"{name}: {about}", highlight=False)
+    if latest is None:
+        out.print(f"no result recorded in {RESULTS_DIR}; run `flywheel bench {name} --json`", highlight=False)
+        return
+    out.print(f"latest recorded: {recorded[-1]}", highlight=False)
+    print(json.dumps(latest, indent=2))

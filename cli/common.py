@@ -20,6 +20,8 @@ MaxRate = Annotated[
     float | None, typer.Option("--max-rate", min=0.0, help="At most this many events per second.")
 ]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+# Every command that prints a result takes --json (tests/unit/test_cli_grammar.py checks it).
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 def bootstrap_or_default(bootstrap: str | None) -> str:

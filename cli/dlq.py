@@ -58,6 +58,7 @@ def show(
     topic: Annotated[str, typer.Argument(help="The topic or its .dlq.")],
     position: Annotated[str, typer.Argument(help="PARTITION@OFFSET of the letter.")],
     bootstrap: Bootstrap = None,
+    as_json: AsJson = False,
 ) -> None:
     """One letter: its headers (error, stack, origin, attempts) and its value."""
     partition, sep, offset = position.partition("@")
@@ -68,7 +69,16 @@ def show(
     found = asyncio.run(dlq.read_letters(server, name, 1, int(partition), int(offset)))
     if not found or found[0].offset != int(offset):
         raise fail(f"no letter at {name} {position}", 1)
-    print(json.dumps(found[0].as_dict(), indent=2))
+    letter = found[0].as_dict()
+    if as_json:
+        print(json.dumps(letter, indent=2))
+        return
+    for field in ("topic", "partition", "offset", "timestamp_ms", "key"):
+        out.print(f"{field}: {letter.get(field)}", highlight=False)
+    for header, value in (letter.get("headers") or {}).items():
+        out.print(f"header {header}: {value}", highlight=False)
+    out.print("value:", highlight=False)
+    print(letter.get("value"))
 
 
 @app.command("redrive")
@@ -77,14 +87,22 @@ def redrive(
     bootstrap: Bootstrap = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be sent.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many.")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Republish not-yet-redriven letters to their original topic (resumable)."""
     [name] = _topics(topic)
+    sent: list[dict[str, object]] = []
 
     def show_letter(letter: dlq.Letter) -> None:
-        verb = "would send" if dry_run else "sent"
-        out.print(f"{verb} {letter.partition}@{letter.offset} key={letter.key} -> {letter.original}")
+        sent.append({"partition": letter.partition, "offset": letter.offset, "key": letter.key,
+                     "original": letter.original})
+        if not as_json:
+            verb = "would send" if dry_run else "sent"
+            out.print(f"{verb} {letter.partition}@{letter.offset} key={letter.key} -> {letter.original}")
 
     count = asyncio.run(dlq.redrive(
         bootstrap_or_default(bootstrap), name, dry_run=dry_run, limit=limit, on_letter=show_letter))
+    if as_json:
+        print(json.dumps({"topic": name, "redriven": count, "dry_run": dry_run, "letters": sent}, indent=2))
+        return
     out.print(f"{'would redrive' if dry_run else 'redrove'} {count} letter(s) from {name}")

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import fail, out
+from cli.common import JsonOutput, fail, out
 from core.api_keys import SCOPES, create_key, load_keys, revoke_key
 from core.config import get_settings
 
-app = typer.Typer(help="API keys of the gateway: create, list, revoke.", no_args_is_help=True)
+app = typer.Typer(help="API keys of the gateway: create, list, show, revoke.", no_args_is_help=True)
 
 
 @app.command("create")
@@ -29,6 +29,7 @@ def create(
                                    "To block a key, revoke it.")
     ] = None,
     burst: Annotated[int | None, typer.Option("--burst", help="Burst size, at least 1.")] = None,
+    as_json: JsonOutput = False,
 ) -> None:
     """Create a key and print it: this is the only time it is shown.
 
@@ -41,6 +42,10 @@ def create(
                          [s.strip() for s in scopes.split(",") if s.strip()], rate, burst)
     except ValueError as error:
         raise fail(str(error), 2) from error
+    if as_json:
+        record = next(r for r in load_keys(settings.api_key_store) if r.key_id == key_id)
+        print(json.dumps({**record.model_dump(exclude={"key_sha256"}), "key": key}, indent=2))
+        return
     print(key)
 
 
@@ -58,9 +63,28 @@ def list_keys(as_json: Annotated[bool, typer.Option("--json", help="Print JSON."
     out.print(table)
 
 
+@app.command("show")
+def show(key_id: Annotated[str, typer.Argument(help="The key's name.")], as_json: JsonOutput = False) -> None:
+    """One key: tenant, scopes, rate and burst (never the key or its hash)."""
+    record = next((r for r in load_keys(get_settings().api_key_store) if r.key_id == key_id), None)
+    if record is None:
+        raise fail(f"no key named {key_id!r}", 1)
+    shown = record.model_dump(exclude={"key_sha256"})
+    if as_json:
+        print(json.dumps(shown, indent=2))
+        return
+    for field, value in shown.items():
+        out.print(f"{field}: {','.join(value) if isinstance(value, list) else value}", highlight=False)
+
+
 @app.command("revoke")
-def revoke(key_id: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's name.")], as_json: JsonOutput = False
+) -> None:
     """Remove a key; the gateway refuses it from then on."""
     if not revoke_key(get_settings().api_key_store, key_id):
         raise fail(f"no key named {key_id!r}", 1)
+    if as_json:
+        print(json.dumps({"revoked": key_id}))
+        return
     out.print(f"revoked {key_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from cli.common import Bootstrap, MaxRate, Progress, bootstrap_or_default, err, fail, out
+from cli.common import Bootstrap, JsonOutput, MaxRate, Progress, bootstrap_or_default, err, fail, out
 from producers.bulk import BulkResult, Item, RejectsFile, publish_items, read_json_lines
 from producers.loaders import CorpusFormat, FieldMap, count_rows, read_corpus
 from producers.publisher import Publisher, PublisherError
@@ -48,11 +49,16 @@ def _bulk(
         raise fail(str(error)) from error
 
 
-def _report(result: BulkResult, rejects_path: Path, allow_rejects: bool) -> None:
-    out.print(
-        f"sent {result.sent}, rejected {result.rejected}, "
-        f"{result.rate:.0f} events/s ({result.elapsed_s:.1f}s)", highlight=False,
-    )
+def _report(result: BulkResult, rejects_path: Path, allow_rejects: bool, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps({"sent": result.sent, "rejected": result.rejected,
+                          "events_per_s": round(result.rate, 1), "elapsed_s": round(result.elapsed_s, 3),
+                          "rejects": str(rejects_path) if result.rejected else None}, indent=2))
+    else:
+        out.print(
+            f"sent {result.sent}, rejected {result.rejected}, "
+            f"{result.rate:.0f} events/s ({result.elapsed_s:.1f}s)", highlight=False,
+        )
     if result.rejected:
         err.print(f"rejects (line number, reason, raw line): {rejects_path}", highlight=False)
         if not allow_rejects:
@@ -75,6 +81,7 @@ def publish(
     source: Source = "flywheel-cli",
     max_rate: MaxRate = None,
     progress: Progress = True,
+    as_json: JsonOutput = False,
 ) -> None:
     """Validate every line, publish the valid ones, write rejects with their line numbers.
 
@@ -101,7 +108,7 @@ def publish(
                 bootstrap=bootstrap_or_default(bootstrap), source=source, max_rate=max_rate,
                 progress=progress,
             )
-    _report(result, rejects_path, allow_rejects)
+    _report(result, rejects_path, allow_rejects, as_json)
 
 
 def load(
@@ -124,6 +131,7 @@ def load(
     source: Source = "flywheel-load",
     max_rate: MaxRate = None,
     progress: Progress = True,
+    as_json: JsonOutput = False,
 ) -> None:
     """Publish a corpus as content-upserted events (other fields/columns become metadata)."""
     fields = FieldMap(id=id_field, title=title_field, text=text_field)
@@ -141,4 +149,4 @@ def load(
         get_topic("content-upserted"), items, total, rejects_path,
         bootstrap=bootstrap_or_default(bootstrap), source=source, max_rate=max_rate, progress=progress,
     )
-    _report(result, rejects_path, allow_rejects)
+    _report(result, rejects_path, allow_rejects, as_json)

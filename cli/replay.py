@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
@@ -12,10 +14,10 @@ import typer
 from rich.table import Table
 from tqdm import tqdm
 
-from cli.common import Bootstrap, MaxRate, Progress, bootstrap_or_default, err, fail, out
+from cli.common import Bootstrap, JsonOutput, MaxRate, Progress, bootstrap_or_default, err, fail, out
 from core.adapters.kafka_admin import KafkaAdminError
 from core.config import get_settings
-from kafka_ops.replay import CopyOutcome, CopyRequest, copy_slice, reset_group
+from kafka_ops.replay import CopyOutcome, CopyRequest, copy_slice, group_members, reset_group
 from kafka_ops.replay_plan import CopyState, PartitionReset
 from kafka_ops.timespec import BadTime, from_ms, parse_time
 
@@ -54,6 +56,7 @@ def replay(
     max_rate: MaxRate = None,
     bootstrap: Bootstrap = None,
     progress: Progress = True,
+    as_json: JsonOutput = False,
 ) -> None:
     """Replay a topic from a point in time.
 
@@ -67,28 +70,49 @@ def replay(
     start = _time(since, "--from")
     assert start is not None
     end = _time(until, "--to")
+    if end is not None and end <= start:
+        raise fail(f"--to ({end:%Y-%m-%dT%H:%M:%SZ}) must be after --from ({start:%Y-%m-%dT%H:%M:%SZ}): "
+                   "the slice is [--from, --to)")
+    if start > parse_time("now"):
+        raise fail(f"--from ({start:%Y-%m-%dT%H:%M:%SZ}) is in the future: nothing to replay")
     servers = bootstrap_or_default(bootstrap)
     if group is not None:
-        _reset(servers, topic, group, start, end, dry_run)
+        _reset(servers, topic, group, start, end, dry_run, as_json)
     else:
         assert into is not None
         if dry_run:
             raise fail("--dry-run applies to --group only")
         _copy(
             servers, topic, into, start, end or parse_time("now"), name, restart, keep_timestamps,
-            max_rate, progress,
+            max_rate, progress, as_json,
         )
 
 
 def _reset(
-    servers: str, topic: str, group: str, start: datetime, end: datetime | None, dry_run: bool
+    servers: str, topic: str, group: str, start: datetime, end: datetime | None, dry_run: bool,
+    as_json: bool,
 ) -> None:
     try:
+        members = asyncio.run(group_members(servers, group)) if dry_run else []
         plan = asyncio.run(reset_group(servers, topic, group, start, end, dry_run=dry_run))
     except KafkaAdminError as error:
         raise fail(str(error), 1) from error
-    out.print(_reset_table(topic, group, plan, dry_run))
+    warnings = []
+    if members:
+        warnings.append(f"group {group!r} has {len(members)} live member(s) ({', '.join(sorted(members))}): "
+                        "stop its consumers before running this without --dry-run, or it is refused")
+    if plan and all(row.current is None for row in plan):
+        warnings.append(f"group {group!r} has never committed an offset on {topic}: check the name "
+                        "(the platform's groups: indexer, sessions, trainer, deployer, reindexer, improver)")
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     again = sum(max(row.again, 0) for row in plan)
+    if as_json:
+        print(json.dumps({"topic": topic, "group": group, "dry_run": dry_run, "again": again,
+                          "live_members": sorted(members), "warnings": warnings,
+                          "partitions": [{**asdict(row), "again": row.again} for row in plan]}, indent=2))
+        return
+    out.print(_reset_table(topic, group, plan, dry_run))
     verb = "would consume" if dry_run else "will consume"
     out.print(f"group {group} {verb} {again} event(s) again.", highlight=False)
     if dry_run:
@@ -114,7 +138,7 @@ def _reset_table(topic: str, group: str, plan: list[PartitionReset], dry_run: bo
 
 def _copy(
     servers: str, topic: str, into: str, start: datetime, end: datetime, name: str | None,
-    restart: bool, keep_timestamps: bool, max_rate: float | None, progress: bool,
+    restart: bool, keep_timestamps: bool, max_rate: float | None, progress: bool, as_json: bool,
 ) -> None:
     job = name or f"{topic}--{into}"
     if not re.fullmatch(r"[A-Za-z0-9._-]+", job):
@@ -137,6 +161,11 @@ def _copy(
             ))
     except KafkaAdminError as error:
         raise fail(str(error), 1) from error
+    if as_json:
+        print(json.dumps({"name": job, "topic": topic, "into": into, "outcome": outcome.value,
+                          "copied": state.copied, "skipped": state.skipped, "state": str(state_path)},
+                         indent=2))
+        return
     if outcome is CopyOutcome.ALREADY_COMPLETE:
         out.print(f"copy {job} was already complete; pass --restart (or another --name) to copy again.")
         return

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.common import Bootstrap, bootstrap_or_default, fail, out
+from cli.common import Bootstrap, JsonOutput, bootstrap_or_default, fail, out
 from core.bootstrap import build_embedder, build_store
 from core.config import get_settings
 from core.domain import ConcurrentChange
@@ -42,6 +42,25 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         table.add_row(row["version"], row["status"], str(row["dim"]), str(row["created_at"])[:19],
                       str(row["activated_at"] or "")[:19], row.get("reason") or "")
     out.print(table)
+
+
+@models_app.command("show")
+def show_model(
+    version: Annotated[str, typer.Argument(help="The model version.")],
+    as_json: JsonOutput = False,
+) -> None:
+    """One model version: status, dimension, when created and activated, why it failed."""
+    active, rows = asyncio.run(_versions())
+    row = next((r for r in rows if r["version"] == version), None)
+    if row is None:
+        raise fail(f"no model version {version!r} with an index; versions: "
+                   f"{', '.join(r['version'] for r in rows) or 'none'}", 1)
+    row = {**row, "active": version == active}
+    if as_json:
+        print(json.dumps(row, default=str, indent=2))
+        return
+    for field, value in row.items():
+        out.print(f"{field}: {'' if value is None else value}", highlight=False)
 
 
 async def _activate(version: str, expected_active: str | None) -> Activation:
@@ -88,6 +107,7 @@ def reindex(
     ] = True,
     from_offset: Annotated[int, typer.Option("--from-offset", min=0, help="Replay from this offset.")] = 0,
     bootstrap: Bootstrap = None,
+    as_json: JsonOutput = False,
 ) -> None:
     """Request a rebuild of VERSION's index from content-upserted (the reindexer does it).
 
@@ -101,5 +121,10 @@ def reindex(
         delivery = asyncio.run(_request_reindex(bootstrap_or_default(bootstrap), event))
     except PublisherError as error:
         raise fail(str(error), 1) from error
+    if as_json:
+        print(json.dumps({"model_version": version, "event_id": str(event.event_id),
+                          "partition": delivery.partition, "offset": delivery.offset,
+                          "task_id": f"reindex-{version}"}, indent=2))
+        return
     out.print(f"reindex of version {version} requested (event {event.event_id}, "
               f"offset {delivery.offset}); follow it with task id reindex-{version}")

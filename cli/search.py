@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cli.common import fail, out
+from cli.common import JsonOutput, fail, out
 from core.bootstrap import build_embedder, build_store
-from core.config import get_settings
+from core.config import Settings, get_settings
 from core.domain import SearchQuery, SearchResult
 from core.search import NoActiveModel
 from core.search import search as run_search
@@ -42,22 +43,40 @@ async def _search(query: SearchQuery) -> SearchResult:
         await embedder.close()
 
 
+class Mode(StrEnum):
+    vector = "vector"
+    hybrid = "hybrid"
+
+
+# As the API: POST /v1/search caps k at FLYWHEEL_GATEWAY_MAX_K and the query's length.
+MAX_K = Settings.model_fields["gateway_max_k"].default
+MAX_QUERY_CHARS = Settings.model_fields["gateway_max_query_chars"].default
+
+
 def search(
-    query: Annotated[str, typer.Argument(help="What to look for.")],
-    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="How many results.")] = 10,
+    query: Annotated[str, typer.Argument(help=f"What to look for (at most {MAX_QUERY_CHARS} characters).")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="How many results, as the API's `k`.")
+                 ] = 10,
     filters: Annotated[
         list[str] | None, typer.Option("--filter", help="Metadata filter key=value (repeatable).")
     ] = None,
-    hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse full-text and vector ranking.")] = False,
+    mode: Annotated[Mode, typer.Option(
+        "--mode", help="vector, or hybrid: full-text and vector ranking fused (as the API's `mode`).")
+    ] = Mode.vector,
+    hybrid: Annotated[bool, typer.Option("--hybrid", hidden=True, help="Same as --mode hybrid.")] = False,
     tenant: Annotated[str, typer.Option("--tenant", help="Whose items to search.")] = "default",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Semantic (or hybrid) search over the active index."""
+    """Semantic (or hybrid) search over the active index, as POST /v1/search."""
+    if not query.strip():
+        raise fail("QUERY is only whitespace: give at least one word")
+    if len(query) > MAX_QUERY_CHARS:
+        raise fail(f"QUERY: at most {MAX_QUERY_CHARS} characters, as the API")
     try:
         parsed = parse_filters(filters or [])
     except ValueError as error:
         raise fail(str(error)) from error
-    request = SearchQuery(query, k, tenant, parsed, "hybrid" if hybrid else "vector")
+    request = SearchQuery(query, k, tenant, parsed, "hybrid" if hybrid else mode.value)
     try:
         result = asyncio.run(_search(request))
     except NoActiveModel as error:

@@ -55,6 +55,12 @@ async def active_members(admin: AIOKafkaAdminClient, group: str) -> list[str]:
     return members
 
 
+async def group_members(bootstrap: str, group: str) -> list[str]:
+    """The group's live members (client id @ host); empty when none is connected."""
+    async with connect_kafka(bootstrap) as kafka:
+        return await active_members(kafka.admin, group)
+
+
 async def reset_group(
     bootstrap: str, topic: str, group: str, since: datetime, until: datetime | None = None,
     *, dry_run: bool = False,

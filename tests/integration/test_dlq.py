@@ -47,7 +47,7 @@ async def test_letters_are_listed_shown_and_redriven_once(
     assert any(x["key"] == f"{tenant}/parked" and x["error"] == "Triton was down"
                for x in listed[0]["letters"])
     shown = json.loads(await cli(test_settings, "dlq", "show", "content-upserted",
-                           f"{parked.partition}@{parked.offset}"))
+                           f"{parked.partition}@{parked.offset}", "--json"))
     assert shown["headers"]["dlq-original-offset"] == "7" and "second chance" in shown["value"]
 
     # Other tests' letters may be pending too: they are redriven with ours.

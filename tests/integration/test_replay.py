@@ -107,6 +107,12 @@ async def test_replay_refuses_a_group_with_active_members(kafka: Component, test
         assert member.assignment()
         with pytest.raises(GroupActiveError, match="busy-member"):
             await reset_group(bootstrap, topic, group, NOW - timedelta(hours=1))
+        # A dry run shows the plan, and warns that the real run would be refused.
+        dry = await asyncio.to_thread(CliRunner().invoke, app, [
+            "replay", "--topic", topic, "--group", group, "--from", "-1h", "--dry-run",
+            "--bootstrap", bootstrap, "--json"])
+        assert dry.exit_code == 0, dry.output
+        assert "1 live member(s)" in dry.output and "busy-member" in dry.output
     finally:
         await member.stop()
 

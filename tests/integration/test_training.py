@@ -270,7 +270,7 @@ async def test_cli_train_tasks_and_models(
     if "run_id" not in training_window:
         pytest.skip("needs the run of the training test")
     run_id = training_window["run_id"]
-    shown = await asyncio.to_thread(flywheel, test_settings, "tasks", "show", run_id)
+    shown = await asyncio.to_thread(flywheel, test_settings, "tasks", "show", run_id, "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["status"] == "succeeded"
     listed = await asyncio.to_thread(flywheel, test_settings, "tasks", "--type", "training", "--json")
