@@ -26,6 +26,7 @@ from rich.progress import Progress
 from bench.corpus import Doc, corpus_docs, synthetic_corpus
 from bench.runtime import Stack, load_local_model, machine_info, open_stack
 from bench.stats import rate, summarize
+from core.adapters.triton_repository import read_serving_decision
 from core.bootstrap import build_chunker
 from core.config import Settings
 from schemas.topics import CONTENT_UPSERTED
@@ -81,6 +82,8 @@ class IngestReport:
     freshness: dict[str, Any] | None
     model_version: str | None
     machine: dict[str, Any] = field(default_factory=machine_info)
+    # The form Triton served the version in (its serving.json), when the repository is local.
+    serving: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         pipeline = self.pipeline.to_dict()
@@ -94,6 +97,8 @@ class IngestReport:
             "documents": self.pipeline.documents,
             "chunks": self.chunks,
             "model_version": self.model_version,
+            "serving_form": self.serving.get("form") if self.serving else None,
+            "serving": self.serving,
             "pipeline": pipeline,
             "baseline": self.baseline,
             "ratio_pipeline_to_baseline": ratio,
@@ -276,6 +281,8 @@ async def run_ingest(settings: Settings, config: IngestConfig, progress: Progres
                         f"{per_second:g}/s is above the measured throughput ({capacity:.1f} docs/s): "
                         "the latencies include a growing backlog"
                     )
+    serving = read_serving_decision(settings.triton_repository, settings.triton_model_name, version or "1")
     return IngestReport(
-        tenant, corpus_label(config.corpus), len(texts), pipeline, baseline, freshness, version, machine
+        tenant, corpus_label(config.corpus), len(texts), pipeline, baseline, freshness, version, machine,
+        serving,
     )

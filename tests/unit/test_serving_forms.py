@@ -78,6 +78,11 @@ def test_a_form_barely_faster_than_fp32_is_not_worth_it() -> None:
     assert decision.form == "fp32" and "1.02x fp32's speed" in decision.reason
     slower = forms.choose({"fp32": 50.0, "bf16": 20.0}, {"fp32": REF, "bf16": q()})
     assert slower.form == "fp32" and slower.passed["bf16"] is False
+    # named by the setting, the form serves when its quality holds, whatever the speed measured
+    named = forms.choose({"fp32": 50.0, "bf16": 40.0}, {"fp32": REF, "bf16": q()}, precision="bf16")
+    assert named.form == "bf16" and "0.80x" in named.reason
+    assert forms.choose({"fp32": 50.0, "bf16": 40.0}, {"fp32": REF, "bf16": q(cosine=0.99)},
+                        precision="bf16").form == "fp32"
 
 
 def test_among_passing_forms_the_fastest_wins() -> None:

@@ -13,8 +13,10 @@ Quality of a form, against fp32 on the check set:
   order): at least 1 - `max_ndcg_drop`;
 - the smallest cosine between its embedding of a check text and fp32's: at least
   `min_cosine` (the deployer's smoke-test threshold, so what is served passes the smoke test).
-Speed: a faster form is served only when it beats fp32 by `min_speedup` (1.05x): timing noise
-never trades exactness for nothing.
+Speed (setting `auto`): a faster form is served only when it beats fp32 by `min_speedup`
+(1.05x): timing noise never trades exactness for nothing. A setting that names the form
+(`bf16`, `fp16`) serves it whenever its quality holds, whatever this measurement's speed (the
+operator knows the machine better than a few passes on a busy one); its speed is recorded.
 """
 
 from __future__ import annotations
@@ -161,8 +163,8 @@ def choose(
     min_speedup: float = MIN_SPEEDUP,
     errors: Mapping[str, str] | None = None,
 ) -> Decision:
-    """The form to serve: the fastest one whose quality holds and that beats fp32's speed by
-    `min_speedup`; fp32 when none does (or only fp32 was measured). `speeds` are texts/s,
+    """The form to serve: the fastest one whose quality holds and (setting `auto`) that beats
+    fp32's speed by `min_speedup`; fp32 when none does (or only fp32 was measured). `speeds` are texts/s,
     `qualities` each form's quality against fp32 (fp32's own included); `errors` the forms
     that failed to run at all."""
     if REFERENCE not in speeds or REFERENCE not in qualities:
@@ -179,7 +181,7 @@ def choose(
             continue
         why = failures(q, ref, max_ndcg_drop, min_cos)
         speedup = speeds[form] / speeds[REFERENCE] if speeds[REFERENCE] > 0 else math.inf
-        if not why and speedup < min_speedup:
+        if not why and precision == "auto" and speedup < min_speedup:
             why.append(f"{speedup:.2f}x fp32's speed, below the {min_speedup}x that justifies it")
         passed[form] = not why
         if why:
