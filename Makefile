@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps up down status test test-unit lint clean
+.PHONY: install system-deps up down status test test-unit lint helm clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: install system-deps
 
 test-unit: install
 	$(BIN)/python -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+# helm, built from its Go module into .flywheel/tools (the tests build it too when missing),
+# and the chart rendered with it: `make helm HELM_ARGS="-f my-values.yaml"`.
+helm: install
+	$(BIN)/python -m infra.helm template $(HELM_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
