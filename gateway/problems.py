@@ -73,8 +73,8 @@ def _one_shape(errors: list[dict[str, Any]], body: Any) -> tuple[list[dict[str, 
             is_batch = isinstance(body, dict) and key in body
             chosen = batch if is_batch else single
             mine = [e for e in errors if len(e["loc"]) < 2 or e["loc"][1] == chosen] or errors
-            shape = f'a batch ({{"{key}": [...]}})' if is_batch else \
-                f'{single_name} (send {{"{key}": [...]}} for a batch)'
+            shape = f'a batch, {{"{key}": [...]}}' if is_batch else \
+                f'{single_name}; send {{"{key}": [...]}} for a batch'
             return mine, f"read as {shape}"
     return errors, ""
 
