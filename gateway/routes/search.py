@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter
 
 from core.ab import choose_version
@@ -29,27 +31,29 @@ def check_request(body: SearchRequest, max_k: int, max_query_chars: int) -> None
                                       f"(FLYWHEEL_GATEWAY_MAX_QUERY_CHARS): shorten it")
     if not body.query.strip():
         raise _unprocessable("query", "is only whitespace: send at least one word")
-    operator = _operator(body.filters, "filters")
-    if operator is not None:
-        field, name = operator
-        raise _unprocessable(field, f"unknown operator {name!r}: filters match metadata by equality or "
-                                    'containment only, e.g. {"year": 2001} or {"tags": ["a"]}')
+    wrong = _filter_mistake(body.filters, "filters")
+    if wrong is not None:
+        raise _unprocessable(*wrong)
 
 
-def _operator(value: object, path: str) -> tuple[str, str] | None:
-    """The first key that looks like a query operator (`$gt`, `$in`, ...) and where it is."""
+def _filter_mistake(value: object, path: str) -> tuple[str, str] | None:
+    """The first key that looks like a query operator (`$gt`, `$in`, ...), or number JSON cannot
+    hold (NaN, Infinity), with where it is and what to do."""
     if isinstance(value, dict):
         for key, inner in value.items():
             if key.startswith("$"):
-                return path, key
-            found = _operator(inner, f"{path}.{key}")
+                return path, (f"unknown operator {key!r}: filters match metadata by equality or "
+                              'containment only, e.g. {"year": 2001} or {"tags": ["a"]}')
+            found = _filter_mistake(inner, f"{path}.{key}")
             if found:
                 return found
     elif isinstance(value, list):
         for index, inner in enumerate(value):
-            found = _operator(inner, f"{path}[{index}]")
+            found = _filter_mistake(inner, f"{path}[{index}]")
             if found:
                 return found
+    elif isinstance(value, float) and not math.isfinite(value):
+        return path, f"{value} is not a number metadata can hold: send a finite number"
     return None
 
 

@@ -308,6 +308,9 @@ def test_unknown_filter_operators_are_refused_naming_them(client: TestClient) ->
         assert "unknown operator" in problem(response)["detail"]
     plain = client.post("/v1/search", json={"query": "q", "filters": {"year": 2001}}, headers=auth())
     assert plain.status_code == 200
+    not_json = client.post("/v1/search", content=b'{"query": "q", "filters": {"score": NaN}}',
+                           headers={**auth(), "content-type": "application/json"})
+    assert not_json.status_code == 422 and fields(not_json) == ["filters.score"]
 
 
 # --- GET /v1/content/{id} -------------------------------------------------------------------------
