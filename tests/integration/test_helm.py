@@ -198,6 +198,16 @@ def test_triton_gets_gpus_a_readiness_probe_and_its_model_repository(manifests: 
     assert env["FLYWHEEL_TRITON_REPOSITORY_DIR"] == "/models"
 
 
+def test_the_trainer_asks_for_a_gpu_unless_told_not_to(manifests: list[Manifest]) -> None:
+    def trainer_limits(rendered: list[Manifest]) -> dict[str, Any]:
+        pod = by_kind(rendered, "Deployment")["flywheel-trainer"]["spec"]["template"]["spec"]
+        limits: dict[str, Any] = pod["containers"][0]["resources"]["limits"]
+        return limits
+
+    assert trainer_limits(manifests)["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in trainer_limits(helm.render("--set", "services.trainer.gpus=0"))
+
+
 def test_the_gateway_scales_on_cpu(manifests: list[Manifest]) -> None:
     [hpa] = by_kind(manifests, "HorizontalPodAutoscaler").values()
     assert hpa["apiVersion"] == "autoscaling/v2"
