@@ -27,7 +27,8 @@ def _topics(topic: str | None) -> list[str]:
 @app.command("list")
 def list_letters(
     topic: TopicOption = None, bootstrap: Bootstrap = None, as_json: AsJson = False,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Letters shown per topic.")] = 10,
+    limit: Annotated[int, typer.Option(
+        "--limit", min=0, max=200, help="Letters shown per topic, as the API's `letters`.")] = 10,
 ) -> None:
     """Dead letters per topic: how many, how many not yet redriven, and the latest reasons."""
     server = bootstrap_or_default(bootstrap)

@@ -15,6 +15,7 @@ from cli.common import Bootstrap, bootstrap_or_default, err, fail, out
 from core.bootstrap import build_task_store
 from core.config import get_settings
 from producers.publisher import Publisher, PublisherError
+from schemas.envelope import INT64_MAX
 from schemas.topics import TRAINING_REQUESTED
 from schemas.training import TrainingRequested
 
@@ -62,7 +63,8 @@ def wait_for_task(task_id: str, timeout_s: float, show_progress: bool) -> dict[s
 def train(
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=100, help="Passes over the pairs.")] = 1,
     min_sessions: Annotated[
-        int, typer.Option("--min-sessions", min=1, help="Do not train with fewer sessions with clicks.")
+        int, typer.Option("--min-sessions", min=1, max=INT64_MAX,
+                          help="Do not train with fewer sessions with clicks.")
     ] = 100,
     gate_margin: Annotated[float, typer.Option(
         "--gate-margin", min=0.0, max=1.0,
