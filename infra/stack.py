@@ -164,6 +164,8 @@ def up(
     service runs (kept in run/scale.json until `down`); replicas beyond it are stopped."""
     if scale:
         rescale(settings, scale)
+        if names:  # `up --scale indexer=3 sessions` starts the indexers too
+            names = [*names, *scale]
     components = all_components(settings)
     chosen = select(components, names)
     # Services started by name are supervised too.
