@@ -58,7 +58,8 @@ async def upsert_content(
     return Accepted(event_ids=[str(e.event_id) for e in events], accepted=len(events))
 
 
-@router.get("/{item_id}", response_model=ContentRecord)
+# `:path`: an id may hold "/" (an upsert accepts it), so it must be addressable too.
+@router.get("/{item_id:path}", response_model=ContentRecord)
 async def get_content(item_id: ItemId, who: Searching, store: StoreDep) -> ContentRecord:
     """The item as stored in the caller's tenant: version, title, text, metadata, when it was
     indexed, and by which model versions it is searchable (chunks of its current version in that
@@ -71,7 +72,7 @@ async def get_content(item_id: ItemId, who: Searching, store: StoreDep) -> Conte
     return ContentRecord(**record, searchable_in=searchable, indexes=indexes)
 
 
-@router.delete("/{item_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Deleted)
+@router.delete("/{item_id:path}", status_code=status.HTTP_202_ACCEPTED, response_model=Deleted)
 async def delete_content(item_id: ItemId, who: Publishing, publisher: PublisherDep) -> Deleted:
     """Publish a tombstone: the item and its vectors are deleted."""
     delivery = await publisher.delete_content(item_id, tenant=who.tenant)

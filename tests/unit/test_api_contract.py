@@ -64,9 +64,9 @@ class Store:
         return {i: (i, {}) for i in ids}
 
     async def item_record(self, tenant: str, item_id: str) -> dict[str, Any] | None:
-        if tenant != "tenant-a" or item_id != "doc-1":
+        if tenant != "tenant-a" or item_id not in ("doc-1", "shelf/doc-1"):
             return None
-        return {"id": "doc-1", "title": "One", "text": "the first", "metadata": {"year": 2001},
+        return {"id": item_id, "title": "One", "text": "the first", "metadata": {"year": 2001},
                 "version": 3, "indexed_at": datetime(2026, 1, 1, tzinfo=UTC),
                 "indexes": [
                     {"version": "1", "status": "retired", "active": False, "chunks": 1, "item_version": 2},
@@ -324,6 +324,10 @@ def test_an_item_shows_as_stored_with_its_indexes(client: TestClient) -> None:
     # Version 1 still holds chunks of item version 2: not searchable there as it is now.
     assert body["searchable_in"] == ["2"]
     assert [i["chunks"] for i in body["indexes"]] == [1, 2]
+    # An id with "/" (an upsert takes it) is read and deleted by the same path.
+    assert client.get("/v1/content/shelf/doc-1", headers=auth()).json()["id"] == "shelf/doc-1"
+    deleted = client.delete("/v1/content/shelf/doc-1", headers=auth())
+    assert deleted.status_code == 202 and deleted.json()["id"] == "shelf/doc-1"
 
 
 def test_an_item_of_another_tenant_is_404_and_a_lower_scope_403(client: TestClient) -> None:
