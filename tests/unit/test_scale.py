@@ -88,3 +88,13 @@ def test_the_supervisor_follows_a_new_scale(tmp_path: Path) -> None:
     stack.rescale(settings, {"indexer": 1})
     supervisor.round(1.0)
     assert "indexer-2" not in supervisor.watches
+
+
+def test_flywheel_up_refuses_a_bad_scale_before_starting_anything() -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["up", "--scale", "gateway=2"])
+    assert result.exit_code == 2
+    assert "'gateway' is not a consumer service" in result.output
