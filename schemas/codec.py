@@ -72,11 +72,32 @@ class KafkaRecord(Protocol):
     def value(self) -> bytes | None: ...
 
 
+# Fields of free-form JSON (pydantic's JsonValue): below them pydantic adds the JSON type it
+# tried after each key or index, ('metadata', 'b', 'list', 1, 'dict', 'c', 'float').
+JSON_FIELDS = {"metadata"}
+
+
+def _without_json_tags(parts: list[int | str]) -> list[int | str]:
+    kept: list[int | str] = []
+    inside, tag_next = False, False
+    for part in parts:
+        if inside and tag_next:
+            tag_next = False  # the JSON type pydantic tried: not a name the sender wrote
+            continue
+        kept.append(part)
+        if inside:
+            tag_next = True
+        elif part in JSON_FIELDS and len(kept) == 1:
+            inside = True
+    return kept
+
+
 def _loc(spec: TopicSpec, loc: tuple[int | str, ...]) -> str:
     parts = list(loc)
     # A discriminated union puts the tag first: ('search', 'results', 0, 'rank').
     if len(spec.events) > 1 and parts and parts[0] in spec.event_types:
         parts = parts[1:]
+    parts = _without_json_tags(parts)
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))

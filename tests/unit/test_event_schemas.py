@@ -188,3 +188,11 @@ def test_a_search_event_shows_at_most_200_results() -> None:
     assert len(SearchEvent(session_id="s", query="q", model_version="1", results=shown(200)).results) == 200
     with pytest.raises(pydantic.ValidationError, match="200"):
         SearchEvent(session_id="s", query="q", model_version="1", results=shown(201))
+
+
+def test_errors_inside_metadata_name_the_keys_the_sender_wrote() -> None:
+    # Not pydantic's `metadata.b.list[1].dict.c.float`: the JSON types it tried are left out.
+    metadata = {"float": float("nan"), "b": [1, {"c": float("inf")}]}
+    errors = errors_of("content-upserted", {"id": "x", "text": "t", "version": 1, "tenant": "t",
+                                            "metadata": metadata})
+    assert set(errors) == {"metadata.float", "metadata.b[1].c"}
