@@ -9,6 +9,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, fie
 
 from schemas.envelope import INT64_MAX, reject_nul
 
+# A model version: a number PostgreSQL's bigint holds (the stores order versions as bigint).
+VERSION_PATTERN = r"^[0-9]{1,18}$"
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -146,7 +149,7 @@ class ABSplitInfo(BaseModel):
 
 
 class ABSplitRequest(Strict):
-    candidate_version: str = Field(pattern=r"^[0-9]+$")
+    candidate_version: str = Field(pattern=VERSION_PATTERN)
     percent: float = Field(ge=0.0, le=100.0)
 
 
@@ -180,7 +183,7 @@ class Activated(BaseModel):
 
 
 class ReindexRequest(Strict):
-    model_version: str = Field(pattern=r"^[0-9]+$")
+    model_version: str = Field(pattern=VERSION_PATTERN)
     activate: bool = True
 
 

@@ -15,6 +15,7 @@ from core.config import Settings
 from core.domain import ConcurrentChange
 from core.rollout import ActivationError, UnknownVersion, activate_version
 from gateway.bodies import (
+    VERSION_PATTERN,
     ABSplitEndedInfo,
     ABSplitInfo,
     ABSplitRequest,
@@ -156,7 +157,7 @@ async def revert_adjustments(version: str, who: Admin, store: StoreDep, experime
 async def activate(
     version: str, who: Admin, store: StoreDep, embedder: EmbedderDep, experiments: ExperimentsDep,
     expected_active: Annotated[str | None, Query(
-        pattern=r"^[0-9]+$", description="The active version you decided from: 409 if it no longer is.",
+        pattern=VERSION_PATTERN, description="The active version you decided from: 409 if it no longer is.",
     )] = None,
 ) -> Activated:
     """Switch search to `version` at once: a promotion, or a rollback to a retired version.

@@ -191,6 +191,14 @@ def test_integer_fields_are_bounded_as_declared(client: TestClient, path: str, s
     assert refused(client.post(path, json={**body, field: 2**70}, headers=auth()), field)
 
 
+def test_model_versions_are_numbers_a_bigint_holds(client: TestClient) -> None:
+    declared = schema(client, "ReindexRequest")["properties"]["model_version"]["pattern"]
+    assert declared == r"^[0-9]{1,18}$"
+    assert client.post("/v1/reindex", json={"model_version": "9" * 18}, headers=auth()).status_code == 202
+    too_long = client.post("/v1/reindex", json={"model_version": "9" * 19}, headers=auth())
+    assert refused(too_long, "model_version")
+
+
 def test_tasks_limit_is_declared_as_enforced(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"]["/v1/tasks"]["get"]
     limit = next(p for p in operation["parameters"] if p["name"] == "limit")["schema"]["maximum"]
