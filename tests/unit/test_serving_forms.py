@@ -232,6 +232,7 @@ def test_the_model_measures_once_per_server_and_writes_its_decision(
     assert decision["form"] in ("fp32", "bf16") and set(decision["texts_per_s"]) == {"fp32", "bf16"}
     assert decision["quality"]["bf16"]["min_cosine_to_fp32"] > 0.99
     assert decision["size_bytes"] == 1000 and decision["check_set"]["documents"] == 53
+    assert [len(decision["pass_seconds"][form]) for form in ("fp32", "bf16")] == [4, 4]
     written = json.loads((version / "serving.json").read_text())
     assert written == decision
     # another instance of the same server reads it; another setting measures again
