@@ -29,7 +29,7 @@ async def open_resources(ctx: ServiceContext) -> DeployDeps:
 
     def record_serving(event: ModelPublished, decision: dict[str, Any]) -> None:
         tags, metrics = mlflow_record(decision)
-        registry.log_serving(event.run_id, event.registry_version, tags, metrics, decision)
+        registry.log_serving(event.registry_version, tags, metrics, decision)
 
     return DeployDeps(
         tasks=BeatingTasks(ctx.closing(await build_task_store(settings)), ctx.heartbeat),

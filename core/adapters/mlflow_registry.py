@@ -179,15 +179,15 @@ class MLflowRegistry:
         return RegisteredModel(int(first.version), first.source or "", first.run_id, dict(first.tags))
 
     @unavailable_as_transient
-    def log_serving(self, run_id: str, registry_version: int, tags: dict[str, str], metrics: dict[str, float],
+    def log_serving(self, registry_version: int, tags: dict[str, str], metrics: dict[str, float],
                     decision: dict[str, Any]) -> None:
-        """The form a deployed version serves: tags and metrics on the MLflow run that produced
-        it (found by the flywheel run id), the whole decision as `serving/v<registry>.json`, and
-        the form as a tag of the registered version."""
-        registered = self.registered_version(run_id)
-        if registered is not None and registered.mlflow_run_id:
-            self.log(registered.mlflow_run_id, metrics=metrics, tags=tags)
-            self.client.log_dict(registered.mlflow_run_id, decision, f"serving/v{registry_version}.json")
+        """The form a deployed version serves: tags and metrics on the MLflow run that logged
+        the registered version, the whole decision as `serving/v<registry>.json`, and the form
+        as a tag of the registered version."""
+        registered = self.client.get_model_version(REGISTERED_MODEL_NAME, str(registry_version))
+        if registered.run_id:
+            self.log(registered.run_id, metrics=metrics, tags=tags)
+            self.client.log_dict(registered.run_id, decision, f"serving/v{registry_version}.json")
         for key in ("serving.form", "serving.reason"):
             if key in tags:
                 self.client.set_model_version_tag(REGISTERED_MODEL_NAME, str(registry_version), key,

@@ -250,6 +250,13 @@ async def test_deploy_then_blue_green_reindex_then_rollback(
     deployed = await wait_task(tasks, f"deploy-{version}")
     assert deployed["status"] == "succeeded", deployed
     assert deployed["details"]["min_cosine"] >= 0.999
+    # The form Triton serves it in, as the version chose when loaded: on the task and in MLflow.
+    serving = deployed["details"]["serving"]
+    assert serving["form"] in ("fp32", "bf16", "fp16") and serving["passed"][serving["form"]], serving
+    import mlflow
+
+    logged = mlflow.MlflowClient(tracking_uri=test_settings.mlflow_uri).get_run(run_id).data
+    assert logged.tags["serving.form"] == serving["form"] and "serving_fp32_texts_per_s" in logged.metrics
     assert (await embedder.embed(["a pet that purrs"], version)).vectors.shape == (1, 384)
     assert [r["model_version"] for r in await reindex_requests(test_settings, version)] == [version]
 
