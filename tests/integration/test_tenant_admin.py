@@ -4,6 +4,7 @@ Another tenant's key and lower scopes are refused, and nothing of the other tena
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -76,7 +77,9 @@ async def clicks_since(bootstrap: str, starts: dict[int, int]) -> list[dict[str,
         remaining = [tp for tp in partitions if starts[tp.partition] < ends[tp]]
         while remaining:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
-                found += [json.loads(r.value) for r in records if r.value]
+                for record in records:
+                    with contextlib.suppress(ValueError):  # other tests' malformed letters, redriven too
+                        found.append(json.loads(record.value or b""))
             remaining = [tp for tp in remaining if await consumer.position(tp) < ends[tp]]
         return found
     finally:
@@ -132,7 +135,7 @@ async def test_a_tenant_admin_sees_and_redrives_only_its_own_letters(
                                   headers=auth("operator"))).status_code == 200
         theirs = letters_of((await client.get("/v1/admin/dlq", headers=auth("admin-b"))).json())
         assert theirs["pending"] == 0
-    sent = [e["event_id"] for e in await clicks_since(bootstrap, before)]
+    sent = [e.get("event_id") for e in await clicks_since(bootstrap, before) if isinstance(e, dict)]
     assert sent.count(a_event["event_id"]) == 1 and sent.count(b_event["event_id"]) == 1
 
 

@@ -173,12 +173,14 @@ async def test_malformed_events_go_to_the_dlq_with_reasons_and_valid_ones_are_in
 async def test_one_poison_message_does_not_hold_up_its_partition(
     indexer_service: Component, publisher: Publisher, store: PgVectorStore, test_settings: Settings
 ) -> None:
-    """A record that passes validation but that PostgreSQL cannot store (a version beyond
-    bigint) is parked in the DLQ; the records after it are indexed."""
+    """A record that passes validation but that PostgreSQL cannot store (a lone UTF-16
+    surrogate in its metadata, which jsonb refuses) is parked in the DLQ; the records after it
+    are indexed."""
     who = tenant()
     producer = publisher._producer
     assert producer is not None
-    poison = json.dumps({"id": "poison", "text": "too new", "version": 2**70, "tenant": who}).encode()
+    poison = json.dumps({"id": "poison", "text": "cannot be stored", "version": 1, "tenant": who,
+                         "metadata": {"note": "\ud800"}}).encode()
     await producer.send_and_wait("content-upserted", poison, key=f"{who}/poison".encode(), partition=0)
     for i in range(50):
         await producer.send_and_wait("content-upserted", json.dumps(doc(who, i)).encode(),
@@ -198,7 +200,7 @@ async def test_one_poison_message_does_not_hold_up_its_partition(
     finally:
         await consumer.stop()
     assert found is not None, "the poison record is not in the DLQ"
-    assert "out of range" in found["dlq-error"]
+    assert "surrogate" in found["dlq-error"], found["dlq-error"]
     assert integrity(test_settings, who) == (50, 50, 50)
 
 
