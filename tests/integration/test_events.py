@@ -170,8 +170,7 @@ def test_the_documented_kcat_delete_sends_a_tombstone_to_the_sdks_partition(
     import asyncio
 
     kcat = shutil.which("kcat")
-    if kcat is None:
-        pytest.skip("kcat is not installed (Debian: apt-get install kcat; `make system-deps`)")
+    assert kcat is not None, "kcat is missing: `make test` installs it (make system-deps)"
     partitions: dict[str, int] = {}
     with SyncPublisher(test_settings.bootstrap_servers, source="tests") as publisher:
         for n in range(8):  # several keys, so a partitioner mismatch cannot pass by luck

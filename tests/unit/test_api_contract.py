@@ -336,10 +336,3 @@ def test_an_item_shows_as_stored_with_its_indexes(client: TestClient) -> None:
     assert client.get("/v1/content/shelf/doc-1", headers=auth()).json()["id"] == "shelf/doc-1"
     deleted = client.delete("/v1/content/shelf/doc-1", headers=auth())
     assert deleted.status_code == 202 and deleted.json()["id"] == "shelf/doc-1"
-
-
-def test_an_item_of_another_tenant_is_404_and_a_lower_scope_403(client: TestClient) -> None:
-    other = client.get("/v1/content/doc-1", headers=auth("other"))
-    assert other.status_code == 404 and "doc-1" in problem(other)["detail"]
-    assert client.get("/v1/content/doc-1", headers=auth("publish")).status_code == 403
-    assert client.get("/v1/content/doc-1").status_code == 401
