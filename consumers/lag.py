@@ -9,31 +9,51 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from core.adapters.kafka_admin import connect_kafka
 from core.metrics import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
 
 
+async def _lag(viewer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
+    """End offset minus the viewer's group's committed offset, per partition of `topic`."""
+    await viewer.topics()  # refreshes the metadata, so new partitions are seen
+    partitions = [TopicPartition(topic, p) for p in sorted(viewer.partitions_for_topic(topic) or ())]
+    ends = await viewer.end_offsets(partitions)
+    return {tp.partition: ends[tp] - (await viewer.committed(tp) or 0) for tp in partitions}
+
+
+def _viewer(bootstrap: str, group: str) -> AIOKafkaConsumer:
+    # A group id to read the group's committed offsets; it never subscribes, so never joins.
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+
+
 async def measure_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    async with connect_kafka(bootstrap) as kafka:
-        partitions = [TopicPartition(topic, p) for p in await kafka.partitions(topic)]
-        ends = await kafka.consumer.end_offsets(partitions)
-    viewer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    viewer = _viewer(bootstrap, group)
     await viewer.start()
     try:
-        lag = {}
-        for tp in partitions:
-            committed = await viewer.committed(tp)
-            lag[tp.partition] = ends[tp] - (committed or 0)
+        return await _lag(viewer, topic)
     finally:
         await viewer.stop()
-    return lag
 
 
 async def report_lag_forever(bootstrap: str, group: str, topic: str, every_s: float = 15.0) -> None:
-    while True:
-        with contextlib.suppress(KafkaError, OSError, TimeoutError):
-            for partition, lag in (await measure_lag(bootstrap, group, topic)).items():
-                CONSUMER_LAG.labels(group, topic, str(partition)).set(lag)
-        await asyncio.sleep(every_s)
+    """Every `every_s`, through one connection kept open (opened again after a failure)."""
+    viewer: AIOKafkaConsumer | None = None
+    try:
+        while True:
+            try:
+                if viewer is None:
+                    viewer = _viewer(bootstrap, group)
+                    await viewer.start()
+                for partition, lag in (await _lag(viewer, topic)).items():
+                    CONSUMER_LAG.labels(group, topic, str(partition)).set(lag)
+            except (KafkaError, OSError, TimeoutError) as error:
+                log.debug("lag of %s on %s not measured: %r", group, topic, error)
+                if viewer is not None:
+                    with contextlib.suppress(KafkaError, OSError):
+                        await viewer.stop()
+                    viewer = None
+            await asyncio.sleep(every_s)
+    finally:
+        if viewer is not None:
+            await viewer.stop()

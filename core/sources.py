@@ -89,10 +89,6 @@ class SourceSpec(BaseModel):
         parse_dsn(self.dsn, self.kind)
         return self
 
-    @property
-    def topic_prefix(self) -> str:
-        return self.name
-
     def public(self) -> dict[str, Any]:
         """The spec as shown to users: the password in the DSN masked."""
         data = self.model_dump(mode="json")

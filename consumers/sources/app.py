@@ -29,10 +29,11 @@ class Sources:
     publisher: ServicePublisher
     specs: dict[str, SourceSpec] = field(default_factory=dict)
 
-    async def spec(self, name: str) -> SourceSpec | None:
-        if name not in self.specs:  # a new source (or one removed): read them again
+    async def know(self, names: set[str]) -> None:
+        """Read the specs again when a batch names a source not known yet (a new one: its spec
+        is stored before its connector starts; or a removed one): at most once per batch."""
+        if names - self.specs.keys():
             self.specs = {spec.name: spec for spec in await self.store.list_sources()}
-        return self.specs.get(name)
 
     async def send(self, change: Change) -> None:
         if isinstance(change, Delete):
@@ -51,7 +52,8 @@ service = ConsumerService("sources", open_resources, metadata_max_age_ms=3000)
 settings = service.settings
 
 
-def parse_change(record: Any) -> dict[str, Any]:
+def parse_change(record: Any) -> tuple[str, dict[str, Any]]:
+    """(source name, Debezium change event); a ValueError (SourceError included) parks it."""
     if record.value is None:
         raise ValueError("a null value is not a change event (tombstones.on.delete must be false)")
     change = json.loads(record.value)
@@ -59,16 +61,18 @@ def parse_change(record: Any) -> dict[str, Any]:
         raise ValueError("a change event is a JSON object")
     if "payload" in change and "schema" in change:  # a converter with schemas enabled
         change = change["payload"]
-    return change
+    return change_source(change), change
 
 
-async def map_and_send(part: Sequence[tuple[Any, dict[str, Any]]], sources: Sources) -> list[tuple[Any, str]]:
+async def map_and_send(
+    part: Sequence[tuple[Any, tuple[str, dict[str, Any]]]], sources: Sources,
+) -> list[tuple[Any, str]]:
     rejected: list[tuple[Any, str]] = []
     latest: dict[tuple[str, str], Change] = {}  # only the last change of an item in the batch counts
-    for record, change in part:
+    await sources.know({name for _, (name, _) in part})
+    for record, (name, change) in part:
         try:
-            name = change_source(change)
-            spec = await sources.spec(name)
+            spec = sources.specs.get(name)
             if spec is None:
                 service.log.info("change of removed source %s skipped", name)
                 continue
