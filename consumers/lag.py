@@ -16,15 +16,18 @@ log = logging.getLogger(__name__)
 
 async def _lag(viewer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
     """End offset minus the viewer's group's committed offset, per partition of `topic`."""
-    await viewer.topics()  # refreshes the metadata, so new partitions are seen
     partitions = [TopicPartition(topic, p) for p in sorted(viewer.partitions_for_topic(topic) or ())]
     ends = await viewer.end_offsets(partitions)
     return {tp.partition: ends[tp] - (await viewer.committed(tp) or 0) for tp in partitions}
 
 
-def _viewer(bootstrap: str, group: str) -> AIOKafkaConsumer:
+def _viewer(bootstrap: str, group: str, metadata_max_age_s: float = 300.0) -> AIOKafkaConsumer:
     # A group id to read the group's committed offsets; it never subscribes, so never joins.
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    # Subscribing to nothing, its client refreshes the metadata of all topics every
+    # `metadata_max_age_s`: that is how a topic created after it started (or a partition added)
+    # is seen, since `topics()` fetches metadata without keeping it.
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                            metadata_max_age_ms=int(metadata_max_age_s * 1000))
 
 
 async def measure_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
@@ -43,7 +46,7 @@ async def report_lag_forever(bootstrap: str, group: str, topic: str, every_s: fl
         while True:
             try:
                 if viewer is None:
-                    viewer = _viewer(bootstrap, group)
+                    viewer = _viewer(bootstrap, group, metadata_max_age_s=every_s / 3)
                     await viewer.start()
                 for partition, lag in (await _lag(viewer, topic)).items():
                     CONSUMER_LAG.labels(group, topic, str(partition)).set(lag)
