@@ -164,6 +164,14 @@ class ItemTexts(Protocol):
         ...
 
 
+class CandidateRanker(Protocol):
+    async def rank(self, tenant: str, query: str, depth: int, positives: dict[str, str]
+                   ) -> tuple[list[tuple[str, float]], dict[str, float]]:
+        """The tenant's items its active model ranks highest for `query` ((id, cosine), best
+        first, at most `depth`), and the cosine of each positive's text (id -> text) to it."""
+        ...
+
+
 # --- rollout: deploy, reindex, activation --------------------------------------------------
 class ModelServer(Protocol):
     """Triton's repository and model-control API (core.adapters.triton_control)."""
