@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     training_session_batch: int = 256
     # Where the trainer keeps model files (downloaded versions, candidates); default state_dir.
     training_work_dir: Path | None = None
+    # Negatives mined from the index by the active model, per (query, positive); 0 = off. A
+    # candidate among the top `depth` scoring at least `max_ratio` of the positive's cosine is
+    # taken for an unlabelled relevant item and skipped.
+    training_mined_negatives: int = Field(default=1, ge=0, le=10)
+    training_mining_depth: int = Field(default=30, ge=1, le=200)
+    training_mining_max_ratio: float = Field(default=0.95, gt=0, le=1)
+    training_mining_max_queries: int = Field(default=5_000, ge=0)
     # A training run holds its Kafka record this long without polling.
     training_max_poll_interval_ms: int = 6 * 60 * 60 * 1000
     mlflow_experiment: str = "flywheel-training"

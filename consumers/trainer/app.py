@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from consumers.service import ConsumerService, ServiceContext
 from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
+from core.adapters.index_ranker import IndexRanker
 from core.adapters.item_texts import PgItemTexts
 from core.base_model import base_model_dir
 from core.bootstrap import (
+    build_embedder,
     build_model_registry,
     build_session_store,
     build_store,
@@ -23,6 +25,7 @@ from core.bootstrap import (
 )
 from core.training.dataset import DatasetBuilder, DatasetConfig
 from core.training.finetune import SentenceTransformersTrainer
+from core.training.mining import MiningConfig
 from schemas.model_published import ModelPublished
 from schemas.topics import MODEL_PUBLISHED, TRAINING_REQUESTED
 from schemas.training import TrainingRequested
@@ -33,10 +36,18 @@ async def open_resources(ctx: ServiceContext) -> TrainerDeps:
     store = ctx.closing(await build_store(settings))
     sessions = ctx.closing(await build_session_store(settings))
     tasks = ctx.closing(await build_task_store(settings))
+    embedder = ctx.closing(build_embedder(settings))
+
+    async def version_of(tenant: str) -> str | None:
+        return await store.active_version()
+
     datasets = DatasetBuilder(sessions, PgItemTexts(store), DatasetConfig(
         eval_fraction=settings.training_eval_fraction, max_negatives=settings.training_max_negatives,
         max_examples=settings.training_max_examples, max_eval_queries=settings.training_max_eval_queries,
         session_batch=settings.training_session_batch,
+    ), IndexRanker(store, embedder, version_of), MiningConfig(
+        per_pair=settings.training_mined_negatives, depth=settings.training_mining_depth,
+        max_ratio=settings.training_mining_max_ratio, max_queries=settings.training_mining_max_queries,
     ))
     config = TrainerConfig(
         base_model_dir=base_model_dir(settings), work_dir=training_work_dir(settings),

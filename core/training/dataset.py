@@ -2,7 +2,8 @@
 
 - Positives: (query, clicked or converted item). Hard negatives: items shown ranked above a
   clicked item in the same search, not clicked there (the model put them first and the user
-  skipped them); at most `max_negatives` per positive, the highest-ranked first.
+  skipped them); at most `max_negatives` per positive, the highest-ranked first. With a
+  `CandidateRanker`, also negatives mined from the index by the active model (core.training.mining).
 - Deduplicated: one (query, positive) pair, one (query, positive, negative) triple per key.
 - Held-out evaluation by session, never by pair: a deterministic hash of the session id puts
   a session wholly in training or wholly in evaluation.
@@ -17,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.ports import ItemTexts, SessionSource
+from core.ports import CandidateRanker, ItemTexts, SessionSource
 from core.sessions import SessionDoc
+from core.training.mining import MiningConfig, MiningQuery, mine
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class DatasetStats:
     eval_queries: int = 0
     eval_pool_items: int = 0
     missing_items: int = 0
+    negatives_clicked_elsewhere: int = 0  # shown-above negatives dropped: clicked for the query elsewhere
+    mined_queries: int = 0
+    mined_negatives: int = 0  # triples whose negative was mined from the index
+    mined_skipped_close_to_positive: int = 0  # candidates the false-negative filter dropped
     truncated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -116,10 +122,13 @@ def hard_negatives(judgement: Judgement, rank: int, max_negatives: int) -> list[
 
 
 class DatasetBuilder:
-    def __init__(self, source: SessionSource, items: ItemTexts, config: DatasetConfig) -> None:
+    def __init__(self, source: SessionSource, items: ItemTexts, config: DatasetConfig,
+                 ranker: CandidateRanker | None = None, mining: MiningConfig | None = None) -> None:
         self.source = source
         self.items = items
         self.config = config
+        self.ranker = ranker
+        self.mining = mining or MiningConfig()
 
     async def build(self, since: datetime | None = None, until: datetime | None = None) -> TrainingDataset:
         data = TrainingDataset()
@@ -135,8 +144,32 @@ class DatasetBuilder:
                 break
         if batch:
             await self._process(batch, acc)
+        if self.ranker is not None:
+            await self._mine(acc)
         acc.finish()
         return data
+
+    async def _mine(self, acc: _Accumulator) -> None:
+        """Mined negatives for the training pairs, as triples (none for held-out queries)."""
+        queries = [MiningQuery(tenant, query, positives, frozenset(acc.clicked.get((tenant, query), ())))
+                   for (tenant, query), positives in acc.train_positives.items()]
+        assert self.ranker is not None
+        outcome = await mine(queries, self.ranker, self.mining)
+        stats = acc.data.stats
+        stats.mined_queries = outcome.queries
+        stats.mined_skipped_close_to_positive = outcome.skipped_close_to_positive
+        wanted: dict[str, set[str]] = {}
+        for (tenant, _, _), negatives in outcome.negatives.items():
+            wanted.setdefault(tenant, set()).update(negatives)
+        texts = {tenant: await self.items.texts(tenant, sorted(ids)) for tenant, ids in wanted.items()}
+        for (tenant, query, positive), negatives in outcome.negatives.items():
+            positive_text = acc.train_positives[(tenant, query)][positive]
+            for negative in negatives:
+                if negative not in texts[tenant]:
+                    continue  # deleted since it was ranked
+                example = Example(query, positive_text, texts[tenant][negative])
+                if acc.add_triple((tenant, query, positive, negative), example):
+                    stats.mined_negatives += 1
 
     async def _process(self, sessions: list[SessionDoc], acc: _Accumulator) -> None:
         parsed = [(doc, judgements(doc)) for doc in sessions]
@@ -159,6 +192,10 @@ class _Accumulator:
         self.triples: dict[tuple[str, str, str, str], Example] = {}
         self.eval: dict[tuple[str, str], set[str]] = {}
         self.pool_size = 0
+        # For mining: every item clicked for a query (training and held-out sessions alike),
+        # and the training positives with their texts.
+        self.clicked: dict[tuple[str, str], set[str]] = {}
+        self.train_positives: dict[tuple[str, str], dict[str, str]] = {}
 
     @property
     def full(self) -> bool:
@@ -172,6 +209,8 @@ class _Accumulator:
             return
         stats.sessions_with_clicks += 1
         tenant = doc["tenant"]
+        for j in found:
+            self.clicked.setdefault((tenant, j.query), set()).update(cid for cid, _ in j.clicked)
         if is_eval_session(doc["_id"], self.config.eval_fraction):
             stats.eval_sessions += 1
             self._add_eval(tenant, found, texts)
@@ -188,11 +227,17 @@ class _Accumulator:
                     self.data.stats.missing_items += 1
                     continue
                 self.pairs.setdefault((tenant, j.query, cid), Example(j.query, texts[cid]))
+                self.train_positives.setdefault((tenant, j.query), {}).setdefault(cid, texts[cid])
                 for neg in hard_negatives(j, rank, self.config.max_negatives):
                     if neg in texts:
-                        self.triples.setdefault(
-                            (tenant, j.query, cid, neg), Example(j.query, texts[cid], texts[neg])
-                        )
+                        self.add_triple((tenant, j.query, cid, neg), Example(j.query, texts[cid], texts[neg]))
+
+    def add_triple(self, key: tuple[str, str, str, str], example: Example) -> bool:
+        """Keep a (query, positive, negative) triple once; False when it was already kept."""
+        if key in self.triples:
+            return False
+        self.triples[key] = example
+        return True
 
     def _add_eval(self, tenant: str, found: list[Judgement], texts: dict[str, str]) -> None:
         pool = self.data.pools.setdefault(tenant, {})
@@ -211,6 +256,11 @@ class _Accumulator:
 
     def finish(self) -> None:
         data, stats = self.data, self.data.stats
+        # A negative that some session clicked for the same query is not one (known only now,
+        # every session read): the shown-above rule sees one search at a time.
+        for key in [k for k in self.triples if k[3] in self.clicked.get(k[:2], ())]:
+            del self.triples[key]
+            stats.negatives_clicked_elsewhere += 1
         with_negatives = {key[:3] for key in self.triples}
         data.triples = list(self.triples.values())
         data.pairs = [ex for key, ex in self.pairs.items() if key not in with_negatives]

@@ -1,0 +1,79 @@
+"""Negatives mined from the index: the selection rules and how the dataset takes them."""
+
+from __future__ import annotations
+
+from core.sessions import SessionEventModel
+from core.training.dataset import DatasetBuilder, DatasetConfig, is_eval_session
+from core.training.mining import MiningConfig, select_negatives
+from tests.unit.test_sessions_fold import click, search
+from tests.unit.test_training_data import TEXTS, repo_with
+from tests.unit.training_fakes import FakeItemTexts
+
+
+def test_selection_skips_the_positive_clicked_items_and_candidates_close_to_the_positive() -> None:
+    ranked = [("p", 0.9), ("clicked", 0.85), ("twin", 0.8), ("x", 0.7), ("y", 0.6), ("z", 0.5)]
+    config = MiningConfig(per_pair=2, max_ratio=0.95)
+    # 0.8 >= 0.95 * 0.82: "twin" is taken for an unlabelled relevant item.
+    chosen, skipped = select_negatives(ranked, "p", 0.82, frozenset({"clicked"}), config)
+    assert chosen == ["x", "y"] and skipped == 1
+    # Not clicked for this query, and below 0.95 * 0.95: a negative.
+    assert select_negatives(ranked, "p", 0.95, frozenset(), MiningConfig(per_pair=1)) == (["clicked"], 0)
+    # A positive the model scores low leaves nothing below it to mine but what ranks lower still.
+    assert select_negatives(ranked, "p", 0.3, frozenset(), config) == ([], 5)
+
+
+class FakeRanker:
+    """Ranks items by a fixed score table, whatever the query; counts the calls."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+        self.calls: list[tuple[str, str]] = []
+
+    async def rank(self, tenant: str, query: str, depth: int, positives: dict[str, str]
+                   ) -> tuple[list[tuple[str, float]], dict[str, float]]:
+        self.calls.append((tenant, query))
+        ranked = sorted(self.scores.items(), key=lambda pair: -pair[1])[:depth]
+        return ranked, {item: self.scores[item] for item in positives}
+
+
+async def test_the_dataset_gains_mined_triples_for_training_queries_only() -> None:
+    sessions: dict[str, list[SessionEventModel]] = {
+        f"s{i}": [search(f"s{i}", f"q{i}", ["a", "b"]), click(f"s{i}", "b", 2)] for i in range(20)}
+    repo = await repo_with(sessions)
+    # b (the click) 0.6; e and f rank above it but close (>= 0.95 * 0.6 is 0.57): only g, h qualify.
+    ranker = FakeRanker({"e": 0.9, "b": 0.6, "f": 0.58, "g": 0.5, "h": 0.4, "a": 0.3})
+    config = DatasetConfig(eval_fraction=0.3, session_batch=4)
+    data = await DatasetBuilder(repo, FakeItemTexts(TEXTS), config, ranker,
+                                MiningConfig(per_pair=2, max_ratio=0.95)).build()
+    s = data.stats
+    train_queries = {f"q{i}" for i in range(20) if not is_eval_session(f"default/s{i}", 0.3)}
+    assert {query for _, query in ranker.calls} == train_queries
+    assert s.mined_queries == len(train_queries) and s.mined_negatives == 2 * len(train_queries)
+    assert s.mined_skipped_close_to_positive == 2 * len(train_queries)  # e and f, each query
+    mined = {(ex.anchor, ex.negative) for ex in data.triples if ex.negative != "text of a"}
+    assert mined == {(q, f"text of {n}") for q in train_queries for n in "gh"}
+    # Shown-above negatives stay: "a" was shown above the click on "b".
+    assert {ex.anchor for ex in data.triples if ex.negative == "text of a"} == train_queries
+    assert s.triples == len(data.triples) == 3 * len(train_queries)
+
+
+async def test_an_item_clicked_for_the_query_in_any_session_is_never_a_negative() -> None:
+    sessions: dict[str, list[SessionEventModel]] = {
+        f"s{i}": [search(f"s{i}", "q", ["a", "b", "c"]), click(f"s{i}", "abc"[i % 3], 1)] for i in range(12)}
+    repo = await repo_with(sessions)
+    ranker = FakeRanker({"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.2})
+    data = await DatasetBuilder(repo, FakeItemTexts(TEXTS), DatasetConfig(eval_fraction=0.0), ranker,
+                                MiningConfig(per_pair=3, max_ratio=0.95)).build()
+    # Neither mined nor shown-above: "a" was shown above "b" but clicked in other sessions.
+    assert {ex.negative for ex in data.triples} == {"text of d"}
+    assert data.stats.mined_negatives == 3  # one per positive: a, b and c
+    assert data.stats.negatives_clicked_elsewhere > 0
+
+
+async def test_mining_off_asks_nothing() -> None:
+    sessions: dict[str, list[SessionEventModel]] = {"s": [search("s", "q", ["a"]), click("s", "a", 1)]}
+    ranker = FakeRanker({"a": 0.5, "d": 0.1})
+    repo = await repo_with(sessions)
+    data = await DatasetBuilder(repo, FakeItemTexts(TEXTS), DatasetConfig(eval_fraction=0.0), ranker,
+                                MiningConfig(per_pair=0)).build()
+    assert ranker.calls == [] and data.stats.mined_negatives == 0 and data.triples == []
