@@ -8,7 +8,8 @@ core/adapters/triton_model/forms.py) and record it on the task and in MLflow -> 
 smoke test (known texts embedded by Triton, in the form it serves, must match the registered
 model run in-process in fp32 by deploy_min_cosine) -> request the reindex. A failure at any
 step leaves the active version serving and the pgvector pointer untouched; only a version this
-attempt placed, which never served, is removed.
+attempt placed, which never served, is removed. A cancelled deploy (core.task_control) stops
+at its next stage, unloads the version it placed, and ends `cancelled`; a pending one is skipped.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from core.ports import Embedder, ModelServer, Tasks
 from core.serving import serving_version
+from core.task_control import TaskCancelled, cancel_requested, stop_if_cancelled
 from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
 
@@ -87,8 +89,8 @@ async def deploy(event: ModelPublished, deps: DeployDeps) -> dict[str, Any]:
         "model_version": event.model_version, "registry_version": event.registry_version,
         "run_id": event.run_id, "artifact_uri": event.artifact_uri, "metrics": event.metrics,
     })
-    if task["status"] == "succeeded":
-        log.info("deploy of version %s already succeeded; nothing to do", event.model_version)
+    if task["status"] in ("succeeded", "cancelled"):
+        log.info("deploy of version %s already %s; nothing to do", event.model_version, task["status"])
         return task
     began = time.monotonic()
     stage = "validating"
@@ -96,13 +98,16 @@ async def deploy(event: ModelPublished, deps: DeployDeps) -> dict[str, Any]:
     async def step(name: str, progress: float) -> None:
         nonlocal stage
         stage = name
-        await deps.tasks.update(tid, status="running", stage=name, progress=progress, error=None)
+        stop_if_cancelled(await deps.tasks.update(tid, status="running", stage=name, progress=progress,
+                                                  error=None))
 
-    await step(stage, 0.0)
     placed_now = False
     version = 0
     download_dir = deps.workdir / f"v{event.model_version}-{uuid.uuid4().hex[:8]}"
     try:
+        if cancel_requested(task):  # asked to stop before a crash
+            raise TaskCancelled(f"deploy of version {event.model_version} was cancelled")
+        await step(stage, 0.0)
         version = _check_versions(event)
         await step("downloading", 0.1)
         model_dir = await asyncio.to_thread(deps.fetch, event.artifact_uri, download_dir)
@@ -124,6 +129,12 @@ async def deploy(event: ModelPublished, deps: DeployDeps) -> dict[str, Any]:
 
         await step("requesting_reindex", 0.9)
         await deps.publish(reindex_event(event))
+    except TaskCancelled:
+        log.info("deploy of version %s cancelled at %s", event.model_version, stage)
+        if placed_now:
+            await _withdraw(deps.server, version)
+        cancelled = await deps.tasks.update(tid, status="cancelled", stage=stage, error="cancelled")
+        return cancelled or task
     except Exception as error:
         reason = f"{stage}: {error}"
         log.error("deploy of version %s failed at %s", event.model_version, reason)

@@ -18,6 +18,10 @@
    meanwhile, the version is completed without being activated and the task says so
    (`details.note`), so a finishing reindex never overrides a rollback.
 
+A reindex cancelled (core.task_control) stops at its next stage or progress report (each at
+most `progress_every_s` apart, between batches), marks its version `failed` ("cancelled") so
+nothing writes to it any more, and leaves the active version serving; a pending one is skipped.
+
 A reindex that fails, or is abandoned after `max_attempts` transient failures, marks its
 version `failed` (with the reason) so that no content is written to it any more; a request
 for it again makes it building again and resumes.
@@ -37,6 +41,7 @@ from core.chunking import Chunker
 from core.domain import ConcurrentChange, Expected
 from core.indexing import Delete, Operation, Upsert, index_batch, parse_records
 from core.ports import ReindexStore, ReplaySource, ServingEmbedder, Tasks
+from core.task_control import TaskCancelled, stop_if_cancelled
 from producers.ratelimit import limiter
 from schemas.content import ContentUpserted
 from schemas.reindex import ReindexRequested
@@ -91,8 +96,8 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
         "source_topic": event.source_topic, "group": replay_group(version),
         "started_from": started_from,
     })
-    if task["status"] == "succeeded":
-        log.info("reindex of version %s already succeeded; nothing to do", version)
+    if task["status"] in ("succeeded", "cancelled"):
+        log.info("reindex of version %s already %s; nothing to do", version, task["status"])
         return task
     # A resumed reindex compares with the active version its first attempt started from.
     started_from = (task.get("details") or {}).get("started_from", started_from)
@@ -103,8 +108,9 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
     if task["status"] != "failed":
         failed_before = int((task.get("details") or {}).get("transient_failures") or 0)
     try:
-        await deps.tasks.update(tid, status="running", stage=stage, error=None,
-                                **{"details.transient_failures": failed_before})
+        stop_if_cancelled(task)  # asked to stop before a crash or a transient failure
+        stop_if_cancelled(await deps.tasks.update(tid, status="running", stage=stage, error=None,
+                                                  **{"details.transient_failures": failed_before}))
         if not version.isdigit():
             raise ReindexFailed(f"model versions are numeric, not {version!r}")
         await _require_served(deps, version)
@@ -119,11 +125,11 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
         consumed = await _backfill(event, deps, task.get("details", {}))
 
         stage = "reconciling"
-        await deps.tasks.update(tid, stage=stage)
+        stop_if_cancelled(await deps.tasks.update(tid, stage=stage))
         reconciled = await _reconcile(version, deps)
 
         stage = "activating"
-        await deps.tasks.update(tid, stage=stage, progress=0.99)
+        stop_if_cancelled(await deps.tasks.update(tid, stage=stage, progress=0.99))
         previous = None
         activated = False
         if event.activate:
@@ -136,6 +142,11 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
                 log.warning("reindex of version %s: %s", version, note)
         if not activated:
             await deps.store.finish_version(version)
+    except TaskCancelled:
+        log.info("reindex of version %s cancelled at %s", version, stage)
+        await _fail_version(deps, version, f"{stage}: cancelled")
+        cancelled = await deps.tasks.update(tid, status="cancelled", stage=stage, error="cancelled")
+        return cancelled or task
     except Exception as error:
         reason = f"{stage}: {error}"
         if deps.is_transient(error):
@@ -218,8 +229,9 @@ async def _backfill(event: ReindexRequested, deps: ReindexDeps, details: dict[st
             if time.monotonic() - last_report >= deps.progress_every_s:
                 last_report = time.monotonic()
                 consumed = done_so_far()
-                await deps.tasks.update(tid, progress=round(0.95 * consumed / total, 4) if total else 0.95,
-                                        **{"details.consumed": consumed})
+                stop_if_cancelled(await deps.tasks.update(
+                    tid, progress=round(0.95 * consumed / total, 4) if total else 0.95,
+                    **{"details.consumed": consumed}))
         return done_so_far()
 
 

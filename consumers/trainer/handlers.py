@@ -4,6 +4,9 @@
             -> registering -> succeeded (stage "published")
             -> rejected (too few sessions, or the gate: both scores kept)
             -> failed (the error kept)
+            -> cancelled (core.task_control: a pending run's request is skipped; a running one
+               stops at its next stage or optimizer step, ends its MLflow run KILLED and
+               registers nothing)
     -> pending (stage "waiting"): a dependency (MLflow, MongoDB, PostgreSQL) is down; the
        error is raised to the consumer, which retries the request after a pause
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ from typing import Any
 from core.domain import RegisteredModel
 from core.ports import Datasets, DependencyUnavailable, ModelRegistry, ModelTrainer, Tasks
 from core.serving import BASE_SERVING_VERSION, serving_version
+from core.task_control import FINAL_STATUSES, TaskCancelled, cancel_requested, stop_if_cancelled
 from core.training.dataset import DatasetStats, TrainingDataset
 from core.training.finetune import FineTuneConfig, FineTuneResult
 from core.training.gate import decide
@@ -40,7 +45,6 @@ from schemas.training import TrainingRequested
 
 log = logging.getLogger("flywheel.trainer")
 
-FINAL_STATUSES = ("succeeded", "failed", "rejected")
 # Share of the task's progress each stage ends at.
 PROGRESS = {"building-dataset": 0.05, "training": 0.85, "evaluating": 0.95, "registering": 1.0}
 
@@ -87,6 +91,8 @@ async def handle_training_request(request: TrainingRequested, deps: TrainerDeps)
     if task["status"] in FINAL_STATUSES:
         log.info("training run %s is already %s: nothing to do", run_id, task["status"])
         return task
+    if cancel_requested(task):  # asked to stop before a crash or a transient failure
+        return await _finish(deps, run_id, status="cancelled", error="cancelled")
     published = (task.get("details") or {}).get("published_event")
     if published:
         # Registered and gated before a crash: only the announcement is missing.
@@ -95,6 +101,10 @@ async def handle_training_request(request: TrainingRequested, deps: TrainerDeps)
     run = _Run(request, deps, task.get("details") or {})
     try:
         return await run.execute()
+    except TaskCancelled:
+        log.info("training run %s cancelled at stage %s", run_id, run.stage)
+        await run.end_mlflow("KILLED", {"gate": "cancelled"})
+        return await _finish(deps, run_id, status="cancelled", stage=run.stage, error="cancelled")
     except Rejected as reason:
         log.info("training run %s rejected: %s", run_id, reason)
         await run.end_mlflow("FINISHED", {"gate": "rejected"})
@@ -131,8 +141,8 @@ class _Run:
 
     async def set_stage(self, stage: str, progress: float, **fields: Any) -> None:
         self.stage = stage
-        await self.deps.tasks.update(self.request.run_id, status="running", stage=stage,
-                                     progress=round(progress, 4), **fields)
+        stop_if_cancelled(await self.deps.tasks.update(
+            self.request.run_id, status="running", stage=stage, progress=round(progress, 4), **fields))
 
     async def execute(self) -> dict[str, Any]:
         request, deps, cfg = self.request, self.deps, self.deps.config
@@ -226,17 +236,23 @@ class _Run:
 
     async def _train(self, base_dir: Path, data: TrainingDataset, tune: FineTuneConfig) -> FineTuneResult:
         latest = {"done": 0, "total": 1}
+        stop = threading.Event()
 
-        def progress(done: int, total: int) -> None:  # called from the training thread
+        def progress(done: int, total: int) -> None:  # called from the training thread, each step
             latest.update(done=done, total=total)
+            if stop.is_set():
+                raise TaskCancelled(f"training run {self.request.run_id} cancelled after step {done}")
 
         async def report() -> None:
             lo, hi = PROGRESS["building-dataset"], PROGRESS["training"]
             while True:
                 await asyncio.sleep(self.deps.config.progress_interval_s)
                 share = latest["done"] / max(latest["total"], 1)
-                await self.deps.tasks.update(self.request.run_id, progress=round(lo + (hi - lo) * share, 4),
-                                             **{"details.steps": dict(latest)})
+                task = await self.deps.tasks.update(
+                    self.request.run_id, progress=round(lo + (hi - lo) * share, 4),
+                    **{"details.steps": dict(latest)})
+                if cancel_requested(task):
+                    stop.set()
 
         reporter = asyncio.create_task(report())
         try:

@@ -12,9 +12,10 @@ from typing import Any, Literal
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from core.task_control import FINAL_STATUSES, RETRYABLE, TaskConflict, cancel_refusal, retry_refusal
+
 TaskType = Literal["training", "deploy", "reindex"]
-TaskStatus = Literal["pending", "running", "succeeded", "failed", "rejected"]
-FINAL_STATUSES = ("succeeded", "failed", "rejected")
+TaskStatus = Literal["pending", "running", "succeeded", "failed", "rejected", "cancelled"]
 
 
 def _now() -> datetime:
@@ -61,8 +62,10 @@ class TaskStore:
 
     async def update(self, task_id: str, **fields: Any) -> dict[str, Any] | None:
         """Set fields (status, stage, progress, error, links.x, details.x) of a task that is not
-        final. A final task does not change: `succeeded` and `rejected` never again; `failed`
-        only when `status` is given explicitly (a redelivered request retrying it). Returns the
+        final. A final task does not change: `succeeded`, `rejected` and `cancelled` never again;
+        `failed` only when `status` is given explicitly (a redelivered request retrying it). A
+        cancelled task's worker sees the cancellation in what this returns (core.task_control).
+        Returns the
         task as it is afterwards (unchanged when the update was refused); None if there is none."""
         fields["updated_at"] = _now()
         reopenable = ["failed"] if "status" in fields else []
@@ -74,6 +77,51 @@ class TaskStore:
         if task is None:
             task = await self.tasks.find_one({"_id": task_id})
         return _public(task) if task else None
+
+    async def request_cancel(self, task_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        """Cancel a pending task (final at once) or ask a running one's worker to stop
+        (`cancel_requested_at`); a task already asked stays as it is. None if there is no such
+        task (of `tenant`, when given); TaskConflict when it is final."""
+        owned: dict[str, Any] = {"_id": task_id} if tenant is None else {"_id": task_id, "tenant": tenant}
+        now = _now()
+        for _ in range(5):
+            task = await self.tasks.find_one_and_update(
+                {**owned, "status": "pending"},
+                {"$set": {"status": "cancelled", "stage": "cancelled", "cancel_requested_at": now,
+                          "cancelled_at": now, "updated_at": now, "error": "cancelled before it ran"}},
+                return_document=ReturnDocument.AFTER)
+            if task is None:
+                task = await self.tasks.find_one_and_update(
+                    {**owned, "status": "running"},
+                    {"$set": {"cancel_requested_at": now, "updated_at": now}},
+                    return_document=ReturnDocument.AFTER)
+            if task is not None:
+                return _public(task)
+            current = await self.tasks.find_one(owned)
+            if current is None:
+                return None
+            refusal = cancel_refusal(_public(current))
+            if refusal is not None:
+                raise TaskConflict(refusal)
+        raise RuntimeError(f"could not cancel task {task_id!r}: too much contention")
+
+    async def reopen(self, task_id: str, **fields: Any) -> dict[str, Any]:
+        """A failed or cancelled task made pending again for a retry of the same task id
+        (deploy, reindex), its cancellation and error cleared, `details.retries` counted;
+        TaskConflict when it is in another state (a concurrent retry got there first)."""
+        now = _now()
+        task = await self.tasks.find_one_and_update(
+            {"_id": task_id, "status": {"$in": list(RETRYABLE)}},
+            {"$set": {"status": "pending", "stage": "queued", "progress": 0.0, "error": None,
+                      "updated_at": now, **fields},
+             "$unset": {"cancel_requested_at": "", "cancelled_at": ""},
+             "$inc": {"details.retries": 1}},
+            return_document=ReturnDocument.AFTER)
+        if task is None:
+            current = await self.tasks.find_one({"_id": task_id})
+            raise TaskConflict((retry_refusal(_public(current)) if current else f"no task {task_id!r}")
+                               or f"task {task_id!r} changed meanwhile; try again")
+        return _public(task)
 
     async def take_turn(self, type: TaskType, tenant: str, task_id: str) -> dict[str, Any] | None:
         """Make `task_id` the tenant's one unfinished task of `type`: None when it now is (or
