@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 
 from core.adapters.pgvector.base import PoolBound
 from core.adapters.pgvector.schema import chunk_table
+from core.domain import NEW_TENANTS
 
 
 class Queries(PoolBound):
@@ -91,7 +92,7 @@ class Queries(PoolBound):
     async def item_record(self, tenant: str, item_id: str) -> dict[str, Any] | None:
         """The item as stored (title, text, metadata, version, `indexed_at`: when that version
         was written) and, per model version with a chunk table, its status, whether it is the
-        active one, and the chunks of the item it holds with their item version: an item is
+        tenant's active one, and the chunks of the item it holds with their item version: an item is
         searchable with a version whose table holds chunks of it."""
         async with self.pool.connection() as conn:
             row = await (await conn.execute(
@@ -99,10 +100,16 @@ class Queries(PoolBound):
                 "WHERE tenant = %s AND id = %s", (tenant, item_id))).fetchone()
             if row is None:
                 return None
+            # The versions of the tenant's lineage (see core.adapters.pgvector.versions).
             versions = await (await conn.execute(
-                "SELECT v.version, v.status, a.version IS NOT NULL FROM model_versions v "
-                "LEFT JOIN active_model a ON a.version = v.version "
-                "WHERE to_regclass('chunks_v' || v.version) IS NOT NULL ORDER BY v.version::bigint"
+                "WITH l AS (SELECT CASE WHEN EXISTS (SELECT 1 FROM tenant_versions WHERE tenant = %(t)s) "
+                " OR EXISTS (SELECT 1 FROM tenant_active WHERE tenant = %(t)s) THEN %(t)s ELSE %(new)s END "
+                " AS tenant) "
+                "SELECT v.version, v.status, a.version IS NOT NULL FROM tenant_versions v "
+                "LEFT JOIN tenant_active a ON a.tenant = v.tenant AND a.version = v.version "
+                "WHERE v.tenant = (SELECT tenant FROM l) "
+                " AND to_regclass('chunks_v' || v.version) IS NOT NULL ORDER BY v.version::bigint",
+                {"t": tenant, "new": NEW_TENANTS},
             )).fetchall()
             indexes = []
             for version, status, active in versions:
