@@ -31,7 +31,7 @@ from bench.beir import BeirDataset, Qrels, clicks_for, judged_metrics
 from bench.runtime import StackUnavailable, machine_info, run_bounded
 from schemas.topics import CLICKS
 
-FINAL = ("succeeded", "failed", "rejected")
+FINAL = ("succeeded", "failed", "rejected", "cancelled")
 PUBLISH_BATCH = 200
 
 

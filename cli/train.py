@@ -19,7 +19,7 @@ from schemas.envelope import INT64_MAX
 from schemas.topics import TRAINING_REQUESTED
 from schemas.training import TrainingRequested
 
-FINAL = ("succeeded", "failed", "rejected")
+FINAL = ("succeeded", "failed", "rejected", "cancelled")
 
 
 async def _request(bootstrap: str, event: TrainingRequested) -> None:

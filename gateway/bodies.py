@@ -114,6 +114,8 @@ class Task(BaseModel):
     created_at: datetime
     updated_at: datetime
     error: str | None = None
+    cancel_requested_at: datetime | None = Field(
+        default=None, description="When a cancel was asked for; a running task then stops at its next step.")
     links: dict[str, Any] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)
 
@@ -123,6 +125,8 @@ class ModelVersionInfo(BaseModel):
     status: str = Field(description="building, active, retired (complete, not serving) or failed.")
     reason: str | None = Field(default=None, description="Why the version failed (its reindex's error).")
     active: bool
+    owner: str | None = Field(
+        default=None, description="The tenant whose sessions trained it; null: shared (the base model).")
     dim: int
     created_at: datetime
     activated_at: datetime | None = None
@@ -162,6 +166,7 @@ class ABSplitEndedInfo(BaseModel):
 
 
 class ModelsResponse(BaseModel):
+    tenant: str = Field(default="default", description="The tenant whose model lineage this is.")
     active_version: str | None
     versions: list[ModelVersionInfo]
     ab_split: ABSplitInfo | None = None

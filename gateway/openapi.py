@@ -76,6 +76,11 @@ ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/clicks"): {413: "More events than FLYWHEEL_GATEWAY_MAX_BATCH, or a body too large."},
     ("post", "/v1/training-runs"): {409: "The tenant has a training run that is not finished."},
     ("get", "/v1/tasks/{task_id}"): {404: "No such task in the caller's tenant."},
+    ("post", "/v1/tasks/{task_id}/cancel"): {404: "No such task in the caller's tenant.",
+                                            409: "The task is final: nothing to cancel."},
+    ("post", "/v1/tasks/{task_id}/retry"): {
+        404: "No such task in the caller's tenant.",
+        409: "The task is not failed or cancelled, or the tenant has a training run unfinished."},
     ("put", "/v1/models/ab-split"): {404: "The candidate has no index.",
                                       409: "The candidate cannot take traffic, or the versions changed."},
     ("delete", "/v1/models/{version}/adjustments"): {404: "The version has no index."},

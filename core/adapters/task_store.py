@@ -123,6 +123,10 @@ class TaskStore:
                                or f"task {task_id!r} changed meanwhile; try again")
         return _public(task)
 
+    async def link(self, task_id: str, name: str, value: str) -> None:
+        """Record `links.<name>` on a task whatever its state (a final task's retry)."""
+        await self.tasks.update_one({"_id": task_id}, {"$set": {f"links.{name}": value}})
+
     async def take_turn(self, type: TaskType, tenant: str, task_id: str) -> dict[str, Any] | None:
         """Make `task_id` the tenant's one unfinished task of `type`: None when it now is (or
         already was); else the unfinished task that holds the turn. Atomic across gateway

@@ -1,0 +1,135 @@
+"""Cancel and retry of tasks through a real gateway over real MongoDB and Kafka: the task's
+own tenant's admin or an operator may; another tenant's admin gets 404 (the task is not
+theirs to see), a key without `admin` 403, and the task does not change either way."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from core.adapters.task_store import TaskStore
+from core.api_keys import hash_key
+from core.config import Settings
+from infra.process import Component
+from infra.services import gateway_service
+from tests.conftest import _run
+
+pytestmark = pytest.mark.integration
+
+TA, TB = f"ta-{uuid.uuid4().hex[:8]}", f"tb-{uuid.uuid4().hex[:8]}"
+KEYS = {
+    "admin-a": (TA, ["admin"]), "publish-a": (TA, ["publish", "search"]),
+    "admin-b": (TB, ["admin"]), "operator": ("platform", ["operator"]),
+}
+SECRET = {name: f"key-{name}-{uuid.uuid4().hex}" for name in KEYS}
+COMPARED = ("status", "stage", "error", "cancel_requested_at", "links", "details", "updated_at")
+
+
+def auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {SECRET[name]}"}
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    test_settings: Settings, kafka: Component, postgres: Component, mongodb: Component
+) -> Iterator[str]:
+    records = [{"key_id": name, "key_sha256": hash_key(SECRET[name]), "tenant": tenant, "scopes": scopes}
+               for name, (tenant, scopes) in KEYS.items()]
+    settings = test_settings.model_copy(update={"api_keys_json": json.dumps(records)})
+    for _ in _run(gateway_service(settings)):
+        yield settings.gateway_url
+
+
+async def a_task(tasks: TaskStore, tenant: str, status: str, type_: str = "training") -> dict[str, Any]:
+    task_id = f"run-{uuid.uuid4().hex}" if type_ == "training" else f"{type_}-{uuid.uuid4().int % 10**9}"
+    details = ({"min_sessions": 5, "epochs": 1, "gate_margin": 0.0} if type_ == "training"
+               else {"model_version": task_id.split("-")[1], "activate": True})
+    await tasks.create(task_id, type_, tenant, details)  # type: ignore[arg-type]
+    if status != "pending":
+        await tasks.update(task_id, status=status, stage=status)
+    task = await tasks.get(task_id)
+    assert task is not None
+    return task
+
+
+def unchanged(before: dict[str, Any], after: dict[str, Any] | None) -> bool:
+    assert after is not None
+    return all(before.get(k) == after.get(k) for k in COMPARED)
+
+
+async def test_another_tenants_admin_and_a_lower_scope_are_refused_and_nothing_changes(
+    gateway: str, task_store: TaskStore
+) -> None:
+    pending = await a_task(task_store, TA, "pending")
+    failed = await a_task(task_store, TA, "failed")
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        for task in (pending, failed):
+            for action in ("cancel", "retry"):
+                url = f"/v1/tasks/{task['id']}/{action}"
+                other = await client.post(url, headers=auth("admin-b"))
+                assert other.status_code == 404, other.text
+                assert other.headers["content-type"].startswith("application/problem+json")
+                assert (await client.post(url, headers=auth("publish-a"))).status_code == 403
+                assert (await client.post(url)).status_code == 401
+                assert unchanged(task, await task_store.get(task["id"]))
+            assert (await client.get(f"/v1/tasks/{task['id']}", headers=auth("admin-b"))).status_code == 404
+    # Nothing was published for A: no new training task of tenant A exists.
+    assert {t["id"] for t in await task_store.list(tenant=TA)} == {pending["id"], failed["id"]}
+
+
+async def test_the_tenants_admin_cancels_and_retries_its_own_tasks(
+    gateway: str, task_store: TaskStore
+) -> None:
+    pending = await a_task(task_store, TA, "pending")
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        cancelled = await client.post(f"/v1/tasks/{pending['id']}/cancel", headers=auth("admin-a"))
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancel_requested_at"]
+        again = await client.post(f"/v1/tasks/{pending['id']}/cancel", headers=auth("admin-a"))
+        assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+        assert again.json()["errors"][0]["field"] == "status"
+
+        retried = await client.post(f"/v1/tasks/{pending['id']}/retry", headers=auth("admin-a"))
+        assert retried.status_code == 202, retried.text
+        new_id = retried.json()["task_id"]
+        assert new_id != pending["id"] and retried.json()["status_url"] == f"/v1/tasks/{new_id}"
+        new = (await client.get(f"/v1/tasks/{new_id}", headers=auth("admin-a"))).json()
+        assert new["status"] == "pending" and new["details"]["retry_of"] == pending["id"]
+        assert new["details"]["min_sessions"] == 5
+        old = (await client.get(f"/v1/tasks/{pending['id']}", headers=auth("admin-a"))).json()
+        assert old["links"]["retried_by"] == new_id and old["status"] == "cancelled"
+        # A second retry of the same task while the new run is unfinished: one run at a time.
+        busy = await client.post(f"/v1/tasks/{pending['id']}/retry", headers=auth("admin-a"))
+        assert busy.status_code == 409 and new_id in busy.json()["detail"]
+
+        # The operator may act on any tenant's task (and frees A's turn here).
+        by_operator = await client.post(f"/v1/tasks/{new_id}/cancel", headers=auth("operator"))
+        assert by_operator.status_code == 200 and by_operator.json()["status"] == "cancelled"
+        running = await a_task(task_store, TB, "running")
+        asked = await client.post(f"/v1/tasks/{running['id']}/cancel", headers=auth("operator"))
+        assert asked.status_code == 200, asked.text
+        assert asked.json()["status"] == "running" and asked.json()["cancel_requested_at"]
+
+        succeeded = await a_task(task_store, TA, "succeeded")
+        for action in ("cancel", "retry"):
+            refused = await client.post(f"/v1/tasks/{succeeded['id']}/{action}", headers=auth("admin-a"))
+            assert refused.status_code == 409 and "succeeded" in refused.json()["detail"]
+        missing = await client.post("/v1/tasks/no-such-task/cancel", headers=auth("admin-a"))
+        assert missing.status_code == 404
+
+
+async def test_a_reindex_is_retried_as_the_same_task_reopened(gateway: str, task_store: TaskStore) -> None:
+    failed = await a_task(task_store, TA, "failed", "reindex")
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        retried = await client.post(f"/v1/tasks/{failed['id']}/retry", headers=auth("admin-a"))
+        assert retried.status_code == 202, retried.text
+        assert retried.json()["task_id"] == failed["id"]
+    task = await task_store.get(failed["id"])
+    assert task is not None and task["status"] == "pending" and task["details"]["retries"] == 1
+    # No reindexer runs here: the task is left as it was found.
+    await task_store.update(failed["id"], status="failed", stage="failed")
