@@ -3,7 +3,7 @@
 import { barChart, sparkline, PALETTE } from "/console/static/chart.js";
 
 const KEY_STORAGE = "flywheel.apiKey";
-const FINAL = new Set(["succeeded", "failed", "rejected"]);
+const FINAL = new Set(["succeeded", "failed", "rejected", "cancelled"]);
 const $ = (sel, root = document) => root.querySelector(sel);
 
 // --- DOM helper: h("tag", {attrs}, ...children); text is always set as text, never as HTML ---
