@@ -145,7 +145,8 @@ async def run_gateway(
         async with open_stack(settings, ingest=False) as stack:
             def in_process(query: str) -> Call:
                 async def call() -> Outcome:
-                    await search(SearchQuery(query, config.k, config.tenant), stack.store, stack.embedder)
+                    await search(SearchQuery(query, config.k, config.tenant),
+                                 stack.store.for_tenant(config.tenant), stack.embedder)
                     return None
                 return call
 

@@ -259,7 +259,7 @@ async def run_ingest(settings: Settings, config: IngestConfig, progress: Progres
             raise ValueError(f"tenant {tenant!r} already holds items; ingest needs a fresh tenant")
         with progress:
             pipeline = await publish_until_searchable(stack, docs, tenant, progress, config.timeout_s)
-            version = await stack.store.active_version()
+            version = await stack.store.active_version(tenant)
             # After the pipeline is idle, so the two never compete for the same cores.
             baseline = None
             if config.baseline:

@@ -29,6 +29,7 @@ from rich.progress import Progress
 
 from bench.beir import BeirDataset, Qrels, clicks_for, judged_metrics
 from bench.runtime import StackUnavailable, machine_info, run_bounded
+from core.rollout import reindex_task_id
 from schemas.topics import CLICKS
 
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
@@ -239,9 +240,11 @@ class QualityRun:
         return task
 
     async def roll_out(self, version: str) -> None:
-        for kind in ("deploy", "reindex"):
+        # The deploy is shared; the reindex is this tenant's (its items, its lineage).
+        tasks = (("deploy", f"deploy-{version}"), ("reindex", reindex_task_id(version, self.tenant)))
+        for kind, task_id in tasks:
             began = time.monotonic()
-            task = await self.follow(f"{kind}-{version}", kind)
+            task = await self.follow(task_id, kind)
             if task["status"] != "succeeded":
                 raise QualityError(f"{kind} of version {version} {task['status']}: {task.get('error')}")
             self.timings.phase(kind, began)

@@ -79,7 +79,7 @@ class Paths:
         began = time.perf_counter()
         result = await search(
             SearchQuery(text, self.k, self.tenant, mode="hybrid" if mode == "hybrid" else "vector"),
-            self.stack.store, self.stack.embedder,
+            self.stack.store.for_tenant(self.tenant), self.stack.embedder,
         )
         return _ms(began), result.timings_ms, [hit.id for hit in result.hits]
 
@@ -124,7 +124,7 @@ async def run_search(settings: Settings, config: SearchConfig, progress: Progres
                 ingested = (await publish_until_searchable(
                     stack, docs, tenant, progress, config.timeout_s)).to_dict()
                 items = await stack.store.count_items(tenant)
-            version = await stack.store.active_version()
+            version = await stack.store.active_version(tenant)
             if version is None:
                 raise NoActiveModel("no model version is active yet; index some content first")
 

@@ -17,19 +17,21 @@ from core.bootstrap import build_embedder, build_session_store, build_store
 from core.config import get_settings
 from core.domain import ConcurrentChange
 from core.improver import improve, improver_config
+from schemas.envelope import DEFAULT_TENANT
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-async def _split(version: str | None, percent: float | None, clear: bool) -> dict[str, Any] | None:
+async def _split(version: str | None, percent: float | None, clear: bool, tenant: str
+                 ) -> dict[str, Any] | None:
     store = await build_store(get_settings())
     try:
-        splits = PgSplitStore(store.pool)
+        splits = PgSplitStore(store.pool).for_tenant(tenant)
         if clear:
             await splits.clear_split()
             return None
         if version is not None and percent is not None:
-            return asdict(await configure_split(splits, store, version, percent))
+            return asdict(await configure_split(splits, store.for_tenant(tenant), version, percent))
         split = await splits.get_split()
         return asdict(split) if split else None
     finally:
@@ -41,13 +43,15 @@ def ab_split(
     percent: Annotated[float | None, typer.Argument(min=0.0, max=100.0, help="Share of sessions, %.")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="End the split: all traffic to active.")] = False,
     as_json: AsJson = False,
+    tenant: Annotated[str, typer.Option("--tenant", help="Whose split (default: the default tenant).")]
+        = DEFAULT_TENANT,
 ) -> None:
-    """Split search sessions between the active version and VERSION (PERCENT % of sessions, by a
+    """Split a tenant's search sessions between its active version and VERSION (PERCENT % of sessions, by a
     hash of the session id). Without arguments, show the split; `--clear` ends it."""
     if (version is None) != (percent is None):
         raise fail("give both VERSION and PERCENT, or neither")
     try:
-        split = asyncio.run(_split(version, percent, clear))
+        split = asyncio.run(_split(version, percent, clear, tenant))
     except (InvalidSplit, ConcurrentChange) as error:
         raise fail(str(error)) from error
     if as_json:
@@ -85,7 +89,7 @@ def improve_now(as_json: AsJson = False) -> None:
 async def _revert(version: str) -> tuple[int, int]:
     store = await build_store(get_settings())
     try:
-        if version not in {row["version"] for row in await store.list_versions()}:
+        if version not in await store.dimensions():
             raise LookupError(f"model version {version!r} has no index")
         adjustments = PgVectorAdjustments(store.pool)
         restored = await adjustments.revert(version)

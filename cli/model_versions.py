@@ -13,12 +13,13 @@ from cli.common import out
 from core.bootstrap import build_model_registry, build_store
 from core.config import get_settings
 from core.serving import BASE_SERVING_VERSION, registry_version, serving_version
+from schemas.envelope import DEFAULT_TENANT
 
 
 async def _served() -> tuple[str | None, list[dict[str, Any]]]:
     store = await build_store(get_settings())
     try:
-        return await store.active_version(), await store.list_versions()
+        return await store.active_version(DEFAULT_TENANT), await store.list_versions(DEFAULT_TENANT)
     finally:
         await store.close()
 

@@ -37,7 +37,7 @@ async def _search(query: SearchQuery) -> SearchResult:
     store = await build_store(settings)
     embedder = build_embedder(settings)
     try:
-        return await run_search(query, store, embedder)
+        return await run_search(query, store.for_tenant(query.tenant), embedder)
     finally:
         await store.close()
         await embedder.close()

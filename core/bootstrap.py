@@ -13,7 +13,8 @@ from core.adapters.triton_embedder import TritonEmbedder, wait_until_ready
 from core.base_model import base_model_dir
 from core.chunking import Chunker, ChunkingConfig, tokenizer_for
 from core.config import Settings
-from core.domain import ConcurrentChange, Expected
+from core.domain import NEW_TENANTS, ConcurrentChange, Expected
+from core.embeddings import max_sequence_tokens
 from core.serving import BASE_SERVING_VERSION
 
 if TYPE_CHECKING:
@@ -33,9 +34,11 @@ def build_embedder(settings: Settings) -> TritonEmbedder:
 
 
 def build_chunker(settings: Settings) -> Chunker:
+    model_dir = base_model_dir(settings)
+    max_tokens = settings.chunk_max_tokens or max_sequence_tokens(model_dir)
     return Chunker(
-        tokenizer_for(base_model_dir(settings)),
-        ChunkingConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens),
+        tokenizer_for(model_dir),
+        ChunkingConfig(max_tokens, settings.chunk_overlap_tokens, settings.chunk_header),
     )
 
 
@@ -45,13 +48,15 @@ async def build_store(settings: Settings) -> PgVectorStore:
 
 
 async def ensure_initial_version(store: PgVectorStore, embedder: TritonEmbedder) -> None:
-    """On a fresh database, index with the base model: create and activate its version."""
-    if await store.active_version() is None:
+    """On a fresh database, index with the base model: create its version and activate it for
+    new tenants (every tenant without a lineage of its own serves it)."""
+    lineage = store.for_tenant(NEW_TENANTS)
+    if await lineage.active_version() is None:
         await wait_until_ready(embedder, BASE_SERVING_VERSION)
         probe = await embedder.embed(["dimension probe"], BASE_SERVING_VERSION)
-        await store.ensure_version(BASE_SERVING_VERSION, int(probe.vectors.shape[1]), status="building")
+        await lineage.ensure_version(BASE_SERVING_VERSION, int(probe.vectors.shape[1]), status="building")
         try:  # only if still nothing is active: a version activated meanwhile stays
-            await store.activate(BASE_SERVING_VERSION, Expected(None))
+            await lineage.activate(BASE_SERVING_VERSION, Expected(None))
         except ConcurrentChange as lost:
             log.info("base model version %s not activated: %s", BASE_SERVING_VERSION, lost)
             return

@@ -64,6 +64,12 @@ class SearchQuery:
 
 
 # --- rollout state ---------------------------------------------------------------------------
+# The lineage key of tenants that have none of their own yet (not a valid tenant name): its
+# active version is what a new tenant serves; a tenant's first change of its rollout state
+# starts its own lineage as a copy of it. The base model version is shared by every tenant.
+NEW_TENANTS = "*"
+
+
 @dataclass(frozen=True)
 class Expected:
     """The rollout state a change was decided from: the active version seen then and, when

@@ -1,6 +1,8 @@
 """Promote or roll back: switch search to a model version whose index is complete.
 
-Shared by the gateway (POST /v1/models/{version}/activate) and `flywheel models activate`.
+Shared by the gateway (POST /v1/models/{version}/activate) and `flywheel models activate`,
+over one tenant's lineage (its view of the store): another tenant's active version is never
+touched.
 A version's index is complete once its reindex finished (status active or retired); a
 version still being built (status building) is refused, so search never sees a partial
 index, and so is a retired version older than the rollback target, which has stopped
@@ -20,6 +22,18 @@ from dataclasses import dataclass
 
 from core.domain import ConcurrentChange, Expected
 from core.ports import RolloutStore
+from schemas.envelope import DEFAULT_TENANT
+
+
+def reindex_task_id(model_version: str, tenant: str = DEFAULT_TENANT) -> str:
+    """The task of a tenant's reindex of a version: one per version per tenant (the default
+    tenant's keeps the plain `reindex-<version>`)."""
+    return f"reindex-{model_version}" + ("" if tenant == DEFAULT_TENANT else f"-{tenant}")
+
+
+def reindex_group(model_version: str, tenant: str = DEFAULT_TENANT) -> str:
+    """The consumer group a tenant's reindex of a version replays content with."""
+    return f"reindex-v{model_version}" + ("" if tenant == DEFAULT_TENANT else f"-{tenant}")
 
 
 class ActivationError(RuntimeError):

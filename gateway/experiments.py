@@ -1,6 +1,6 @@
-"""A/B split and online metrics for the gateway: the split config (cached briefly, so a change
-reaches every gateway process within `ab_split_cache_s`) and click-through / MRR per model
-version from the session documents (cached for `ab_metrics_cache_s`)."""
+"""A/B split and online metrics for the gateway, per tenant: the tenant's split config (cached
+briefly, so a change reaches every gateway process within `ab_split_cache_s`) and click-through
+/ MRR per model version from the tenant's session documents (cached for `ab_metrics_cache_s`)."""
 
 from __future__ import annotations
 
@@ -21,45 +21,48 @@ class Experiments:
         self.settings = settings
         self.splits = splits
         self.adjustments = adjustments
-        self._split: tuple[float, ABSplit | None] | None = None
-        self._metrics: tuple[float, dict[str, dict[str, float]], int] | None = None
-        self._lock = asyncio.Lock()
-        self._refresh: asyncio.Task[None] | None = None  # kept so the task is not collected
+        self._split: dict[str, tuple[float, ABSplit | None]] = {}
+        self._metrics: dict[str, tuple[float, dict[str, dict[str, float]], int]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._refresh: dict[str, asyncio.Task[None]] = {}  # kept so the tasks are not collected
 
-    async def split(self) -> ABSplit | None:
-        cached = self._split
+    async def split(self, tenant: str) -> ABSplit | None:
+        cached = self._split.get(tenant)
         if cached is not None and time.monotonic() - cached[0] < self.settings.ab_split_cache_s:
             return cached[1]
-        split = await self.splits.get_split()
-        self._split = (time.monotonic(), split)
+        split = await self.splits.get_split(tenant)
+        self._split[tenant] = (time.monotonic(), split)
         return split
 
-    def forget_split(self) -> None:
-        self._split = None
+    def forget_split(self, tenant: str) -> None:
+        self._split.pop(tenant, None)
 
-    async def online_metrics(self, sessions: MongoSessionStore) -> tuple[dict[str, dict[str, float]], int]:
-        """Per version {searches, clicked_searches, sessions, ctr, mrr}; and the sessions read.
+    async def online_metrics(self, sessions: MongoSessionStore, tenant: str
+                             ) -> tuple[dict[str, dict[str, float]], int]:
+        """Per version {searches, clicked_searches, sessions, ctr, mrr} over the tenant's
+        sessions; and the sessions read.
 
         Stale while revalidating: once computed, a request gets the figures at hand at once
         and an outdated cache is recomputed in the background, so no request waits on
         folding thousands of session documents."""
-        cached = self._metrics
+        cached = self._metrics.get(tenant)
+        lock = self._locks.setdefault(tenant, asyncio.Lock())
         if cached is None:
-            await self._recompute(sessions)
-        elif time.monotonic() - cached[0] >= self.settings.ab_metrics_cache_s and not self._lock.locked():
-            self._refresh = asyncio.create_task(self._recompute(sessions))
-        assert self._metrics is not None
-        return self._metrics[1], self._metrics[2]
+            await self._recompute(sessions, tenant)
+        elif time.monotonic() - cached[0] >= self.settings.ab_metrics_cache_s and not lock.locked():
+            self._refresh[tenant] = asyncio.create_task(self._recompute(sessions, tenant))
+        metrics = self._metrics[tenant]
+        return metrics[1], metrics[2]
 
-    async def _recompute(self, sessions: MongoSessionStore) -> None:
-        async with self._lock:
-            cached = self._metrics
+    async def _recompute(self, sessions: MongoSessionStore, tenant: str) -> None:
+        async with self._locks.setdefault(tenant, asyncio.Lock()):
+            cached = self._metrics.get(tenant)
             if cached is not None and time.monotonic() - cached[0] < self.settings.ab_metrics_cache_s:
                 return
             since = datetime.now(UTC) - timedelta(days=self.settings.ab_metrics_window_days)
             limit = self.settings.ab_metrics_max_sessions
-            metrics, read = await collect_online_metrics(sessions, since, limit)
-            self._metrics = (time.monotonic(), metrics, read)
+            metrics, read = await collect_online_metrics(sessions.for_tenant(tenant), since, limit)
+            self._metrics[tenant] = (time.monotonic(), metrics, read)
 
     async def improver_states(self) -> dict[str, dict[str, Any]]:
         return await self.adjustments.all_states()

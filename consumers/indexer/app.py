@@ -1,4 +1,5 @@
-"""The indexer service: content-upserted -> chunks -> Triton -> pgvector, then commit.
+"""The indexer service: content-upserted -> chunks -> Triton -> pgvector, then commit. Each
+item is written into the versions its tenant serves, builds or can roll back to.
 
 Run: `uvicorn consumers.indexer.app:app`. Offsets are committed only after the batch is in
 PostgreSQL and its dead letters are acknowledged by Kafka (consumers.service).
@@ -15,7 +16,7 @@ from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.bootstrap import build_chunker, build_embedder, build_store, ensure_initial_version
 from core.chunking import Chunker
-from core.indexing import Operation, index_batch, parse_operation
+from core.indexing import IndexReport, Operation, index_batch, parse_operation
 from schemas.topics import CONTENT_UPSERTED
 
 
@@ -39,7 +40,14 @@ service = ConsumerService("indexer", open_resources)
 async def index(part: Sequence[tuple[Any, Operation]], indexer: Indexer) -> list[tuple[Any, str]]:
     """Index the batch; the upserts the store rejects (a vector of the wrong size) are parked."""
     record_of = {id(op): record for record, op in part}
-    report = await index_batch([op for _, op in part], indexer.store, indexer.embedder, indexer.chunker)
+    # Each item goes into the versions its tenant serves or builds (the tenant's lineage).
+    per_tenant: dict[str, list[Operation]] = {}
+    for _, op in part:
+        per_tenant.setdefault(op.key[0], []).append(op)
+    report = IndexReport()
+    for tenant, operations in per_tenant.items():
+        report.merge(await index_batch(operations, indexer.store.for_tenant(tenant), indexer.embedder,
+                                       indexer.chunker))
     service.log.info("batch of %d: %d upserted, %d deleted, %d unchanged, %d rejected", len(part),
                      report.upserted, report.deleted, report.skipped, len(report.rejected))
     return [(record_of[id(upsert)], reason) for upsert, reason in report.rejected]

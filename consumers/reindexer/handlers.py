@@ -11,6 +11,11 @@
    since overtaken are skipped, so a replay never resurrects or drops a live item.
 3. Reconcile: embed any item whose chunks in the version are still missing or stale (an item
    the live indexer wrote while the table was being created), drop chunks of deleted items.
+Everything is the requesting tenant's (the event's envelope tenant): its lineage (`deps.store`
+is that tenant's view of the store), its items only, its task `reindex-<version>[-<tenant>]`
+and replay group, so one reindex runs per version per tenant and never touches another
+tenant's items or active version.
+
 4. Switch the active pointer atomically (search never sees a partial index); the previous
    version is kept (retired, still written to as the rollback target), so activating it
    again rolls back at once. The switch is a compare-and-set on the active version the reindex
@@ -41,9 +46,11 @@ from core.chunking import Chunker
 from core.domain import ConcurrentChange, Expected
 from core.indexing import Delete, Operation, Upsert, index_batch, parse_records
 from core.ports import ReindexStore, ReplaySource, ServingEmbedder, Tasks
+from core.rollout import reindex_group, reindex_task_id
 from core.task_control import TaskCancelled, stop_if_cancelled
 from producers.ratelimit import limiter
 from schemas.content import ContentUpserted
+from schemas.envelope import DEFAULT_TENANT
 from schemas.reindex import ReindexRequested
 
 log = logging.getLogger("flywheel.reindexer")
@@ -74,12 +81,12 @@ class ReindexDeps:
     max_attempts: int = 10
 
 
-def task_id(model_version: str) -> str:
-    return f"reindex-{model_version}"
+def task_id(model_version: str, tenant: str = DEFAULT_TENANT) -> str:
+    return reindex_task_id(model_version, tenant)
 
 
-def replay_group(model_version: str) -> str:
-    return f"reindex-v{model_version}"
+def replay_group(model_version: str, tenant: str = DEFAULT_TENANT) -> str:
+    return reindex_group(model_version, tenant)
 
 
 async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
@@ -89,11 +96,11 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
     group's committed offsets say.
     """
     version = event.model_version
-    tid = task_id(version)
+    tid = task_id(version, event.tenant)
     started_from = await deps.store.active_version()
     task, _ = await deps.tasks.create(tid, "reindex", event.tenant, details={
         "model_version": version, "activate": event.activate, "from_offset": event.from_offset,
-        "source_topic": event.source_topic, "group": replay_group(version),
+        "source_topic": event.source_topic, "group": replay_group(version, event.tenant),
         "started_from": started_from,
     })
     if task["status"] in ("succeeded", "cancelled"):
@@ -201,8 +208,8 @@ def _ints(mapping: dict[str, Any] | None) -> dict[int, int] | None:
 
 async def _backfill(event: ReindexRequested, deps: ReindexDeps, details: dict[str, Any]) -> int:
     version = event.model_version
-    tid = task_id(version)
-    async with deps.open_replay(replay_group(version)) as replay:
+    tid = task_id(version, event.tenant)
+    async with deps.open_replay(replay_group(version, event.tenant)) as replay:
         # The snapshot is taken once: a resumed run catches up to the same end.
         ends = _ints(details.get("end_offsets")) or await replay.end_offsets()
         positions = await replay.resume(event.from_offset)
@@ -224,7 +231,7 @@ async def _backfill(event: ReindexRequested, deps: ReindexDeps, details: dict[st
             for _ in records:
                 await limit()
             if records:
-                await backfill_batch(records, version, deps)
+                await backfill_batch(records, version, deps, event.tenant)
             await replay.commit(positions)  # only after the batch is durable
             if time.monotonic() - last_report >= deps.progress_every_s:
                 last_report = time.monotonic()
@@ -235,15 +242,18 @@ async def _backfill(event: ReindexRequested, deps: ReindexDeps, details: dict[st
         return done_so_far()
 
 
-async def backfill_batch(records: Sequence[Any], version: str, deps: ReindexDeps) -> int:
-    """Index replayed records into `version` only; returns how many items it wrote.
+async def backfill_batch(records: Sequence[Any], version: str, deps: ReindexDeps,
+                         tenant: str | None = None) -> int:
+    """Index replayed records (of `tenant` only, when given: a reindex re-embeds the items of
+    the tenant whose version it builds) into `version` only; returns how many items it wrote.
 
     Invalid records are skipped here: the live indexer dead-lettered them already.
     """
     parsed, invalid = parse_records(records)
     if invalid:
         log.debug("skipping %d invalid records (dead-lettered by the indexer)", len(invalid))
-    operations = await current_only([op for _, op in parsed], deps.store)
+    operations = await current_only([op for _, op in parsed if tenant is None or op.key[0] == tenant],
+                                    deps.store)
     if not operations:
         return 0
     report = await index_batch(operations, deps.store, deps.embedder, deps.chunker, versions=[version])

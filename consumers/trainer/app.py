@@ -1,5 +1,7 @@
 """The trainer service: training-requested -> dataset -> fine-tune -> evaluate -> gate ->
-MLflow -> model-published, recorded in the run's task; then commit.
+MLflow -> model-published, recorded in the run's task; then commit. A run reads only its
+tenant's sessions and starts from its tenant's active version; the version it publishes
+belongs to that tenant.
 
 Run: `uvicorn consumers.trainer.app:app`. One request at a time; the offset is committed
 after the task holds the outcome. Training runs in a worker thread, and the consumer may
@@ -10,10 +12,14 @@ its task left pending at stage "waiting".
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
 from consumers.service import ConsumerService, ServiceContext
 from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
 from core.adapters.index_ranker import IndexRanker
 from core.adapters.item_texts import PgItemTexts
+from core.adapters.pgvector import PgVectorStore
 from core.base_model import base_model_dir
 from core.bootstrap import (
     build_embedder,
@@ -26,12 +32,13 @@ from core.bootstrap import (
 from core.training.dataset import DatasetBuilder, DatasetConfig
 from core.training.finetune import SentenceTransformersTrainer
 from core.training.mining import MiningConfig
+from schemas.envelope import DEFAULT_TENANT
 from schemas.model_published import ModelPublished
 from schemas.topics import MODEL_PUBLISHED, TRAINING_REQUESTED
 from schemas.training import TrainingRequested
 
 
-async def open_resources(ctx: ServiceContext) -> TrainerDeps:
+async def open_resources(ctx: ServiceContext) -> Trainer:
     settings = ctx.settings
     store = ctx.closing(await build_store(settings))
     sessions = ctx.closing(await build_session_store(settings))
@@ -39,16 +46,19 @@ async def open_resources(ctx: ServiceContext) -> TrainerDeps:
     embedder = ctx.closing(build_embedder(settings))
 
     async def version_of(tenant: str) -> str | None:
-        return await store.active_version()
+        return await store.active_version(tenant)
 
-    datasets = DatasetBuilder(sessions, PgItemTexts(store), DatasetConfig(
-        eval_fraction=settings.training_eval_fraction, max_negatives=settings.training_max_negatives,
-        max_examples=settings.training_max_examples, max_eval_queries=settings.training_max_eval_queries,
-        session_batch=settings.training_session_batch,
-    ), IndexRanker(store, embedder, version_of), MiningConfig(
-        per_pair=settings.training_mined_negatives, depth=settings.training_mining_depth,
-        max_ratio=settings.training_mining_max_ratio, max_queries=settings.training_mining_max_queries,
-    ))
+    def datasets_of(tenant: str) -> DatasetBuilder:
+        """The tenant's sessions only: its clicks never shape another tenant's model."""
+        return DatasetBuilder(sessions.for_tenant(tenant), PgItemTexts(store), DatasetConfig(
+            eval_fraction=settings.training_eval_fraction, max_negatives=settings.training_max_negatives,
+            max_examples=settings.training_max_examples, max_eval_queries=settings.training_max_eval_queries,
+            session_batch=settings.training_session_batch,
+        ), IndexRanker(store.for_tenant(tenant), embedder, version_of), MiningConfig(
+            per_pair=settings.training_mined_negatives, depth=settings.training_mining_depth,
+            max_ratio=settings.training_mining_max_ratio, max_queries=settings.training_mining_max_queries,
+        ))
+
     config = TrainerConfig(
         base_model_dir=base_model_dir(settings), work_dir=training_work_dir(settings),
         batch_size=settings.training_batch_size, mini_batch_size=settings.training_mini_batch_size,
@@ -59,12 +69,29 @@ async def open_resources(ctx: ServiceContext) -> TrainerDeps:
     async def publish_model(event: ModelPublished) -> None:
         await ctx.publisher.publish(MODEL_PUBLISHED, event)
 
-    return TrainerDeps(tasks, datasets, SentenceTransformersTrainer(), build_model_registry(settings),
-                       store.active_version, publish_model, config, is_transient=service.policy.is_transient)
+    lineage = store.for_tenant(DEFAULT_TENANT)
+    return Trainer(TrainerDeps(
+        tasks, datasets_of(DEFAULT_TENANT), SentenceTransformersTrainer(), build_model_registry(settings),
+        lineage.active_version, publish_model, config, is_transient=service.policy.is_transient),
+        datasets_of, store)
 
 
-async def train(event: TrainingRequested, deps: TrainerDeps) -> None:
-    task = await handle_training_request(event, deps)
+@dataclass(frozen=True)
+class Trainer:
+    """What every run shares; each request trains on its tenant's sessions, from its tenant's
+    active version (core.adapters.pgvector.versions)."""
+
+    deps: TrainerDeps
+    datasets_of: Callable[[str], DatasetBuilder]
+    store: PgVectorStore
+
+    def for_tenant(self, tenant: str) -> TrainerDeps:
+        return replace(self.deps, datasets=self.datasets_of(tenant),
+                       active_version=self.store.for_tenant(tenant).active_version)
+
+
+async def train(event: TrainingRequested, trainer: Trainer) -> None:
+    task = await handle_training_request(event, trainer.for_tenant(event.tenant))
     service.log.info("training run %s: %s (%s)", event.run_id, task["status"],
                      task.get("error") or task["stage"])
 

@@ -84,15 +84,22 @@ class MongoSessionStore:
         query = {} if since is None else {"created_at": {"$gt": since}}
         return await self.sessions.count_documents(query)
 
+    def for_tenant(self, tenant: str) -> TenantSessions:
+        """The sessions of one tenant (what its training, metrics and policy read)."""
+        return TenantSessions(self, tenant)
+
     async def iter_sessions(
-        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
+        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256,
+        tenant: str | None = None,
     ) -> AsyncIterator[SessionDoc]:
         window: dict[str, Any] = {}
         if since is not None:
             window["$gte"] = since
         if until is not None:
             window["$lt"] = until
-        query = {"last_event_at": window} if window else {}
+        query: dict[str, Any] = {"last_event_at": window} if window else {}
+        if tenant is not None:
+            query["tenant"] = tenant
         # A cursor reads `batch_size` documents per round trip: memory stays bounded.
         cursor = self.sessions.find(query, {"event_ids": 0}).sort("_id", ASCENDING).batch_size(batch_size)
         async for doc in cursor:
@@ -117,3 +124,16 @@ class MongoSessionStore:
         except DuplicateKeyError:
             return False
         return result.matched_count == 1 or result.upserted_id is not None
+
+
+class TenantSessions:
+    """One tenant's session documents (core.ports.SessionSource)."""
+
+    def __init__(self, store: MongoSessionStore, tenant: str) -> None:
+        self.store = store
+        self.tenant = tenant
+
+    def iter_sessions(
+        self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
+    ) -> AsyncIterator[SessionDoc]:
+        return self.store.iter_sessions(since, until, batch_size, tenant=self.tenant)

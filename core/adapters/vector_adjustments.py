@@ -24,7 +24,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from core.adapters.pgvector import chunk_table
+from core.domain import NEW_TENANTS
 from core.improver import ChunkState, ChunkUpdate, ImproverState, Key
+from schemas.envelope import DEFAULT_TENANT
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS item_adjustments (
@@ -70,8 +72,13 @@ class PgVectorAdjustments:
             self._ready = True
 
     async def active_version(self) -> str | None:
+        """The default tenant's active version (its own lineage's, else new tenants'): the one
+        the improver adjusts. Each click moves only its own tenant's item vectors."""
         async with self.pool.connection() as conn:
-            row = await (await conn.execute("SELECT version FROM active_model")).fetchone()
+            row = await (await conn.execute(
+                "SELECT version FROM tenant_active WHERE tenant IN (%s, %s) "
+                "ORDER BY tenant = %s DESC LIMIT 1",
+                (DEFAULT_TENANT, NEW_TENANTS, DEFAULT_TENANT))).fetchone()
         return row[0] if row else None
 
     async def improver_state(self, version: str) -> ImproverState:

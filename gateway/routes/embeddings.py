@@ -50,7 +50,7 @@ async def create_embeddings(
     `FLYWHEEL_GATEWAY_EMBEDDINGS_MAX_TOKENS` tokens per request, and the model's sequence length
     per text (a longer text is refused, not silently cut)."""
     try:
-        version, dim = await resolve_version(body.model, who.tenant, store)
+        version, dim = await resolve_version(body.model, who.tenant, store.for_tenant(who.tenant))
     except UnknownModel as error:
         raise Problem(404, str(error), errors=[{"field": "model", "reason": str(error)}]) from error
     if body.dimensions is not None and body.dimensions != dim:

@@ -1,4 +1,9 @@
-"""Model versions: list with metrics, promote or roll back."""
+"""Model versions of the caller's tenant: list with metrics, promote or roll back, the A/B split.
+
+Each tenant has its own lineage (core.adapters.pgvector.versions): its active version,
+rollback target, split and online metrics; the base model is shared, a fine-tuned version
+belongs to the tenant whose sessions trained it. An operator key acts on another tenant with
+`?tenant=`; any other key naming a tenant not its own is refused (403)."""
 
 from __future__ import annotations
 
@@ -34,9 +39,26 @@ from gateway.deps import (
     resources,
 )
 from gateway.problems import Problem
+from gateway.security import Principal
+from schemas.envelope import TENANT_PATTERN
 
 log = logging.getLogger("flywheel.gateway")
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+TenantParam = Annotated[str | None, Query(
+    pattern=TENANT_PATTERN, max_length=128,
+    description="Operator keys: the tenant whose lineage to act on (default: the key's own).")]
+
+
+def lineage_of(who: Principal, tenant: str | None) -> str:
+    """The tenant whose lineage the call acts on: the key's own, or any for an operator."""
+    if tenant is None or tenant == who.tenant:
+        return who.tenant
+    if not who.operator:
+        raise Problem(403, f"this API key acts on tenant {who.tenant!r} only; another tenant's models "
+                           "need the 'operator' scope",
+                      errors=[{"field": "tenant", "reason": "not the key's tenant"}])
+    return tenant
 
 
 def held_out_metrics(scores: dict[str, float]) -> dict[str, float]:
@@ -67,18 +89,21 @@ async def serving_decisions(tasks: Any, settings: Settings, versions: list[str])
 @router.get("", response_model=ModelsResponse)
 async def list_models(
     who: Searching, store: StoreDep, experiments: ExperimentsDep, request: Request, settings: SettingsDep,
+    tenant: TenantParam = None,
 ) -> ModelsResponse:
     """Versions with their held-out scores from training (nDCG@10, MRR@10, Recall@10), A/B
     traffic share, click-through rate and MRR from the session documents (searches credited
     to the version that served them), improver adjustments, and the form Triton serves it in
     (`serving`: fp32, bf16 or fp16, with the measurements that chose it)."""
-    active = await store.active_version()
-    split = await experiments.split()
-    ended = None if split else await experiments.splits.ended_split()
+    tenant = lineage_of(who, tenant)
+    lineage = store.for_tenant(tenant)
+    active = await lineage.active_version()
+    split = await experiments.split(tenant)
+    ended = None if split else await experiments.splits.ended_split(tenant)
     online: dict[str, dict[str, float]] = {}
     read: int | None = None
     try:
-        online, read = await experiments.online_metrics(await resources(request).sessions())
+        online, read = await experiments.online_metrics(await resources(request).sessions(), tenant)
     except Problem as error:  # MongoDB down: the list still answers, without online metrics
         log.warning("online metrics unavailable: %s", error.detail)
     states = await experiments.improver_states()
@@ -87,7 +112,7 @@ async def list_models(
         evaluated = await (await resources(request).tasks()).evaluation_metrics()
     except (Problem, PyMongoError) as error:  # MongoDB down: the list answers without them
         log.warning("training scores unavailable: %r", error)
-    rows = await store.list_versions()
+    rows = await lineage.list_versions()
     serving: dict[str, dict[str, Any]] = {}
     try:
         serving = await serving_decisions(await resources(request).tasks(), settings,
@@ -100,7 +125,8 @@ async def list_models(
         clicks = online.get(version)
         state = states.get(version)
         versions.append(ModelVersionInfo(
-            active=version == active, **row, traffic={"percent": traffic_percent(version, active, split)},
+            active=version == active, owner=row.get("tenant"), **row,
+            traffic={"percent": traffic_percent(version, active, split)},
             searches=int(clicks["searches"]) if clicks else 0,
             clicked_searches=int(clicks["clicked_searches"]) if clicks else 0,
             ctr=clicks["ctr"] if clicks else None, mrr=clicks["mrr"] if clicks else None,
@@ -110,7 +136,7 @@ async def list_models(
             serving=serving.get(str(version)),
         ))
     return ModelsResponse(
-        active_version=active, versions=versions,
+        tenant=tenant, active_version=active, versions=versions,
         ab_split=ABSplitInfo(**vars(split)) if split else None,
         ab_split_ended=ABSplitEndedInfo(**vars(ended)) if ended else None,
         online_window_days=settings.ab_metrics_window_days, online_sessions=read,
@@ -118,35 +144,38 @@ async def list_models(
 
 
 @router.put("/ab-split", response_model=ABSplitInfo)
-async def set_ab_split(body: ABSplitRequest, who: Admin, store: StoreDep, experiments: ExperimentsDep
-                       ) -> ABSplitInfo:
+async def set_ab_split(body: ABSplitRequest, who: Admin, store: StoreDep, experiments: ExperimentsDep,
+                       tenant: TenantParam = None) -> ABSplitInfo:
     """Serve `percent` % of sessions (by a hash of the session id) with `candidate_version`,
     which needs a complete index that still receives new content; searches without a session id
     stay on the active version. 409 when the candidate cannot take traffic, or when an activation
     or reindex changed the versions while the split was being set (nothing was changed)."""
+    tenant = lineage_of(who, tenant)
     try:
-        split = await configure_split(experiments.splits, store, body.candidate_version, body.percent)
+        split = await configure_split(experiments.splits.for_tenant(tenant), store.for_tenant(tenant),
+                                      body.candidate_version, body.percent)
     except InvalidSplit as error:
         status = 404 if "has no index" in str(error) else 409
         raise Problem(status, str(error)) from error
     except ConcurrentChange as error:
         raise Problem(409, str(error)) from error
-    experiments.forget_split()
+    experiments.forget_split(tenant)
     return ABSplitInfo(**vars(split))
 
 
 @router.delete("/ab-split", status_code=204)
-async def clear_ab_split(who: Admin, experiments: ExperimentsDep) -> None:
-    """End the split: all traffic goes to the active version."""
-    await experiments.splits.clear_split()
-    experiments.forget_split()
+async def clear_ab_split(who: Admin, experiments: ExperimentsDep, tenant: TenantParam = None) -> None:
+    """End the tenant's split: all its traffic goes to its active version."""
+    tenant = lineage_of(who, tenant)
+    await experiments.splits.clear_split(tenant)
+    experiments.forget_split(tenant)
 
 
 @router.delete("/{version}/adjustments", response_model=Reverted)
 async def revert_adjustments(version: str, who: Admin, store: StoreDep, experiments: ExperimentsDep
                              ) -> Reverted:
     """Undo the improver on `version`: restore the original vectors of every adjusted chunk."""
-    if version not in {row["version"] for row in await store.list_versions()}:
+    if version not in {row["version"] for row in await store.list_versions(who.tenant)}:
         raise Problem(404, f"model version {version!r} has no index")
     restored = await experiments.adjustments.revert(version)
     state = await experiments.adjustments.improver_state(version)
@@ -159,17 +188,20 @@ async def activate(
     expected_active: Annotated[str | None, Query(
         pattern=VERSION_PATTERN, description="The active version you decided from: 409 if it no longer is.",
     )] = None,
+    tenant: TenantParam = None,
 ) -> Activated:
-    """Switch search to `version` at once: a promotion, or a rollback to a retired version.
+    """Switch the tenant's search to `version` at once: a promotion, or a rollback to a retired
+    version of its lineage (another tenant's search is not touched).
     409 when the version cannot serve, or when another activation, rollback or finishing
     reindex changed the state meanwhile (nothing was switched: look again and decide)."""
+    tenant = lineage_of(who, tenant)
     try:
-        activation = await activate_version(store, version, is_served=embedder.ready,
+        activation = await activate_version(store.for_tenant(tenant), version, is_served=embedder.ready,
                                             expected_active=expected_active)
     except UnknownVersion as error:
         raise Problem(404, str(error)) from error
     except (ActivationError, ConcurrentChange) as error:
         raise Problem(409, str(error)) from error
     finally:
-        experiments.forget_split()  # an activation may have ended the split
+        experiments.forget_split(tenant)  # an activation may have ended the split
     return Activated(active_version=activation.version, previous_version=activation.previous)

@@ -63,13 +63,15 @@ async def search_items(
     publisher: PublisherDep, settings: SettingsDep, experiments: ExperimentsDep,
 ) -> SearchResponse:
     check_request(body, settings.gateway_max_k, settings.gateway_max_query_chars)
-    # A/B: a session's searches go to the version its bucket picks (core.ab); else active.
-    split = await experiments.split()
-    version = choose_version(await store.active_version(), split, body.session_id) if split else None
+    # The caller's tenant's lineage: its active version, or for a session its A/B split's
+    # candidate when the session's bucket picks it (core.ab).
+    lineage = store.for_tenant(who.tenant)
+    split = await experiments.split(who.tenant)
+    version = choose_version(await lineage.active_version(), split, body.session_id) if split else None
     try:
         result = await search(
             SearchQuery(body.query, body.k, who.tenant, dict(body.filters), body.mode, version),
-            store, embedder,
+            lineage, embedder,
         )
     except NoActiveModel as error:
         raise Problem(409, str(error)) from error

@@ -1,7 +1,8 @@
 """Training runs and reindexing: accepted as tasks, carried out by the consumers.
 
 A tenant has at most one training run that is not final: another request while one is
-pending or running answers 409 naming it (the tenant's turn, core.adapters.task_store).
+pending or running answers 409 naming it (the tenant's turn, core.adapters.task_store). A
+reindex builds a version's index of the caller's tenant's items: one per version per tenant.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from core.adapters.task_store import TaskStore
+from core.rollout import reindex_task_id
 from gateway.bodies import ReindexRequest, TaskAccepted, TrainingRunRequest
-from gateway.deps import Admin, PublisherDep, TasksDep
+from gateway.deps import Admin, PublisherDep, StoreDep, TasksDep
 from gateway.problems import Problem
 from producers.publisher import Delivery, Publisher, PublisherError
 from schemas.reindex import ReindexRequested
@@ -58,10 +60,29 @@ async def start_training(
 
 @router.post("/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted)
 async def request_reindex(
-    body: ReindexRequest, who: Admin, publisher: PublisherDep, tasks: TasksDep
+    body: ReindexRequest, who: Admin, publisher: PublisherDep, tasks: TasksDep, store: StoreDep,
 ) -> TaskAccepted:
-    task_id = f"reindex-{body.model_version}"
+    """Rebuild the index of `model_version` for the caller's tenant (its items only, into its
+    lineage). The base version and versions the tenant trained may be reindexed; another
+    tenant's version answers 404. One reindex per version per tenant: a request while one is
+    pending or running joins it (the same task, nothing published again)."""
+    version = body.model_version
+    owner = (await store.owners()).get(version)
+    if owner is None and version not in await store.dimensions():
+        deploy = await tasks.get(f"deploy-{version}")  # deployed, not yet indexed anywhere
+        owner = deploy["tenant"] if deploy else None
+    if owner is not None and owner != who.tenant:
+        raise Problem(404, f"model version {version} is not a version of tenant {who.tenant!r}",
+                      errors=[{"field": "model_version", "reason": "another tenant's version"}])
+    task_id = reindex_task_id(version, who.tenant)
+    existing = await tasks.get(task_id)
+    if existing is not None and existing["status"] in ("pending", "running"):
+        return TaskAccepted(task_id=task_id, status_url=f"/v1/tasks/{task_id}")
     await tasks.create(task_id, "reindex", who.tenant, body.model_dump())
-    await publisher.publish(REINDEX_REQUESTED, ReindexRequested(
-        model_version=body.model_version, activate=body.activate, tenant=who.tenant, source="gateway"))
+    try:
+        await publisher.publish(REINDEX_REQUESTED, ReindexRequested(
+            model_version=version, activate=body.activate, tenant=who.tenant, source="gateway"))
+    except PublisherError as error:
+        await tasks.update(task_id, status="failed", error=f"not published: {error}")
+        raise
     return TaskAccepted(task_id=task_id, status_url=f"/v1/tasks/{task_id}")

@@ -94,10 +94,12 @@ class FakeModelServer:
 
 
 class FakeReindexStore(FakeStore):
-    """FakeStore with model-version bookkeeping (building / active / retired)."""
+    """FakeStore with model-version bookkeeping (building / active / retired): one tenant's
+    lineage; with `tenant`, a reindex's view, which reconciles only that tenant's items."""
 
-    def __init__(self) -> None:
+    def __init__(self, tenant: str | None = None) -> None:
         super().__init__(versions=("1",))
+        self.tenant = tenant
         self.status: dict[str, str] = {"1": "active"}
         self.order: list[str] = ["1"]
         self.reasons: dict[str, str] = {}
@@ -153,12 +155,15 @@ class FakeReindexStore(FakeStore):
         return {k: self.items[k].version for k in keys if k in self.items}
 
     async def missing_items(self, version: str, limit: int = 256) -> list[Item]:
+        """Of the store's tenant when it has one (a tenant's view, as the reindexer gets)."""
         table = self.chunks[version]
         return [item for key, item in sorted(self.items.items())
-                if key not in table or table[key].item.version < item.version][:limit]
+                if (self.tenant is None or key[0] == self.tenant)
+                and (key not in table or table[key].item.version < item.version)][:limit]
 
     async def delete_orphans(self, version: str) -> int:
-        orphans = [k for k in self.chunks[version] if k not in self.items]
+        orphans = [k for k in self.chunks[version] if k not in self.items
+                   and (self.tenant is None or k[0] == self.tenant)]
         for key in orphans:
             del self.chunks[version][key]
         return len(orphans)

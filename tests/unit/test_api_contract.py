@@ -50,6 +50,15 @@ class Publisher:
 class Store:
     """What search and GET /v1/content read: one tenant-a item indexed by versions 1 and 2."""
 
+    def for_tenant(self, tenant: str) -> Store:
+        return self
+
+    async def owners(self) -> dict[str, str | None]:
+        return {"1": None, "2": None}
+
+    async def dimensions(self) -> dict[str, int]:
+        return {"1": 4, "2": 4}
+
     async def active_version(self) -> str | None:
         return "2"
 
@@ -86,7 +95,7 @@ class Splits:
 class Experiments:
     splits = Splits()
 
-    async def split(self) -> None:
+    async def split(self, tenant: str) -> None:
         return None
 
 

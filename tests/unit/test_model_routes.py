@@ -19,8 +19,10 @@ from gateway import deps
 from gateway.main import create_app
 from gateway.security import RateLimiter
 
-KEYS = [{"key_id": "admin", "key_sha256": hash_key("admin-key"), "tenant": "t", "scopes": ["admin"]}]
+KEYS = [{"key_id": "admin", "key_sha256": hash_key("admin-key"), "tenant": "t", "scopes": ["admin"]},
+        {"key_id": "operator", "key_sha256": hash_key("operator-key"), "tenant": "ops", "scopes": ["operator"]}]
 ADMIN = {"Authorization": "Bearer admin-key"}
+OPERATOR = {"Authorization": "Bearer operator-key"}
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -29,6 +31,12 @@ class Store:
 
     def __init__(self) -> None:
         self.switched: list[tuple[str, Expected | None]] = []
+        self.tenants: list[str] = []
+
+    def for_tenant(self, tenant: str) -> Store:
+        """Every call acts on one tenant's lineage: the tenants asked for are kept."""
+        self.tenants.append(tenant)
+        return self
 
     async def active_version(self) -> str | None:
         return "1"
@@ -56,7 +64,7 @@ class Embedder:
 
 
 class Splits:
-    async def ended_split(self) -> EndedSplit:
+    async def ended_split(self, tenant: str) -> EndedSplit:
         return EndedSplit("2", 20.0, CREATED, "ended automatically: candidate version 2 stopped "
                                               "receiving new content when version 4 was activated")
 
@@ -64,13 +72,13 @@ class Splits:
 class Experiments:
     splits = Splits()
 
-    async def split(self) -> None:
+    async def split(self, tenant: str) -> None:
         return None
 
-    def forget_split(self) -> None:
+    def forget_split(self, tenant: str) -> None:
         pass
 
-    async def online_metrics(self, sessions: Any) -> tuple[dict[str, Any], int]:
+    async def online_metrics(self, sessions: Any, tenant: str) -> tuple[dict[str, Any], int]:
         return {}, 0
 
     async def improver_states(self) -> dict[str, Any]:
@@ -137,3 +145,19 @@ def test_a_failed_version_is_refused_and_the_list_says_why() -> None:
     assert failed["serving"] is None
     assert listed["ab_split_ended"]["candidate_version"] == "2"
     assert "stopped receiving new content" in listed["ab_split_ended"]["reason"]
+
+
+def test_model_routes_act_on_the_key_s_tenant_and_another_tenant_needs_the_operator_scope() -> None:
+    store = Store()
+    with client(store) as c:
+        assert c.post("/v1/models/2/activate", headers=ADMIN).status_code == 409  # the race above
+        assert store.tenants == ["t"]
+        refused = c.post("/v1/models/2/activate?tenant=other", headers=ADMIN)
+        assert refused.status_code == 403 and refused.json()["errors"][0]["field"] == "tenant"
+        assert c.get("/v1/models?tenant=other", headers=ADMIN).status_code == 403
+        assert c.put("/v1/models/ab-split?tenant=other", headers=ADMIN,
+                      json={"candidate_version": "2", "percent": 10}).status_code == 403
+        assert store.tenants == ["t"] and len(store.switched) == 1  # nothing of the other tenant's
+        listed = c.get("/v1/models?tenant=other", headers=OPERATOR)
+        assert listed.status_code == 200 and listed.json()["tenant"] == "other"
+    assert store.tenants == ["t", "other"]

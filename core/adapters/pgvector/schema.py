@@ -5,12 +5,21 @@
 - `chunks_v<version>`: one table per model version (tenant, item_id, chunk_no, metadata,
   embedding) with an HNSW cosine index. Metadata is copied onto chunks so that filters run
   inside the index scan (pgvector 0.8 iterative scans keep returning rows until k match).
-- `model_versions` (version, dim, status building|active|retired|failed, the reason of a
-  failure) and `active_model`, the pointer that search follows; switching it is one UPDATE.
-- `ab_split`: the A/B split of search traffic (one row); a split that was ended keeps its row
-  with when and why it ended.
+  A version's table holds the items of the tenants that serve it, build it or can roll back
+  to it (the base version's table is shared by every tenant on it).
+- `model_versions` (version, dim, `owner`: the tenant whose sessions trained it, null for the
+  shared base model and versions from before tenants had lineages): the catalogue.
+- Each tenant's model lineage: `tenant_versions` (tenant, version, status
+  building|active|retired|failed, the reason of a failure), `tenant_active` (the pointer
+  search follows for the tenant; switching it is one UPDATE) and `tenant_ab_split` (the
+  tenant's A/B split; an ended split keeps its row with when and why it ended). Tenant
+  NEW_TENANTS (`*`) holds what a tenant without a lineage of its own serves.
 
-Every change of the rollout state (the active pointer, a version's status, the split) takes
+A database from before lineages (global `active_model`, `ab_split`, status in
+`model_versions`) migrates in place: every tenant with items, and `*`, starts with the
+global state (its versions, active version, rollback target and split).
+
+Every change of the rollout state (an active pointer, a version's status, a split) takes
 the transaction-scoped advisory lock ROLLOUT_LOCK first and checks, under it, the state it was
 decided from (see core.domain.Expected), so concurrent changes serialise and a stale one is
 refused instead of applied.
@@ -22,16 +31,49 @@ import re
 
 from psycopg import sql
 
+from core.adapters.pgvector.bm25 import BM25_SCHEMA
+
 SPLIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ab_split (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+CREATE TABLE IF NOT EXISTS tenant_ab_split (
+    tenant text PRIMARY KEY,
     candidate_version text NOT NULL,
     percent double precision NOT NULL CHECK (percent >= 0 AND percent <= 100),
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- A split is in force while ended_at is null; an ended one says when and why.
+    ended_at timestamptz,
+    end_reason text
 );
--- A split is in force while ended_at is null; an ended one says when and why.
-ALTER TABLE ab_split ADD COLUMN IF NOT EXISTS ended_at timestamptz;
-ALTER TABLE ab_split ADD COLUMN IF NOT EXISTS end_reason text;
+"""
+
+# From one global rollout state to a lineage per tenant, once (the old columns go with it).
+MIGRATION = """
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+               WHERE table_name = 'model_versions' AND column_name = 'status') THEN
+        CREATE TEMPORARY TABLE lineage_tenants ON COMMIT DROP AS
+            SELECT DISTINCT tenant FROM items UNION SELECT '*';
+        INSERT INTO tenant_versions (tenant, version, status, created_at, activated_at, retired_at, reason)
+            SELECT t.tenant, v.version, v.status, v.created_at, v.activated_at, v.retired_at, v.reason
+            FROM lineage_tenants t CROSS JOIN model_versions v
+            ON CONFLICT DO NOTHING;
+        IF to_regclass('active_model') IS NOT NULL THEN
+            INSERT INTO tenant_active (tenant, version)
+                SELECT t.tenant, a.version FROM lineage_tenants t CROSS JOIN active_model a
+                ON CONFLICT DO NOTHING;
+            DROP TABLE active_model;
+        END IF;
+        IF to_regclass('ab_split') IS NOT NULL THEN
+            INSERT INTO tenant_ab_split (tenant, candidate_version, percent, updated_at, ended_at, end_reason)
+                SELECT t.tenant, s.candidate_version, s.percent, s.updated_at, s.ended_at, s.end_reason
+                FROM lineage_tenants t CROSS JOIN ab_split s
+                ON CONFLICT DO NOTHING;
+            DROP TABLE ab_split;
+        END IF;
+        ALTER TABLE model_versions DROP CONSTRAINT IF EXISTS model_versions_status_check;
+        ALTER TABLE model_versions DROP COLUMN status, DROP COLUMN IF EXISTS activated_at,
+            DROP COLUMN IF EXISTS retired_at, DROP COLUMN IF EXISTS reason;
+    END IF;
+END $$;
 """
 
 SCHEMA = """
@@ -64,29 +106,29 @@ CREATE INDEX IF NOT EXISTS items_metadata_idx ON items USING gin (metadata jsonb
 CREATE TABLE IF NOT EXISTS model_versions (
     version text PRIMARY KEY,
     dim integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+-- The tenant whose sessions trained the version; null: shared (the base model, or trained
+-- before tenants had lineages).
+ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS owner text;
+CREATE TABLE IF NOT EXISTS tenant_versions (
+    tenant text NOT NULL,
+    version text NOT NULL REFERENCES model_versions (version),
     status text NOT NULL CHECK (status IN ('building', 'active', 'retired', 'failed')),
     created_at timestamptz NOT NULL DEFAULT now(),
-    activated_at timestamptz
+    activated_at timestamptz,
+    -- When the version last stopped being the tenant's newest complete one (retired by an
+    -- activation, or finished without one): the version retired last is the rollback target.
+    retired_at timestamptz,
+    -- Why the version has its status, when that needs saying (a failed reindex).
+    reason text,
+    PRIMARY KEY (tenant, version)
 );
--- When a version last stopped being the newest complete one (retired by an activation, or
--- finished without one): the version retired last is the rollback target kept current.
-ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS retired_at timestamptz;
--- Why a version has its status, when that needs saying (a failed reindex).
-ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS reason text;
-DO $$ BEGIN
-    -- Databases created before versions could fail: allow the status.
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'model_versions_status_check'
-                   AND pg_get_constraintdef(oid) LIKE '%failed%') THEN
-        ALTER TABLE model_versions DROP CONSTRAINT IF EXISTS model_versions_status_check;
-        ALTER TABLE model_versions ADD CONSTRAINT model_versions_status_check
-            CHECK (status IN ('building', 'active', 'retired', 'failed'));
-    END IF;
-END $$;
-CREATE TABLE IF NOT EXISTS active_model (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+CREATE TABLE IF NOT EXISTS tenant_active (
+    tenant text PRIMARY KEY,
     version text NOT NULL REFERENCES model_versions (version)
 );
-""" + SPLIT_SCHEMA
+""" + SPLIT_SCHEMA + MIGRATION + BM25_SCHEMA
 
 # pg_advisory_xact_lock key taken by every change of the rollout state.
 ROLLOUT_LOCK = 7112

@@ -1,5 +1,5 @@
 """The vector store: one connection pool, composed of the version lifecycle, writes and
-queries (see the sibling modules; the tables are in `schema`)."""
+queries, and seen by one tenant through `for_tenant` (see the sibling modules; the tables are in `schema`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.adapters.pgvector.queries import Queries
 from core.adapters.pgvector.schema import SCHEMA
+from core.adapters.pgvector.tenant import TenantStore
 from core.adapters.pgvector.versions import VersionLifecycle
 from core.adapters.pgvector.writes import Writes
 
@@ -39,6 +40,10 @@ class PgVectorStore(VersionLifecycle, Writes, Queries):
         store = cls(pool)
         await store.ensure_schema()
         return store
+
+    def for_tenant(self, tenant: str) -> TenantStore:
+        """The store as one tenant sees it: its model lineage and its items."""
+        return TenantStore(self, tenant)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -1,6 +1,8 @@
-"""The lifecycle of model versions: a chunk table per version (status building), the switch
-of the active pointer that search follows, completion without activation (retired), failure
-(failed, with the reason), and the versions new content is written to.
+"""The lifecycle of model versions, per tenant: a chunk table per version (shared by the
+tenants that use it) and, in a tenant's lineage, the version's status (building), the switch
+of the tenant's active pointer that its search follows, completion without activation
+(retired), failure (failed, with the reason), and the versions its new content is written to.
+A tenant without a lineage of its own reads NEW_TENANTS'; its first change copies that.
 
 Every change takes the rollout lock and, when the caller says what state it decided from
 (core.domain.Expected), compares it with the state under the lock in the same transaction: a
@@ -17,23 +19,28 @@ from psycopg import AsyncConnection
 
 from core.adapters.pgvector.base import PoolBound
 from core.adapters.pgvector.schema import ROLLOUT_LOCK, chunk_table_ddl
-from core.domain import ConcurrentChange, Expected
+from core.domain import NEW_TENANTS, ConcurrentChange, Expected
 
+# The tenant's lineage, or NEW_TENANTS' while it has none of its own.
+_LINEAGE_SQL = ("SELECT CASE WHEN EXISTS (SELECT 1 FROM tenant_versions WHERE tenant = %(t)s) "
+                "OR EXISTS (SELECT 1 FROM tenant_active WHERE tenant = %(t)s) THEN %(t)s ELSE %(new)s END")
 _STATE_SQL = (
+    "WITH l AS (" + _LINEAGE_SQL + " AS tenant) "
     "SELECT v.version, v.status, "
-    " v.version = (SELECT r.version FROM model_versions r WHERE r.status = 'retired' "
+    " v.version = (SELECT r.version FROM tenant_versions r WHERE r.tenant = (SELECT tenant FROM l) "
+    "   AND r.status = 'retired' "
     "   ORDER BY coalesce(r.retired_at, r.activated_at, r.created_at) DESC, r.version::bigint DESC "
     "   LIMIT 1) AS rollback_target, "
-    " v.version = (SELECT a.version FROM active_model a) AS active "
-    "FROM model_versions v ORDER BY v.version::bigint"
+    " v.version = (SELECT a.version FROM tenant_active a WHERE a.tenant = (SELECT tenant FROM l)) AS active "
+    "FROM tenant_versions v WHERE v.tenant = (SELECT tenant FROM l) ORDER BY v.version::bigint"
 )
 
 
 @dataclass(frozen=True)
 class RolloutState:
-    """Model versions with their status, the active one, and the rollback target (the version
-    retired last: the one active before the current one, or one completed since without being
-    activated)."""
+    """A tenant's model versions with their status, its active one, and its rollback target
+    (the version retired last: the one active before the current one, or one completed since
+    without being activated)."""
 
     status: dict[str, str]
     active: str | None
@@ -45,9 +52,13 @@ class RolloutState:
         return [v for v, s in self.status.items()
                 if s in ("active", "building") or v == self.rollback_target]
 
+    def kept(self, split_candidate: str | None = None) -> set[str]:
+        """The versions the tenant needs served: those it writes, and its split's candidate."""
+        return set(self.writable()) | ({split_candidate} if split_candidate else set())
 
-async def read_state(conn: AsyncConnection[Any]) -> RolloutState:
-    rows = await (await conn.execute(_STATE_SQL)).fetchall()
+
+async def read_state(conn: AsyncConnection[Any], tenant: str) -> RolloutState:
+    rows = await (await conn.execute(_STATE_SQL, {"t": tenant, "new": NEW_TENANTS})).fetchall()
     return RolloutState(
         status={row[0]: row[1] for row in rows},
         active=next((row[0] for row in rows if row[3]), None),
@@ -55,10 +66,23 @@ async def read_state(conn: AsyncConnection[Any]) -> RolloutState:
     )
 
 
-async def lock_state(conn: AsyncConnection[Any]) -> RolloutState:
-    """Take the rollout lock (until the transaction ends) and read the state under it."""
+async def lock_state(conn: AsyncConnection[Any], tenant: str) -> RolloutState:
+    """Take the rollout lock (until the transaction ends), give `tenant` a lineage of its own
+    (a copy of NEW_TENANTS') if it has none yet, and read its state under the lock."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLOUT_LOCK,))
-    return await read_state(conn)
+    if tenant != NEW_TENANTS:
+        await conn.execute(
+            "INSERT INTO tenant_versions (tenant, version, status, activated_at) "
+            "SELECT %(t)s, a.version, 'active', now() FROM tenant_active a WHERE a.tenant = %(new)s "
+            "AND NOT EXISTS (SELECT 1 FROM tenant_versions WHERE tenant = %(t)s) "
+            "AND NOT EXISTS (SELECT 1 FROM tenant_active WHERE tenant = %(t)s)",
+            {"t": tenant, "new": NEW_TENANTS})
+        await conn.execute(
+            "INSERT INTO tenant_active (tenant, version) "
+            "SELECT %(t)s, a.version FROM tenant_active a WHERE a.tenant = %(new)s "
+            "ON CONFLICT (tenant) DO NOTHING",
+            {"t": tenant, "new": NEW_TENANTS})
+    return await read_state(conn, tenant)
 
 
 def check_expected(state: RolloutState, version: str, expected: Expected, change: str) -> None:
@@ -80,123 +104,161 @@ def check_expected(state: RolloutState, version: str, expected: Expected, change
             f"was retired after it) since {change} was decided; nothing was changed")
 
 
-async def end_stale_split(conn: AsyncConnection[Any], cause: str) -> str | None:
-    """End the A/B split if its candidate no longer receives new content; the reason recorded."""
+async def end_stale_split(conn: AsyncConnection[Any], tenant: str, cause: str) -> str | None:
+    """End the tenant's A/B split if its candidate no longer receives new content; the reason
+    recorded."""
     row = await (await conn.execute(
-        "SELECT candidate_version FROM ab_split WHERE ended_at IS NULL")).fetchone()
+        "SELECT candidate_version FROM tenant_ab_split WHERE tenant = %s AND ended_at IS NULL",
+        (tenant,))).fetchone()
     if row is None:
         return None
     candidate = row[0]
-    if candidate in (await read_state(conn)).writable():
+    if candidate in (await read_state(conn, tenant)).writable():
         return None
     reason = (f"ended automatically: candidate version {candidate} stopped receiving new content "
               f"when {cause}, so its index would miss items")
-    await conn.execute("UPDATE ab_split SET ended_at = now(), end_reason = %s WHERE ended_at IS NULL",
-                       (reason,))
+    await conn.execute("UPDATE tenant_ab_split SET ended_at = now(), end_reason = %s "
+                       "WHERE tenant = %s AND ended_at IS NULL", (reason, tenant))
     return reason
 
 
 class VersionLifecycle(PoolBound):
-    async def ensure_version(self, version: str, dim: int, status: str = "building") -> None:
-        """Create the chunk table of a model version (idempotent); a version whose reindex failed
-        is building again (its retried reindex resumes and reconciles what it missed)."""
+    """The catalogue of versions (shared) and each tenant's lineage, by tenant."""
+
+    async def ensure_version(self, tenant: str, version: str, dim: int, status: str = "building",
+                             owner: str | None = None) -> None:
+        """Create the chunk table of a model version (idempotent) and the version in `tenant`'s
+        lineage; a version whose reindex failed is building again (its retried reindex resumes
+        and reconciles what it missed). `owner`: the tenant that trained it, if it is new."""
         statements = chunk_table_ddl(version, dim)
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7111)")
             for statement in statements:
                 await conn.execute(statement)
-            await lock_state(conn)
+            await lock_state(conn, tenant)
             await conn.execute(
-                "INSERT INTO model_versions (version, dim, status) VALUES (%s, %s, %s) "
-                "ON CONFLICT (version) DO UPDATE SET status = 'building', reason = NULL "
-                "WHERE model_versions.status = 'failed'",
-                (version, dim, status),
+                "INSERT INTO model_versions (version, dim, owner) VALUES (%s, %s, %s) "
+                "ON CONFLICT (version) DO NOTHING", (version, dim, owner))
+            await conn.execute(
+                "INSERT INTO tenant_versions (tenant, version, status) VALUES (%s, %s, %s) "
+                "ON CONFLICT (tenant, version) DO UPDATE SET status = 'building', reason = NULL "
+                "WHERE tenant_versions.status = 'failed'",
+                (tenant, version, status),
             )
 
-    async def activate(self, version: str, expected: Expected | None = None) -> str | None:
-        """Point search at `version` atomically; returns the previously active version.
+    async def activate(self, tenant: str, version: str, expected: Expected | None = None) -> str | None:
+        """Point `tenant`'s search at `version` atomically; returns the previously active version.
 
         With `expected`, a compare-and-set: applied only if the state still is what the
         activation was decided from (else ConcurrentChange); activating the version already
         active changes nothing.
         """
         async with self.pool.connection() as conn, conn.transaction():
-            state = await lock_state(conn)
+            state = await lock_state(conn, tenant)
             previous = state.active
             if version not in state.status:
-                raise KeyError(f"model version {version} has no index")
+                raise KeyError(f"model version {version} has no index for tenant {tenant}")
             if expected is not None:
                 if previous == version:
                     return previous
                 check_expected(state, version, expected, f"the activation of version {version}")
             await conn.execute(
-                "INSERT INTO active_model (singleton, version) VALUES (true, %s) "
-                "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
-                (version,),
+                "INSERT INTO tenant_active (tenant, version) VALUES (%s, %s) "
+                "ON CONFLICT (tenant) DO UPDATE SET version = EXCLUDED.version",
+                (tenant, version),
             )
             await conn.execute(
-                "UPDATE model_versions SET status = 'active', activated_at = now(), reason = NULL "
-                "WHERE version = %s",
-                (version,),
+                "UPDATE tenant_versions SET status = 'active', activated_at = now(), reason = NULL "
+                "WHERE tenant = %s AND version = %s",
+                (tenant, version),
             )
             if previous is not None and previous != version:
                 await conn.execute(
-                    "UPDATE model_versions SET status = 'retired', retired_at = now() WHERE version = %s",
-                    (previous,),
+                    "UPDATE tenant_versions SET status = 'retired', retired_at = now() "
+                    "WHERE tenant = %s AND version = %s",
+                    (tenant, previous),
                 )
-            await end_stale_split(conn, f"version {version} was activated")
+            await end_stale_split(conn, tenant, f"version {version} was activated")
         return previous
 
-    async def active_version(self) -> str | None:
+    async def active_version(self, tenant: str) -> str | None:
         async with self.pool.connection() as conn:
-            row = await (await conn.execute("SELECT version FROM active_model")).fetchone()
-        return row[0] if row else None
+            return (await read_state(conn, tenant)).active
 
-    async def rollout_state(self) -> RolloutState:
+    async def rollout_state(self, tenant: str) -> RolloutState:
         async with self.pool.connection() as conn:
-            return await read_state(conn)
+            return await read_state(conn, tenant)
 
-    async def writable_versions(self) -> list[str]:
-        """Every version new content is written to: the active one, those being built, and the
-        rollback target (the version retired last: the one active before the current one, or
-        one completed since without being activated), so that a rollback switches to a
-        complete index at once. Not a failed one."""
-        return (await self.rollout_state()).writable()
+    async def writable_versions(self, tenant: str) -> list[str]:
+        """Every version `tenant`'s new content is written to: its active one, those being built,
+        and its rollback target (the version retired last: the one active before the current
+        one, or one completed since without being activated), so that a rollback switches to
+        a complete index at once. Not a failed one."""
+        return (await self.rollout_state(tenant)).writable()
 
-    async def finish_version(self, version: str) -> None:
+    async def finish_version(self, tenant: str, version: str) -> None:
         """Mark a fully built version complete without serving it (status retired)."""
         async with self.pool.connection() as conn, conn.transaction():
-            await lock_state(conn)
+            await lock_state(conn, tenant)
             cur = await conn.execute(
-                "UPDATE model_versions SET status = 'retired', retired_at = now() "
-                "WHERE version = %s AND status = 'building'",
-                (version,),
+                "UPDATE tenant_versions SET status = 'retired', retired_at = now() "
+                "WHERE tenant = %s AND version = %s AND status = 'building'",
+                (tenant, version),
             )
             if cur.rowcount:
-                await end_stale_split(conn, f"version {version} finished reindexing without being "
-                                            "activated and became the rollback target")
+                await end_stale_split(conn, tenant, f"version {version} finished reindexing without being "
+                                                    "activated and became the rollback target")
 
-    async def fail_version(self, version: str, reason: str) -> bool:
-        """Mark a version whose reindex failed or was abandoned `failed`, with the reason: no
-        content is written to it any more and it cannot be activated. Only a version still being
-        built; False otherwise."""
+    async def fail_version(self, tenant: str, version: str, reason: str) -> bool:
+        """Mark a version whose reindex failed or was abandoned `failed`, with the reason: none of
+        the tenant's content is written to it any more and it cannot be activated. Only a version
+        still being built; False otherwise."""
         async with self.pool.connection() as conn, conn.transaction():
-            await lock_state(conn)
+            await lock_state(conn, tenant)
             cur = await conn.execute(
-                "UPDATE model_versions SET status = 'failed', reason = %s "
-                "WHERE version = %s AND status = 'building'",
-                (reason[:2000], version),
+                "UPDATE tenant_versions SET status = 'failed', reason = %s "
+                "WHERE tenant = %s AND version = %s AND status = 'building'",
+                (reason[:2000], tenant, version),
             )
             return cur.rowcount > 0
 
     async def dimensions(self) -> dict[str, int]:
-        return {row["version"]: row["dim"] for row in await self.list_versions()}
+        """The vector dimension of every version in the catalogue (any tenant's)."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute("SELECT version, dim FROM model_versions")).fetchall()
+        return {row[0]: int(row[1]) for row in rows}
 
-    async def list_versions(self) -> list[dict[str, Any]]:
+    async def owners(self) -> dict[str, str | None]:
+        """The tenant that trained each version in the catalogue; None: shared."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute("SELECT version, owner FROM model_versions")).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    async def list_versions(self, tenant: str) -> list[dict[str, Any]]:
+        """The versions of `tenant`'s lineage (its own, or NEW_TENANTS' while it has none):
+        version, dim, status, created_at, activated_at, reason and `tenant` (the owner, null
+        for a shared version)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT version, dim, status, created_at, activated_at, reason FROM model_versions "
-                "ORDER BY version::bigint"
+                "WITH l AS (" + _LINEAGE_SQL + " AS tenant) "
+                "SELECT v.version, m.dim, v.status, v.created_at, v.activated_at, v.reason, "
+                " m.owner AS tenant "
+                "FROM tenant_versions v JOIN model_versions m ON m.version = v.version "
+                "WHERE v.tenant = (SELECT tenant FROM l) ORDER BY v.version::bigint",
+                {"t": tenant, "new": NEW_TENANTS},
             )
             names = [d.name for d in cur.description or []]
             return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+
+    async def served_versions(self) -> set[str]:
+        """Every version some tenant (or NEW_TENANTS) serves, builds, can roll back to or tests
+        in a split: what the model server keeps loaded."""
+        async with self.pool.connection() as conn:
+            tenants = [row[0] for row in await (await conn.execute(
+                "SELECT tenant FROM tenant_versions UNION SELECT tenant FROM tenant_active")).fetchall()]
+            splits: dict[str, str] = dict(await (await conn.execute(
+                "SELECT tenant, candidate_version FROM tenant_ab_split WHERE ended_at IS NULL")).fetchall())
+            kept: set[str] = set()
+            for tenant in tenants:
+                kept |= (await read_state(conn, tenant)).kept(splits.get(tenant))
+        return kept

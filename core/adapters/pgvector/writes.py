@@ -126,28 +126,30 @@ class Writes(PoolBound):
             )).fetchall()
         return {(row[0], row[1]): int(row[2]) for row in rows}
 
-    async def missing_items(self, version: str, limit: int = 256) -> list[Item]:
-        """Items whose chunks in `version` are missing or older than the item."""
+    async def missing_items(self, version: str, limit: int = 256, tenant: str | None = None) -> list[Item]:
+        """Items (of `tenant`, if given) whose chunks in `version` are missing or older than the item."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
                 sql.SQL(
                     "SELECT i.tenant, i.id, i.title, i.text, i.metadata, i.version FROM items i "
-                    "WHERE NOT EXISTS (SELECT 1 FROM {t} c WHERE c.tenant = i.tenant "
+                    "WHERE (%(tenant)s::text IS NULL OR i.tenant = %(tenant)s) "
+                    " AND NOT EXISTS (SELECT 1 FROM {t} c WHERE c.tenant = i.tenant "
                     " AND c.item_id = i.id AND c.item_version >= i.version) "
-                    "ORDER BY i.tenant, i.id LIMIT %s"
+                    "ORDER BY i.tenant, i.id LIMIT %(limit)s"
                 ).format(t=chunk_table(version)),
-                (limit,),
+                {"tenant": tenant, "limit": limit},
             )).fetchall()
         return [Item(row[0], row[1], row[2], row[3], dict(row[4]), int(row[5])) for row in rows]
 
-    async def delete_orphans(self, version: str) -> int:
-        """Drop chunks of `version` whose item no longer exists; returns rows deleted."""
+    async def delete_orphans(self, version: str, tenant: str | None = None) -> int:
+        """Drop chunks (of `tenant`, if given) of `version` whose item no longer exists; returns
+        rows deleted."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 sql.SQL(
-                    "DELETE FROM {t} c WHERE NOT EXISTS "
+                    "DELETE FROM {t} c WHERE (%s::text IS NULL OR c.tenant = %s) AND NOT EXISTS "
                     "(SELECT 1 FROM items i WHERE i.tenant = c.tenant AND i.id = c.item_id)"
-                ).format(t=chunk_table(version))
+                ).format(t=chunk_table(version)), (tenant, tenant),
             )
             return cur.rowcount
 
