@@ -24,3 +24,29 @@ DEAD_LETTERS = Counter("flywheel_dead_letters_total", "Records sent to a dead-le
 CONSUMER_LAG = Gauge(
     "flywheel_consumer_lag", "End offset minus the group's committed offset.", ["group", "topic", "partition"]
 )
+# Offsets behind the lag: the rate of a topic's end offset is the events/s written to it, the
+# rate of a group's committed offset the events/s it gets through (time to catch up = lag / that).
+TOPIC_END_OFFSET = Gauge("flywheel_topic_end_offset", "Next offset to be written, per partition.",
+                         ["topic", "partition"])
+COMMITTED_OFFSET = Gauge(
+    "flywheel_consumer_committed_offset", "The group's committed offset, per partition.",
+    ["group", "topic", "partition"],
+)
+SEARCH_SECONDS = Histogram(
+    "flywheel_search_seconds", "Time the gateway takes to answer a search (embed the query, read the index).",
+    ["mode"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TRAINING_RUNS = Counter("flywheel_training_runs_total", "Training runs ended, by outcome.", ["outcome"])
+GATE_DECISIONS = Counter(
+    "flywheel_training_gate_total", "Evaluation-gate decisions on trained candidates.", ["decision"]
+)
+# Click-through per serving version: searches folded into sessions and the clicks attached to
+# them, each counted once (a redelivered event is not applied twice).
+SESSION_SEARCHES = Counter(
+    "flywheel_session_searches_total", "Searches recorded in sessions, by the version that served them.",
+    ["model_version"],
+)
+SESSION_CLICKS = Counter(
+    "flywheel_session_clicks_total", "Clicks on a session's search results, by the version that served them.",
+    ["model_version"],
+)

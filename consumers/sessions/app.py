@@ -21,6 +21,7 @@ from consumers.sessions.handlers import ConcurrentUpdates, fold_batch, maybe_req
 from core.adapters.session_store import MongoSessionStore
 from core.bootstrap import build_session_store
 from core.config import get_settings
+from core.metrics import SESSION_CLICKS, SESSION_SEARCHES
 from core.sessions import SessionEventModel
 from schemas import codec
 from schemas.topics import CLICKS, TRAINING_REQUESTED
@@ -60,6 +61,11 @@ def parse_event(record: Any) -> SessionEventModel:
 async def fold(part: Sequence[tuple[Any, SessionEventModel]], sessions: Sessions) -> list[tuple[Any, str]]:
     now = datetime.now(UTC)
     report = await fold_batch([event for _, event in part], sessions.store, now)
+    for version, count in report.searches.items():
+        SESSION_SEARCHES.labels(version).inc(count)
+        SESSION_CLICKS.labels(version)  # a version's click-through is 0, not missing, before a click
+    for version, count in report.clicks.items():
+        SESSION_CLICKS.labels(version).inc(count)
     await maybe_request_training(
         sessions.store, settings.training_policy_sessions, settings.training_policy_min_sessions,
         sessions.request_training, now,

@@ -6,9 +6,11 @@ Free of I/O beyond the ports: a `SessionRepository` (MongoDB) and a publish func
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid5
 
 from core.ports import PolicyRepository, SessionRepository
@@ -32,6 +34,20 @@ class FoldReport:
     duplicates: int = 0
     sessions_created: int = 0
     sessions_updated: int = 0
+    # What the batch added, by the model version that served the search: searches, and clicks
+    # attached to them (a click that arrived before its search counts once attached).
+    searches: Counter[str] = field(default_factory=Counter)
+    clicks: Counter[str] = field(default_factory=Counter)
+
+
+def engagement(doc: dict[str, Any] | None) -> tuple[Counter[str], Counter[str]]:
+    """Searches and the clicks attached to them in a session document, per serving version."""
+    searches: Counter[str] = Counter()
+    clicks: Counter[str] = Counter()
+    for search in (doc or {}).get("searches", []):
+        searches[search["model_version"]] += 1
+        clicks[search["model_version"]] += len(search.get("clicks", []))
+    return searches, clicks
 
 
 async def fold_batch(
@@ -57,6 +73,10 @@ async def fold_batch(
             if await repo.save(doc, before["revision"] if before else None):
                 report.applied += applied
                 report.duplicates += len(session_events) - applied
+                (searches_before, clicks_before), (searches_after, clicks_after) = (
+                    engagement(before), engagement(doc))
+                report.searches.update(searches_after - searches_before)
+                report.clicks.update(clicks_after - clicks_before)
                 if before is None:
                     report.sessions_created += 1
                 else:

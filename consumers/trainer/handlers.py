@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from core.domain import RegisteredModel
+from core.metrics import GATE_DECISIONS, TRAINING_RUNS
 from core.ports import Datasets, DependencyUnavailable, ModelRegistry, ModelTrainer, Tasks
 from core.serving import BASE_SERVING_VERSION, serving_version
 from core.task_control import FINAL_STATUSES, TaskCancelled, cancel_requested, stop_if_cancelled
@@ -44,6 +45,12 @@ from schemas.model_published import ModelPublished
 from schemas.training import TrainingRequested
 
 log = logging.getLogger("flywheel.trainer")
+
+# Every outcome is a series from the start: a dashboard shows 0 runs, not "no data".
+for _outcome in FINAL_STATUSES:
+    TRAINING_RUNS.labels(_outcome)
+for _decision in ("passed", "rejected"):
+    GATE_DECISIONS.labels(_decision)
 
 # Share of the task's progress each stage ends at.
 PROGRESS = {"building-dataset": 0.05, "training": 0.85, "evaluating": 0.95, "registering": 1.0}
@@ -127,6 +134,8 @@ async def handle_training_request(request: TrainingRequested, deps: TrainerDeps)
 async def _finish(deps: TrainerDeps, run_id: str, **fields: Any) -> dict[str, Any]:
     task = await deps.tasks.update(run_id, **fields)
     assert task is not None
+    if fields.get("status") in FINAL_STATUSES:
+        TRAINING_RUNS.labels(fields["status"]).inc()
     return task
 
 
@@ -181,6 +190,7 @@ class _Run:
         base_metrics = await asyncio.to_thread(deps.trainer.evaluate, base_dir, data)
         candidate = await asyncio.to_thread(deps.trainer.evaluate, self.out_dir, data)
         decision = decide(base_metrics, candidate, request.gate_margin)
+        GATE_DECISIONS.labels("passed" if decision.passed else "rejected").inc()
         metrics = {**prefixed(base_metrics, "base"), **prefixed(candidate, "candidate")}
         await asyncio.to_thread(deps.registry.log, self.mlflow_run, None, metrics,
                                 {"gate": "passed" if decision.passed else "rejected"})

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 
 from fastapi import APIRouter
 
 from core.ab import choose_version
 from core.domain import SearchQuery
+from core.metrics import SEARCH_SECONDS
 from core.search import NoActiveModel, search
 from gateway.bodies import SearchRequest, SearchResponse, SearchResultItem
 from gateway.deps import EmbedderDep, ExperimentsDep, PublisherDep, Searching, SettingsDep, StoreDep
@@ -68,6 +70,7 @@ async def search_items(
     lineage = store.for_tenant(who.tenant)
     split = await experiments.split(who.tenant)
     version = choose_version(await lineage.active_version(), split, body.session_id) if split else None
+    started = time.perf_counter()
     try:
         result = await search(
             SearchQuery(body.query, body.k, who.tenant, dict(body.filters), body.mode, version),
@@ -75,6 +78,7 @@ async def search_items(
         )
     except NoActiveModel as error:
         raise Problem(409, str(error)) from error
+    SEARCH_SECONDS.labels(body.mode).observe(time.perf_counter() - started)
     hits = [SearchResultItem(id=h.id, score=h.score, title=h.title, metadata=h.metadata) for h in result.hits]
     if body.session_id:
         await publisher.publish(CLICKS, SearchEvent(

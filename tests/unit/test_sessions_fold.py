@@ -163,3 +163,16 @@ def test_a_session_stored_before_sizes_were_kept_gets_its_size() -> None:
     del doc["size_bytes"]
     doc, _ = fold(doc, [click("s", "a", 1)], NOW)
     assert doc["size_bytes"] >= len(bson.encode(doc)) - 64
+
+
+async def test_fold_batch_counts_searches_and_clicks_per_serving_version_once() -> None:
+    repo = FakeSessionRepo()
+    on_two = search("s1", "r", ["c"], minute=2).model_copy(update={"model_version": "2"})
+    early = click("s1", "c", 1, minute=3, search_event_id=on_two.event_id)
+    events: list[SessionEventModel] = [search("s1", "q", ["a", "b"]), click("s1", "b", 2), early]
+    report = await fold_batch(events, repo, NOW)
+    assert (report.searches, report.clicks) == ({"1": 1}, {"1": 1})
+    report = await fold_batch([*events, on_two], repo, NOW)  # the early click joins its search
+    assert (report.searches, report.clicks) == ({"2": 1}, {"2": 1})
+    report = await fold_batch([*events, on_two], repo, NOW)
+    assert not report.searches and not report.clicks
