@@ -18,13 +18,13 @@ from psycopg import AsyncConnection
 
 from consumers.reindexer.handlers import ReindexDeps, reindex
 from core.ab import InvalidSplit, configure_split
-from core.adapters.ab_split_store import PgSplitStore
-from core.adapters.pgvector import PgVectorStore
+from core.adapters.ab_split_store import PgSplitStore, TenantSplits
+from core.adapters.pgvector import PgVectorStore, TenantStore
 from core.adapters.pgvector.schema import ROLLOUT_LOCK
 from core.bootstrap import build_store, ensure_initial_version
 from core.chunking import Chunker, ChunkingConfig
 from core.config import Settings
-from core.domain import ConcurrentChange, Expected
+from core.domain import NEW_TENANTS, ConcurrentChange, Expected
 from core.indexing import index_batch, parse_records
 from core.rollout import IndexStale, activate_version
 from infra.process import Component
@@ -51,7 +51,7 @@ async def fresh_dsn(postgres: Component, test_settings: Settings) -> AsyncIterat
 
 
 @pytest_asyncio.fixture
-async def fresh_store(fresh_dsn: str) -> AsyncIterator[PgVectorStore]:
+async def fresh_pg(fresh_dsn: str) -> AsyncIterator[PgVectorStore]:
     store = await PgVectorStore.connect(fresh_dsn, max_size=6)
     try:
         yield store
@@ -59,12 +59,22 @@ async def fresh_store(fresh_dsn: str) -> AsyncIterator[PgVectorStore]:
         await store.close()
 
 
+@pytest_asyncio.fixture
+async def fresh_store(fresh_pg: PgVectorStore) -> TenantStore:
+    """Tenant t's lineage (the races are within one tenant's rollout state)."""
+    return fresh_pg.for_tenant("t")
+
+
+def splits_of(store: TenantStore) -> TenantSplits:
+    return PgSplitStore(store.store.pool).for_tenant(store.tenant)
+
+
 def chunker() -> Chunker:
     return Chunker(WordTokenizer(), ChunkingConfig(max_tokens=64, overlap_tokens=2))
 
 
 class Rig:
-    def __init__(self, store: PgVectorStore) -> None:
+    def __init__(self, store: TenantStore) -> None:
         self.store = store
         self.tasks = FakeTasks()
         self.embedder = FakeServingEmbedder({"1", "2", "3", "4"}, dim=DIM)
@@ -85,11 +95,11 @@ class Rig:
         await index_batch([op for _, op in parsed], self.store, self.embedder, chunker())
 
     async def reindex(self, version: str, **fields: Any) -> dict[str, Any]:
-        return await reindex(ReindexRequested(model_version=version, **fields), self.deps())
+        return await reindex(ReindexRequested(model_version=version, tenant="t", **fields), self.deps())
 
 
 async def test_a_rollback_while_a_reindex_runs_is_not_overridden_by_its_switch(
-    fresh_store: PgVectorStore,
+    fresh_store: TenantStore,
 ) -> None:
     rig = Rig(fresh_store)
     await rig.start()
@@ -109,7 +119,7 @@ async def test_a_rollback_while_a_reindex_runs_is_not_overridden_by_its_switch(
     assert await fresh_store.writable_versions() == ["1", "3"]  # 3 complete: the rollback target
 
 
-async def test_a_rollback_decided_before_a_reindex_switched_is_refused(fresh_store: PgVectorStore) -> None:
+async def test_a_rollback_decided_before_a_reindex_switched_is_refused(fresh_store: TenantStore) -> None:
     rig = Rig(fresh_store)
     await rig.start()
     await rig.reindex("2")  # 2 active, 1 the rollback target
@@ -130,7 +140,7 @@ async def test_a_rollback_decided_before_a_reindex_switched_is_refused(fresh_sto
     assert await fresh_store.active_version() == "3"
 
 
-async def test_concurrent_rollbacks_and_switches_apply_exactly_one(fresh_store: PgVectorStore) -> None:
+async def test_concurrent_rollbacks_and_switches_apply_exactly_one(fresh_store: TenantStore) -> None:
     rig = Rig(fresh_store)
     await rig.start(items=0)
     version = 1
@@ -156,7 +166,7 @@ async def test_concurrent_rollbacks_and_switches_apply_exactly_one(fresh_store: 
         version += 2
 
 
-async def _race_split(store: PgVectorStore, splits: PgSplitStore,
+async def _race_split(store: TenantStore, splits: TenantSplits,
                       meanwhile: Callable[[], Awaitable[Any]]) -> None:
     """configure_split, with `meanwhile` landing between its checks and its change."""
 
@@ -168,12 +178,12 @@ async def _race_split(store: PgVectorStore, splits: PgSplitStore,
     await configure_split(Racing(), store, "1", 20.0)  # type: ignore[arg-type]
 
 
-async def test_a_split_decided_before_an_activation_is_refused(fresh_store: PgVectorStore) -> None:
+async def test_a_split_decided_before_an_activation_is_refused(fresh_store: TenantStore) -> None:
     rig = Rig(fresh_store)
     await rig.start()
     await rig.reindex("2")  # 2 active, 1 the rollback target (still receives new content)
     await fresh_store.ensure_version("3", DIM)
-    splits = PgSplitStore(fresh_store.pool)
+    splits = splits_of(fresh_store)
 
     async def activate_3() -> None:
         await fresh_store.activate("3", Expected("2", "building"))  # 2 becomes the target, 1 stale
@@ -184,12 +194,12 @@ async def test_a_split_decided_before_an_activation_is_refused(fresh_store: PgVe
 
 
 async def test_an_activation_after_a_split_ends_a_split_whose_candidate_goes_stale(
-    fresh_store: PgVectorStore,
+    fresh_store: TenantStore,
 ) -> None:
     rig = Rig(fresh_store)
     await rig.start()
     await rig.reindex("2")
-    splits = PgSplitStore(fresh_store.pool)
+    splits = splits_of(fresh_store)
     await configure_split(splits, fresh_store, "1", 20.0)
     assert await splits.get_split() is not None
     await fresh_store.ensure_version("3", DIM)
@@ -201,11 +211,11 @@ async def test_an_activation_after_a_split_ends_a_split_whose_candidate_goes_sta
 
 
 async def test_concurrent_activations_and_split_changes_never_leave_a_stale_candidate(
-    fresh_store: PgVectorStore,
+    fresh_store: TenantStore,
 ) -> None:
     rig = Rig(fresh_store)
     await rig.start(items=0)
-    splits = PgSplitStore(fresh_store.pool)
+    splits = splits_of(fresh_store)
     version = 1
     for _ in range(8):
         # active A, rollback target B: split B against the switch to C (which makes B stale)
@@ -231,7 +241,7 @@ async def test_concurrent_activations_and_split_changes_never_leave_a_stale_cand
 
 
 async def test_a_failed_reindex_marks_its_version_failed_so_nothing_writes_to_it(
-    fresh_store: PgVectorStore,
+    fresh_store: TenantStore,
 ) -> None:
     rig = Rig(fresh_store)
     await rig.start()
@@ -252,7 +262,8 @@ async def test_a_change_blocked_behind_a_hung_transaction_times_out(fresh_dsn: s
                                                                      ) -> None:
     settings = test_settings.model_copy(update={"postgres_url": fresh_dsn,
                                                 "postgres_statement_timeout_ms": 500})
-    store = await build_store(settings)
+    pg = await build_store(settings)
+    store = pg.for_tenant("t")
     try:
         await store.ensure_version("1", DIM)
         async with await AsyncConnection.connect(fresh_dsn) as hung, hung.transaction():
@@ -264,22 +275,37 @@ async def test_a_change_blocked_behind_a_hung_transaction_times_out(fresh_dsn: s
         assert await store.active_version() is None  # nothing was applied
         await store.activate("1")  # and once the lock is free it goes through
     finally:
-        await store.close()
+        await pg.close()
 
 
-async def test_the_base_version_is_activated_on_a_fresh_database_only(fresh_store: PgVectorStore) -> None:
+async def test_the_base_version_is_activated_on_a_fresh_database_only(fresh_pg: PgVectorStore) -> None:
     embedder = FakeServingEmbedder({"1", "7"}, dim=DIM)
-    await fresh_store.ensure_version("7", DIM)
-    await fresh_store.activate("7")  # activated by another service after this one looked
+    new_tenants = fresh_pg.for_tenant(NEW_TENANTS)
+    await new_tenants.ensure_version("7", DIM)
+    await new_tenants.activate("7")  # activated by another service after this one looked
 
     class LookedEarlier:
         """The store as a starting service saw it: nothing active yet."""
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(fresh_store, name)
+        def for_tenant(self, tenant: str) -> Any:
+            lineage = fresh_pg.for_tenant(tenant)
 
-        async def active_version(self) -> str | None:
-            return None
+            class Lineage:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(lineage, name)
+
+                async def active_version(self) -> str | None:
+                    return None
+
+            return Lineage()
 
     await ensure_initial_version(LookedEarlier(), embedder)  # type: ignore[arg-type]
-    assert await fresh_store.active_version() == "7"
+    assert await new_tenants.active_version() == "7"
+    # A tenant without a lineage of its own serves what new tenants serve; its first change
+    # starts its own lineage from it, and new tenants keep theirs.
+    fresh = fresh_pg.for_tenant("newcomer")
+    assert await fresh.active_version() == "7"
+    assert await fresh.writable_versions() == await new_tenants.writable_versions()
+    await fresh.ensure_version("1", DIM)
+    await fresh.activate("1")
+    assert await fresh.active_version() == "1" and await new_tenants.active_version() == "7"
