@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_version: str = "4.1.1"
     kafka_partitions: int = 3
+    # Who this process is to Kafka (core/kafka_auth.py): SASL/SCRAM-SHA-512 as this principal,
+    # or PLAINTEXT for a broker without authentication. Without a username a process of the
+    # local stack authenticates as the operator from kafka_credentials_file.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
+    kafka_username: str = ""
+    kafka_password: str = ""
 
     postgres_port: int = 5433
     postgres_db: str = "flywheel"
@@ -114,8 +120,12 @@ class Settings(BaseSettings):
     indexer_group: str = "indexer"
     indexer_batch_size: int = 256
     indexer_batch_timeout_ms: int = 100
-    chunk_max_tokens: int = 200
+    # A chunk's tokens in all (header, window and special tokens); 0: the served model's maximum
+    # sequence length (256 for all-MiniLM-L6-v2). Every chunk starts with the header, a template
+    # over `title` and the item's metadata keys ("" for none).
+    chunk_max_tokens: int = Field(default=0, ge=0)
     chunk_overlap_tokens: int = 32
+    chunk_header: str = "{title}"
     # Every consumer service: the first pause before a record or batch that failed for a
     # transient reason (Triton, PostgreSQL, MongoDB, MLflow, Kafka down) is retried; it doubles
     # per attempt up to the maximum. After `consumer_max_attempts` failed attempts the records
@@ -255,6 +265,11 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.state_dir / "run"
+
+    @property
+    def kafka_credentials_file(self) -> Path:
+        """The local broker's principals and passwords (infra/kafka.py writes it, mode 600)."""
+        return self.state_dir / "kafka" / "credentials.json"
 
     @property
     def api_key_file(self) -> Path:

@@ -189,7 +189,7 @@ async def _embed(
     # Tokenizing a batch is CPU work of tens of milliseconds: off the event loop, so the
     # service keeps answering health checks and Kafka heartbeats meanwhile.
     texts_per_item = await asyncio.to_thread(
-        lambda: [chunker.split_item(u.event.title, u.event.text) for u in upserts])
+        lambda: [chunker.split_item(u.event.title, u.event.text, u.event.metadata) for u in upserts])
     flat = [text for texts in texts_per_item for text in texts]
     embeddings = await embedder.embed(flat, version)
     report.embedded_texts += len(flat)

@@ -8,6 +8,9 @@ from core.domain import SearchHit, SearchQuery, SearchResult
 from core.fusion import reciprocal_rank_fusion
 from core.ports import Embedder, VectorStore
 
+# Candidates of each ranking that hybrid search fuses (reciprocal rank fusion).
+FUSION_DEPTH = 100
+
 
 class NoActiveModel(RuntimeError):
     """Nothing has been indexed yet: there is no active model version to search."""
@@ -23,8 +26,9 @@ async def search(query: SearchQuery, store: VectorStore, embedder: Embedder) -> 
     timings["embed_ms"] = (time.perf_counter() - began) * 1000
 
     began = time.perf_counter()
-    # Hybrid fuses two rankings, so each contributes more candidates than k.
-    depth = query.k if query.mode == "vector" else max(query.k * 3, 30)
+    # Hybrid fuses the two rankings over the same candidate depth whatever k (up to it), so
+    # the first results do not depend on k; vector search does the same inside the store.
+    depth = query.k if query.mode == "vector" else max(query.k, FUSION_DEPTH)
     ranked = await store.vector_search(version, query.tenant, embedded.vectors[0], depth, query.filters)
     if query.mode == "hybrid":
         lexical = await store.text_search(query.tenant, query.text, depth, query.filters)

@@ -1,4 +1,4 @@
-"""Reads: nearest items by vector (HNSW, filtered), by text (full-text rank), exactly (a
+"""Reads: nearest items by vector (HNSW, filtered), by text (BM25, in `bm25`), exactly (a
 sequential scan, the reference for recall), and items' titles and metadata."""
 
 from __future__ import annotations
@@ -10,18 +10,30 @@ import numpy as np
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from core.adapters.pgvector.base import PoolBound
+from core.adapters.pgvector.bm25 import Bm25Queries
 from core.adapters.pgvector.schema import chunk_table
 from core.domain import NEW_TENANTS
 
+# Candidates of every vector search (items, and chunks per item asked of the index) and the
+# least HNSW candidate list (`hnsw.ef_search`): a query for k <= CANDIDATE_ITEMS runs the same
+# index scan whatever its k, so its top 10 at k=10 are its top 10 at k=100; measured with
+# `flywheel bench search` (docs/benchmarks.md).
+CANDIDATE_ITEMS = 100
+CHUNKS_PER_ITEM = 2
+EF_SEARCH = 200
 
-class Queries(PoolBound):
+
+class Queries(Bm25Queries):
     async def vector_search(
         self, version: str, tenant: str, query: np.ndarray, k: int, filters: dict[str, Any]
     ) -> list[tuple[str, float]]:
-        """Top-k items by their best chunk; keeps scanning until k items match the filters."""
+        """Top-k items by their best chunk. The index is asked for the same candidates
+        (CANDIDATE_ITEMS items, HNSW list EF_SEARCH) whatever k up to CANDIDATE_ITEMS, so a
+        query's first results do not depend on how many it asks for; keeps scanning until
+        that many items match the filters."""
         table = chunk_table(version)
-        limit = max(k * 2, 20)
+        depth = max(k, CANDIDATE_ITEMS)
+        limit = depth * CHUNKS_PER_ITEM
         query_sql = sql.SQL(
             "SELECT item_id, 1 - (embedding <=> %(q)s) AS score FROM {t} "
             "WHERE tenant = %(tenant)s AND metadata @> %(filters)s "
@@ -31,7 +43,8 @@ class Queries(PoolBound):
             await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
             while True:
                 await conn.execute(
-                    sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(min(max(limit, 40), 1000)))
+                    sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+                        sql.Literal(min(max(limit, EF_SEARCH), 1000)))
                 )
                 rows = await (await conn.execute(query_sql, {
                     "q": np.asarray(query, dtype=np.float32), "tenant": tenant,
@@ -40,21 +53,10 @@ class Queries(PoolBound):
                 best: dict[str, float] = {}
                 for item_id, score in rows:
                     best.setdefault(item_id, float(score))
-                if len(best) >= k or len(rows) < limit:
+                if len(best) >= depth or len(rows) < limit:
                     break
                 limit *= 4
-        return sorted(best.items(), key=lambda pair: -pair[1])[:k]
-
-    async def text_search(
-        self, tenant: str, query: str, k: int, filters: dict[str, Any]
-    ) -> list[tuple[str, float]]:
-        async with self.pool.connection() as conn:
-            rows = await (await conn.execute(
-                "SELECT id, ts_rank_cd(tsv, q) AS rank FROM items, websearch_to_tsquery('english', %s) q "
-                "WHERE tenant = %s AND metadata @> %s AND tsv @@ q ORDER BY rank DESC, id LIMIT %s",
-                (query, tenant, Jsonb(filters), k),
-            )).fetchall()
-        return [(row[0], float(row[1])) for row in rows]
+        return sorted(best.items(), key=lambda pair: (-pair[1], pair[0]))[:k]
 
     async def exact_search(
         self, version: str, tenant: str, query: np.ndarray, k: int
