@@ -41,7 +41,7 @@ MAX_INPUTS = 4
 @pytest_asyncio.fixture(scope="module")
 async def active_version(store: PgVectorStore, embedder: TritonEmbedder) -> str:
     await ensure_initial_version(store, embedder)  # what the indexer does on a fresh database
-    version = await store.active_version()
+    version = await store.active_version("tenant-a")
     assert version is not None
     return version
 

@@ -76,7 +76,7 @@ async def indexed(publisher: Publisher, indexer_service: Component, store: PgVec
     async def done() -> bool:
         return await store.count_items(TENANT) == len(DOCS)
     await wait_for(done)
-    active = await store.active_version()
+    active = await store.active_version(TENANT)
     assert active is not None
     return active
 
@@ -94,18 +94,20 @@ async def candidate(
         await control.load()
         assert await control.is_ready(version)
         dim = (await store.dimensions())[indexed]
-        await store.ensure_version(version, dim)
+        await store.for_tenant(TENANT).ensure_version(version, dim)
         async with store.pool.connection() as conn:
             await conn.execute(
                 f"INSERT INTO chunks_v{version} SELECT * FROM chunks_v{int(indexed)} WHERE tenant = %s",
                 (TENANT,))
-        await store.finish_version(version)
+        await store.for_tenant(TENANT).finish_version(version)
         yield version
     finally:
         async with store.pool.connection() as conn:
-            await conn.execute("DELETE FROM ab_split")
-            await conn.execute("DELETE FROM model_versions WHERE version = %s AND status <> 'active'",
+            await conn.execute("DELETE FROM tenant_ab_split WHERE tenant = %s", (TENANT,))
+            await conn.execute("DELETE FROM tenant_versions WHERE version = %s AND status <> 'active'",
                                (version,))
+            await conn.execute("DELETE FROM model_versions WHERE version = %s AND NOT EXISTS "
+                               "(SELECT 1 FROM tenant_versions WHERE version = %s)", (version, version))
             await conn.execute(f"DROP TABLE IF EXISTS chunks_v{int(version)}")
         await asyncio.to_thread(control.remove_version, int(version))
         await control.load()

@@ -36,9 +36,10 @@ async def test_an_item_shows_as_stored_for_its_own_tenant_only(
 ) -> None:
     store = fresh_store
     await store.ensure_schema()
-    await store.ensure_version("1", DIM, status="building")
-    await store.activate("1")
-    await store.ensure_version("2", DIM, status="building")
+    lineage = store.for_tenant("tenant-a")
+    await lineage.ensure_version("1", DIM, status="building")
+    await lineage.activate("1")
+    await lineage.ensure_version("2", DIM, status="building")
     old = Item("tenant-a", "doc-1", "Old title", "old text", {"year": 1999}, 1)
     new = Item("tenant-a", "doc-1", "Cats", "all about cats", {"year": 2001, "tags": ["pets"]}, 2)
     await store.apply({"1": [chunks(old, 1)], "2": [chunks(old, 1)]}, [])

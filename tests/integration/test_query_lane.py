@@ -58,11 +58,12 @@ async def test_a_search_is_answered_while_indexing_is_queued(
     triton: Component, embedder: TritonEmbedder, store: PgVectorStore,
 ) -> None:
     await ensure_initial_version(store, embedder)
-    active = await store.active_version()
+    active = await store.active_version("lane-test")
     assert active is not None
 
     async def query() -> None:
-        result = await search(SearchQuery("how do I reset my password?", tenant="lane-test"), store, embedder)
+        result = await search(SearchQuery("how do I reset my password?", tenant="lane-test"),
+                              store.for_tenant("lane-test"), embedder)
         assert result.model_version == active  # the same model version as the queued bulk work
 
     position, bulk_requests = await finished_order(embedder, active, query)
