@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     gateway_port: int = 8080
     # Consumer services expose /health and /metrics on consecutive ports from here.
     services_base_port: int = 8090
+    # The local Prometheus (infra/prometheus.py) and how often it scrapes.
+    prometheus_port: int = 9090
+    prometheus_scrape_interval_s: float = 15.0
 
     startup_timeout_s: float = 120.0
     # Local supervision (`flywheel up`): a crashed service is started again after a back-off that
@@ -218,6 +221,7 @@ class Settings(BaseSettings):
     # for the gateway's component status; a service not named is at its local port.
     service_urls: dict[str, str] = Field(default_factory=dict)
     connect_rest_url: str = ""
+    prometheus_url: str = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -249,6 +253,10 @@ class Settings(BaseSettings):
     @property
     def connect_url(self) -> str:
         return self.connect_rest_url or f"http://{self.host}:{self.connect_port}"
+
+    @property
+    def prometheus_base_url(self) -> str:
+        return self.prometheus_url or f"http://{self.host}:{self.prometheus_port}"
 
     @property
     def gateway_url(self) -> str:
