@@ -207,7 +207,8 @@ async def test_the_improver_moves_a_clicked_item_up_and_revert_restores_the_exac
     original = await _vectors(store, indexed)
 
     async def ranking() -> list[str]:
-        result = await search(SearchQuery(query, 4, TENANT, version=indexed), store, embedder)
+        result = await search(SearchQuery(query, 4, TENANT, version=indexed), store.for_tenant(TENANT),
+                              embedder)
         return [hit.id for hit in result.hits]
 
     before = await ranking()

@@ -17,7 +17,7 @@ from core.api_keys import hash_key
 from core.config import Settings
 from core.domain import ChunkVectors, Item
 from gateway.main import create_app
-from tests.integration.test_rollout_races import fresh_dsn, fresh_store  # noqa: F401 - fixtures
+from tests.integration.test_rollout_races import fresh_dsn, fresh_pg  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,9 @@ def chunks(item: Item, count: int) -> ChunkVectors:
 
 
 async def test_an_item_shows_as_stored_for_its_own_tenant_only(
-    fresh_dsn: str, fresh_store: PgVectorStore, test_settings: Settings,  # noqa: F811
+    fresh_dsn: str, fresh_pg: PgVectorStore, test_settings: Settings,  # noqa: F811
 ) -> None:
-    store = fresh_store
+    store = fresh_pg
     await store.ensure_schema()
     lineage = store.for_tenant("tenant-a")
     await lineage.ensure_version("1", DIM, status="building")
