@@ -15,6 +15,7 @@ from infra.kafka_connect import KafkaConnect
 from infra.mlflow_server import MLflowServer
 from infra.postgres import Postgres
 from infra.process import Component
+from infra.prometheus import Prometheus
 from infra.services import AsgiService, consumer_service, gateway_service
 from infra.supervisor import SupervisorComponent, restarts
 from schemas.topics import (
@@ -31,7 +32,7 @@ def dependency_components(settings: Settings) -> list[Component]:
     from infra.triton import Triton
 
     return [Kafka(settings), Postgres(settings), FerretDB(settings), MLflowServer(settings), Triton(settings),
-            KafkaConnect(settings)]
+            KafkaConnect(settings), Prometheus(settings)]
 
 
 def scale_file(settings: Settings) -> Path:
@@ -178,6 +179,9 @@ def up(
         started.append(component)
         if on_started is not None:
             on_started(component)
+    prometheus = Prometheus(settings)
+    if prometheus.pid() is not None:  # it scrapes the processes as they are now (`--scale`)
+        prometheus.write_targets()
     return started
 
 

@@ -56,7 +56,8 @@ def test_up_status_down_leaves_nothing_behind(lifecycle_settings: Settings) -> N
     status = flywheel(lifecycle_settings, "status", "--json")
     rows = json.loads(status.stdout)
     names = {row["name"] for row in rows}
-    assert {"kafka", "postgres", "mongodb", "mlflow", "triton", "gateway", "indexer", "supervisor"} <= names
+    assert {"kafka", "postgres", "mongodb", "mlflow", "triton", "prometheus", "gateway", "indexer",
+            "supervisor"} <= names
     assert all(row["restarts"] == 0 for row in rows if row["name"] in {"gateway", "indexer"})
     unhealthy = [row for row in rows if not row["healthy"]]
     assert unhealthy == [] and status.returncode == 0
@@ -73,7 +74,7 @@ def test_up_status_down_leaves_nothing_behind(lifecycle_settings: Settings) -> N
     assert [pid for pid in pids if pid_alive(pid)] == []
     s = lifecycle_settings
     ports = [s.kafka_port, s.kafka_controller_port, s.postgres_port, s.mongo_port, s.mlflow_port,
-             s.triton_http_port, s.triton_grpc_port, s.triton_metrics_port, s.gateway_port,
+             s.triton_http_port, s.triton_grpc_port, s.triton_metrics_port, s.gateway_port, s.prometheus_port,
              *range(s.services_base_port, s.services_base_port + 6)]
     assert [port for port in ports if listening(port)] == []
     after = flywheel(lifecycle_settings, "status", "--json")
