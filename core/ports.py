@@ -120,6 +120,12 @@ class PolicyState(Protocol):
         ...
 
 
+class TrainingPolicyStore(PolicyState, Protocol):
+    """One tenant's training policy: its bookkeeping and its sessions created since."""
+
+    async def count_created_since(self, since: datetime | None) -> int: ...
+
+
 class SessionSource(Protocol):
     def iter_sessions(
         self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256

@@ -3,8 +3,8 @@
 Run: `uvicorn consumers.sessions.app:app`. Batches are folded idempotently (event ids kept
 per session); offsets are committed only after the documents are written. Invalid records,
 and records that fail alone (a poison record), go to `clicks.dlq` and the rest of the batch
-is folded. When `training_policy_sessions` > 0, it requests training after that many new
-sessions.
+is folded. When `training_policy_sessions` > 0, it requests training for a tenant after that
+many new sessions of that tenant (its own run, on its own sessions and lineage).
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ async def fold(part: Sequence[tuple[Any, SessionEventModel]], sessions: Sessions
         SESSION_CLICKS.labels(version)  # a version's click-through is 0, not missing, before a click
     for version, count in report.clicks.items():
         SESSION_CLICKS.labels(version).inc(count)
-    await maybe_request_training(
-        sessions.store, settings.training_policy_sessions, settings.training_policy_min_sessions,
-        sessions.request_training, now,
-    )
+    for tenant in sorted({event.tenant for _, event in part}):  # each tenant its own policy
+        await maybe_request_training(
+            sessions.store.for_tenant(tenant), settings.training_policy_sessions,
+            settings.training_policy_min_sessions, sessions.request_training, now, tenant,
+        )
     if not sessions.store.ttl_index and time.monotonic() - sessions.last_purge > PURGE_EVERY_S:
         sessions.last_purge = time.monotonic()
         if purged := await sessions.store.purge_expired(now):

@@ -13,8 +13,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
-from core.ports import PolicyRepository, SessionRepository
+from core.ports import SessionRepository, TrainingPolicyStore
 from core.sessions import SessionEventModel, fold, session_key
+from schemas.envelope import DEFAULT_TENANT
 from schemas.training import TrainingRequested
 
 log = logging.getLogger("flywheel.sessions")
@@ -89,20 +90,23 @@ async def fold_batch(
     return report
 
 
-def policy_run_id(previous_run_id: str | None) -> str:
-    """Deterministic from the previous request, so a retried policy step asks with the same
-    run id and the trainer (idempotent per run id) trains once."""
-    return f"auto-{uuid5(POLICY_NAMESPACE, previous_run_id or 'first').hex}"
+def policy_run_id(previous_run_id: str | None, tenant: str = DEFAULT_TENANT) -> str:
+    """Deterministic from the tenant's previous request, so a retried policy step asks with the
+    same run id and the trainer (idempotent per run id) trains once; another tenant's differs."""
+    seed = previous_run_id or "first"
+    return f"auto-{uuid5(POLICY_NAMESPACE, seed if tenant == DEFAULT_TENANT else f'{tenant}/{seed}').hex}"
 
 
 async def maybe_request_training(
-    repo: PolicyRepository,
+    repo: TrainingPolicyStore,
     every_sessions: int,
     min_sessions: int,
     publish: Callable[[TrainingRequested], Awaitable[None]],
     now: datetime,
+    tenant: str = DEFAULT_TENANT,
 ) -> str | None:
-    """After `every_sessions` new sessions since the last request, request training; the run id."""
+    """After `every_sessions` new sessions of `tenant` since its last request, request training
+    for it (its sessions, its lineage); the run id. `repo` is that tenant's."""
     if every_sessions <= 0:
         return None
     state = await repo.policy_state()
@@ -110,9 +114,9 @@ async def maybe_request_training(
     if new_sessions < every_sessions:
         return None
     previous = state.get("last_run_id")
-    run_id = policy_run_id(previous)
+    run_id = policy_run_id(previous, tenant)
     await publish(TrainingRequested(
-        run_id=run_id, min_sessions=min_sessions, source="sessions-policy",
+        run_id=run_id, min_sessions=min_sessions, source="sessions-policy", tenant=tenant,
     ))
     # Published first: if we stop before this claim, the retry publishes the same run id.
     if not await repo.claim_policy_run(previous, run_id, now):

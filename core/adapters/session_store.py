@@ -21,6 +21,7 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from core.sessions import SessionDoc
+from schemas.envelope import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,10 @@ class MongoSessionStore:
         result = await self.sessions.replace_one({"_id": doc["_id"], "revision": expected_revision}, new)
         return result.matched_count == 1
 
-    async def count_created_since(self, since: datetime | None) -> int:
-        query = {} if since is None else {"created_at": {"$gt": since}}
+    async def count_created_since(self, since: datetime | None, tenant: str | None = None) -> int:
+        query: dict[str, Any] = {} if since is None else {"created_at": {"$gt": since}}
+        if tenant is not None:
+            query["tenant"] = tenant
         return await self.sessions.count_documents(query)
 
     def for_tenant(self, tenant: str) -> TenantSessions:
@@ -111,23 +114,32 @@ class MongoSessionStore:
         return result.deleted_count
 
     # --- training policy -------------------------------------------------------------------
-    async def policy_state(self) -> dict[str, Any]:
-        return await self.state.find_one({"_id": POLICY_ID}) or {"_id": POLICY_ID, "last_run_id": None,
+    async def policy_state(self, tenant: str | None = None) -> dict[str, Any]:
+        policy_id = _policy_id(tenant)
+        return await self.state.find_one({"_id": policy_id}) or {"_id": policy_id, "last_run_id": None,
                                                                   "last_requested_at": None}
 
-    async def claim_policy_run(self, previous_run_id: str | None, run_id: str, at: datetime) -> bool:
+    async def claim_policy_run(self, previous_run_id: str | None, run_id: str, at: datetime,
+                               tenant: str | None = None) -> bool:
         update = {"$set": {"last_run_id": run_id, "last_requested_at": at}}
         try:
             result = await self.state.update_one(
-                {"_id": POLICY_ID, "last_run_id": previous_run_id}, update, upsert=previous_run_id is None
+                {"_id": _policy_id(tenant), "last_run_id": previous_run_id}, update,
+                upsert=previous_run_id is None,
             )
         except DuplicateKeyError:
             return False
         return result.matched_count == 1 or result.upserted_id is not None
 
 
+def _policy_id(tenant: str | None) -> str:
+    """The training policy's bookkeeping of a tenant (the default tenant's keeps the old id)."""
+    return POLICY_ID if tenant in (None, DEFAULT_TENANT) else f"{POLICY_ID}/{tenant}"
+
+
 class TenantSessions:
-    """One tenant's session documents (core.ports.SessionSource)."""
+    """One tenant's session documents (core.ports.SessionSource) and its training policy's
+    bookkeeping (core.ports.TrainingPolicyStore)."""
 
     def __init__(self, store: MongoSessionStore, tenant: str) -> None:
         self.store = store
@@ -137,3 +149,12 @@ class TenantSessions:
         self, since: datetime | None = None, until: datetime | None = None, batch_size: int = 256
     ) -> AsyncIterator[SessionDoc]:
         return self.store.iter_sessions(since, until, batch_size, tenant=self.tenant)
+
+    async def count_created_since(self, since: datetime | None) -> int:
+        return await self.store.count_created_since(since, tenant=self.tenant)
+
+    async def policy_state(self) -> dict[str, Any]:
+        return await self.store.policy_state(self.tenant)
+
+    async def claim_policy_run(self, previous_run_id: str | None, run_id: str, at: datetime) -> bool:
+        return await self.store.claim_policy_run(previous_run_id, run_id, at, tenant=self.tenant)

@@ -176,3 +176,21 @@ async def test_fold_batch_counts_searches_and_clicks_per_serving_version_once() 
     assert (report.searches, report.clicks) == ({"2": 1}, {"2": 1})
     report = await fold_batch([*events, on_two], repo, NOW)
     assert not report.searches and not report.clicks
+
+
+async def test_each_tenant_has_its_own_policy_run_for_its_own_lineage() -> None:
+    sent: list[TrainingRequested] = []
+
+    async def publish(event: TrainingRequested) -> None:
+        sent.append(event)
+
+    first = await maybe_request_training(FakeSessionRepo(), 1, 10, publish, NOW, "tenant-a")
+    assert first is None  # no sessions yet
+    repo_a, repo_b = FakeSessionRepo(), FakeSessionRepo()
+    await fold_batch([search("s1", "q", ["a"])], repo_a, NOW)
+    await fold_batch([search("s1", "q", ["a"])], repo_b, NOW)
+    run_a = await maybe_request_training(repo_a, 1, 10, publish, NOW, "tenant-a")
+    run_b = await maybe_request_training(repo_b, 1, 10, publish, NOW, "tenant-b")
+    assert run_a == policy_run_id(None, "tenant-a") != run_b == policy_run_id(None, "tenant-b")
+    assert policy_run_id(None, "tenant-a") != policy_run_id(None)  # nor the default tenant's
+    assert [(e.run_id, e.tenant) for e in sent] == [(run_a, "tenant-a"), (run_b, "tenant-b")]
