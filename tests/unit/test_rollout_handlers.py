@@ -141,7 +141,7 @@ async def test_inconsistent_versions_are_refused(tmp_path: Path) -> None:
 class ReindexRig:
     def __init__(self) -> None:
         self.tasks = FakeTasks()
-        self.store = FakeReindexStore()
+        self.store = FakeReindexStore(tenant="a")
         self.embedder = FakeServingEmbedder({"1", "2"})
         self.log = FakeLog()
 
@@ -158,7 +158,7 @@ class ReindexRig:
         await index_batch([op for _, op in parsed], self.store, self.embedder, chunker())
 
 
-async def test_reindex_backfills_every_tenant_and_switches_at_the_end() -> None:
+async def test_reindex_backfills_its_tenant_s_items_only_and_switches_at_the_end() -> None:
     rig = ReindexRig()
     for i in range(5):
         rig.log.upsert("a", f"doc{i}", f"text number {i}", 1, partition=i % 2)
@@ -166,9 +166,12 @@ async def test_reindex_backfills_every_tenant_and_switches_at_the_end() -> None:
     await rig.live_index()
     assert set(rig.store.chunks["1"]) == set(rig.store.items)
 
-    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
     assert task["status"] == "succeeded" and task["progress"] == 1.0, task
-    assert set(rig.store.chunks["2"]) == set(rig.store.items) and len(rig.store.items) == 6
+    assert task["id"] == "reindex-2-a"  # one reindex per version per tenant
+    # Tenant a's items only: b's item is neither replayed into nor reconciled into a's version.
+    assert set(rig.store.chunks["2"]) == {("a", f"doc{i}") for i in range(5)} and len(rig.store.items) == 6
+    assert not any("another tenant" in text for texts, v in rig.embedder.calls if v == "2" for text in texts)
     assert await rig.store.active_version() == "2" and rig.store.status["1"] == "retired"
     assert task["details"]["previous_version"] == "1" and task["details"]["total"] == 6
     # Replayed events were embedded with version 2 only.
@@ -181,10 +184,10 @@ async def test_redelivered_request_of_a_finished_reindex_does_nothing() -> None:
     rig = ReindexRig()
     rig.log.upsert("a", "x", "some text", 1)
     await rig.live_index()
-    await reindex(ReindexRequested(model_version="2"), rig.deps())
+    await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
     await activate_version(rig.store, "1")  # rolled back meanwhile
     calls = len(rig.embedder.calls)
-    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
     assert task["status"] == "succeeded" and len(rig.embedder.calls) == calls
     assert await rig.store.active_version() == "1"
 
@@ -196,16 +199,16 @@ async def test_a_crashed_backfill_resumes_from_committed_offsets() -> None:
     await rig.live_index()
     rig.log.crash_after_commits = 2
     with pytest.raises(Crash):
-        await reindex(ReindexRequested(model_version="2"),
+        await reindex(ReindexRequested(tenant="a", model_version="2"),
                       rig.deps(is_transient=lambda e: isinstance(e, Crash)))
-    assert rig.tasks.tasks["reindex-2"]["status"] == "running"
+    assert rig.tasks.tasks["reindex-2-a"]["status"] == "running"
     assert await rig.store.active_version() == "1" and rig.store.status["2"] == "building"
     half = len(rig.store.chunks["2"])
     assert 0 < half < 8
     embedded_before = sum(len(t) for t, v in rig.embedder.calls if v == "2")
 
     rig.log.crash_after_commits = None
-    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
     assert task["status"] == "succeeded" and set(rig.store.chunks["2"]) == set(rig.store.items)
     # Resumed from the committed offsets; the batch applied but not committed is replayed
     # without embedding it again (its chunks are there).
@@ -224,7 +227,7 @@ async def test_replay_neither_resurrects_deleted_items_nor_drops_recreated_ones(
     rig.log.upsert("a", "old", "old text", 1)
     rig.log.upsert("a", "old", "new text", 2)
     await rig.live_index()
-    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
     assert task["status"] == "succeeded"
     assert set(rig.store.items) == {("a", "back"), ("a", "old")}
     assert set(rig.store.chunks["2"]) == {("a", "back"), ("a", "old")}
@@ -242,14 +245,14 @@ async def test_items_the_replay_missed_are_reconciled_from_the_store() -> None:
     item = Item("a", "late", "Late", "arrived late", {}, 1)
     vectors = (await rig.embedder.embed(["arrived late"], "1")).vectors
     await rig.store.apply({"1": [ChunkVectors(item, ["arrived late"], vectors)]}, [])
-    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
     assert task["status"] == "succeeded" and task["details"]["reconciled"] == 1
     assert set(rig.store.chunks["2"]) == {("a", "x"), ("a", "late")}
 
 
 async def test_a_version_triton_does_not_serve_fails_without_touching_the_store() -> None:
     rig = ReindexRig()
-    task = await reindex(ReindexRequested(model_version="3"), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="3"), rig.deps())
     assert task["status"] == "failed" and "deploy it first" in task["error"]
     assert "3" not in rig.store.status and await rig.store.active_version() == "1"
 
@@ -258,7 +261,7 @@ async def test_without_activate_the_version_is_complete_but_not_active() -> None
     rig = ReindexRig()
     rig.log.upsert("a", "x", "text", 1)
     await rig.live_index()
-    task = await reindex(ReindexRequested(model_version="2", activate=False), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="2", activate=False), rig.deps())
     assert task["status"] == "succeeded" and await rig.store.active_version() == "1"
     assert rig.store.status["2"] == "retired"
     assert (await activate_version(rig.store, "2")).previous == "1"
@@ -270,13 +273,13 @@ async def test_a_rollback_while_the_reindex_ran_is_not_overridden() -> None:
     for i in range(4):
         rig.log.upsert("a", f"doc{i}", f"text {i}", 1)
     await rig.live_index()
-    await reindex(ReindexRequested(model_version="2"), rig.deps())  # 2 active, 1 the rollback target
+    await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())  # 2 active, 1 the rollback target
 
     async def operator_rolls_back() -> None:
         await activate_version(rig.store, "1")
 
     rig.log.after_commit = operator_rolls_back
-    task = await reindex(ReindexRequested(model_version="3"), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="3"), rig.deps())
     assert task["details"]["started_from"] == "2"
     assert await rig.store.active_version() == "1"  # the rollback stands
     assert task["status"] == "succeeded" and task["details"]["activated"] is False
@@ -292,7 +295,7 @@ async def test_a_failed_reindex_marks_its_version_failed_and_a_new_request_resum
     rig.log.upsert("a", "y", "more text", 1)
     await rig.live_index()
     rig.log.crash_after_commits = 0
-    task = await reindex(ReindexRequested(model_version="2"), rig.deps())  # Crash is not transient
+    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())  # Crash is not transient
     assert task["status"] == "failed" and task["stage"] == "backfilling"
     assert rig.store.status["2"] == "failed" and "reindex failed at backfilling" in rig.store.reasons["2"]
     assert await rig.store.writable_versions() == ["1"]  # nothing writes to it any more
@@ -300,7 +303,7 @@ async def test_a_failed_reindex_marks_its_version_failed_and_a_new_request_resum
         await activate_version(rig.store, "2")
 
     rig.log.crash_after_commits = None
-    task = await reindex(ReindexRequested(model_version="2"), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
     assert task["status"] == "succeeded" and await rig.store.active_version() == "2"
     assert set(rig.store.chunks["2"]) == set(rig.store.items)
 
@@ -313,14 +316,14 @@ async def test_a_reindex_that_keeps_failing_transiently_is_abandoned_and_its_ver
     deps = rig.deps(is_transient=lambda e: isinstance(e, Crash), max_attempts=3)
     for attempt in (1, 2):
         with pytest.raises(Crash):  # retried: the request is redelivered
-            await reindex(ReindexRequested(model_version="2"), deps)
-        assert rig.tasks.tasks["reindex-2"]["details"]["transient_failures"] == attempt
+            await reindex(ReindexRequested(tenant="a", model_version="2"), deps)
+        assert rig.tasks.tasks["reindex-2-a"]["details"]["transient_failures"] == attempt
         assert rig.store.status["2"] == "building"
-    task = await reindex(ReindexRequested(model_version="2"), deps)  # the third: given up
+    task = await reindex(ReindexRequested(tenant="a", model_version="2"), deps)  # the third: given up
     assert task["status"] == "failed" and "abandoned after 3 attempts" in task["error"]
     assert rig.store.status["2"] == "failed" and await rig.store.writable_versions() == ["1"]
     rig.log.crash_after_commits = None  # requested again later: counted afresh, and it succeeds
-    assert (await reindex(ReindexRequested(model_version="2"), deps))["status"] == "succeeded"
+    assert (await reindex(ReindexRequested(tenant="a", model_version="2"), deps))["status"] == "succeeded"
 
 
 # --- activation -----------------------------------------------------------------------------
