@@ -1,7 +1,8 @@
 """The vector store's tables on PostgreSQL + pgvector.
 
 - `items`: one row per (tenant, id) with title, text, metadata, version; a generated
-  tsvector over title and text for hybrid search.
+  tsvector over title and text, whose terms BM25 ranks for hybrid search (`bm25_postings`
+  and `bm25_stats`, kept by triggers on `items`: see `bm25`).
 - `chunks_v<version>`: one table per model version (tenant, item_id, chunk_no, metadata,
   embedding) with an HNSW cosine index. Metadata is copied onto chunks so that filters run
   inside the index scan (pgvector 0.8 iterative scans keep returning rows until k match).
