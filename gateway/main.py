@@ -26,6 +26,7 @@ from gateway.routes import (
     embeddings,
     events,
     health,
+    metrics_history,
     model_versions,
     search,
     sources,
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for router in (health.router, content.router, events.router, search.router, embeddings.router,
                    clicks.router, training.router, tasks.router, model_versions.router, docs.router,
-                   admin.router, sources.router, console.router):
+                   admin.router, sources.router, console.router, metrics_history.router):
         app.include_router(router)
     openapi.install(app, settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)

@@ -1,6 +1,6 @@
 // The Flywheel admin console: a single-page app over the gateway's REST API.
 // No framework and no build step; everything is drawn by this file (charts are inline SVG).
-import { barChart, sparkline, PALETTE } from "/console/static/chart.js";
+import { barChart, lineChart, sparkline, PALETTE } from "/console/static/chart.js";
 
 const KEY_STORAGE = "flywheel.apiKey";
 const FINAL = new Set(["succeeded", "failed", "rejected", "cancelled"]);
@@ -181,7 +181,26 @@ function overviewPage(root) {
     h("h3", { id: "h-flow" }, "Topics and consumer lag"), h("p", { class: "muted" }, "Loading…"));
   const dead = h("section", { class: "card", "aria-labelledby": "h-dead" },
     h("h3", { id: "h-dead" }, "Dead letters"), h("p", { class: "muted" }, "Loading…"));
-  root.append(h("h2", {}, "Overview"), h("div", { class: "grid" }, health, h("div", {}, flow, dead)));
+  const history = h("section", { class: "card", "aria-labelledby": "h-history" },
+    h("h3", { id: "h-history" }, "The last hour"), h("p", { class: "muted" }, "Loading…"));
+  root.append(h("h2", {}, "Overview"), h("div", { class: "grid" }, health, h("div", {}, flow, dead)), history);
+
+  // Events/s and lag over time, from Prometheus's history (operator scope; see docs/operations.md).
+  every(30000, async () => {
+    try {
+      const data = await api("/v1/admin/metrics/history?window=1h");
+      const named = (list, name) => list.map((x) => ({ name: name(x.labels), points: x.points }));
+      history.replaceChildren(h("h3", { id: "h-history" }, "The last hour"),
+        h("h4", {}, "Events/s per topic"),
+        h("div", { class: "chart" }, lineChart(named(data.series.events_per_s, (l) => l.topic),
+          { label: "events per second per topic, last hour" })),
+        h("h4", {}, "Consumer lag per group and topic"),
+        h("div", { class: "chart" }, lineChart(named(data.series.lag, (l) => `${l.group} / ${l.topic}`),
+          { label: "consumer lag per group and topic, last hour" })));
+    } catch (error) {
+      history.replaceChildren(h("h3", { id: "h-history" }, "The last hour"), errorBox(error));
+    }
+  });
 
   every(10000, async () => {
     try {

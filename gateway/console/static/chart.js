@@ -64,3 +64,52 @@ export function sparkline(points, { label = "trend", width = 240, height = 40 } 
     s("path", { d: path, fill: "none", stroke: "#2457c5", "stroke-width": 1.5 }));
   return svg;
 }
+
+// series: [{name, points: [[unix seconds, value], ...]}] drawn as lines over shared time and value axes.
+export function lineChart(series, { label = "history", width = 560, height = 180 } = {}) {
+  const top = 10; const bottom = 22; const left = 44; const plotW = width - left - 6; const plotH = height - top - bottom;
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
+  svg.append(s("title", {}, label));
+  const all = series.flatMap((x) => x.points).filter(([, v]) => Number.isFinite(v));
+  const wrap = document.createElement("div");
+  if (!all.length) {
+    const none = document.createElement("p");
+    none.className = "muted";
+    none.textContent = "No history yet.";
+    wrap.append(none);
+    return wrap;
+  }
+  const t0 = Math.min(...all.map(([t]) => t)); const t1 = Math.max(t0 + 1, ...all.map(([t]) => t));
+  const max = Math.max(1e-9, ...all.map(([, v]) => v));
+  const x = (t) => left + ((t - t0) / (t1 - t0)) * plotW;
+  const y = (v) => top + plotH - (v / max) * plotH;
+  for (let i = 0; i <= 3; i += 1) {
+    const v = (max * i) / 3;
+    svg.append(s("line", { x1: left, x2: width - 6, y1: y(v), y2: y(v), stroke: "#e3e6ec" }),
+      s("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "#5b6474" },
+        v >= 100 ? v.toFixed(0) : v.toFixed(2)));
+  }
+  const clock = (t) => new Date(t * 1000).toISOString().slice(11, 16);
+  svg.append(s("text", { x: left, y: height - 6, "font-size": 10, fill: "#5b6474" }, clock(t0)),
+    s("text", { x: width - 6, y: height - 6, "text-anchor": "end", "font-size": 10, fill: "#5b6474" }, `${clock(t1)} UTC`));
+  const legend = document.createElement("div");
+  legend.className = "legend";
+  series.forEach((item, i) => {
+    const color = PALETTE[i % PALETTE.length];
+    const points = item.points.filter(([, v]) => Number.isFinite(v));
+    if (points.length) {
+      const d = points.map(([t, v], j) => `${j ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+      const line = s("path", { d, fill: "none", stroke: color, "stroke-width": 1.5 });
+      line.append(s("title", {}, item.name));
+      svg.append(line);
+    }
+    const entry = document.createElement("span");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = color;
+    entry.append(swatch, item.name);
+    legend.append(entry);
+  });
+  wrap.append(svg, legend);
+  return wrap;
+}
