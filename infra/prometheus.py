@@ -33,7 +33,8 @@ from infra.process import Component, Health, require_program
 PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
 PROMETHEUS_VERSION = "v0.316.0"  # Prometheus 3.16.0
 RELEASE = "3.16.0"
-GO_HINT = "Go 1.24 or newer, https://go.dev/doc/install"
+# The module asks for Go 1.26.7: an older `go` (1.21+) fetches that toolchain itself.
+GO_HINT = "Go 1.21 or newer, https://go.dev/doc/install"
 # A retention that keeps a week of history for the dashboards and the console's charts.
 RETENTION = "7d"
 
