@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
 from core.ports import DependencyUnavailable
@@ -38,7 +39,7 @@ def make_deps(tmp_path: Path, trainer: FakeTrainer, data: TrainingDataset | None
 
 
 def request(**kw: object) -> TrainingRequested:
-    return TrainingRequested(run_id="run-1", min_sessions=10, **kw)  # type: ignore[arg-type]
+    return TrainingRequested(**{"run_id": "run-1", "min_sessions": 10, **kw})  # type: ignore[arg-type]
 
 
 async def test_a_better_candidate_is_registered_and_published(tmp_path: Path) -> None:
@@ -200,3 +201,24 @@ def test_mlflow_connection_failures_are_told_apart_from_its_answers() -> None:
     assert is_unreachable(refused) and is_unreachable(ConnectionRefusedError())
     assert not is_unreachable(MlflowException("RESOURCE_DOES_NOT_EXIST: Run 'x' not found"))
     assert not is_unreachable(ValueError("bad"))
+
+
+def counted(metric: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
+async def test_runs_and_gate_decisions_are_counted_once(tmp_path: Path) -> None:
+    before = (counted("flywheel_training_runs_total", outcome="succeeded"),
+              counted("flywheel_training_gate_total", decision="passed"),
+              counted("flywheel_training_runs_total", outcome="rejected"),
+              counted("flywheel_training_gate_total", decision="rejected"))
+    deps, *_ = make_deps(tmp_path, FakeTrainer(0.4, 0.6))
+    await handle_training_request(request(), deps)
+    await handle_training_request(request(), deps)  # redelivered: already final, not counted again
+    rejecting, *_ = make_deps(tmp_path, FakeTrainer(0.5, 0.5))
+    await handle_training_request(request(run_id="run-2"), rejecting)
+    after = (counted("flywheel_training_runs_total", outcome="succeeded"),
+             counted("flywheel_training_gate_total", decision="passed"),
+             counted("flywheel_training_runs_total", outcome="rejected"),
+             counted("flywheel_training_gate_total", decision="rejected"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1]
