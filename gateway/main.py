@@ -22,6 +22,7 @@ from gateway.routes import (
     clicks,
     console,
     content,
+    datasets,
     docs,
     embeddings,
     events,
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for router in (health.router, content.router, events.router, search.router, embeddings.router,
                    clicks.router, training.router, tasks.router, model_versions.router, docs.router,
-                   admin.router, sources.router, console.router, metrics_history.router):
+                   admin.router, sources.router, console.router, datasets.router, metrics_history.router):
         app.include_router(router)
     openapi.install(app, settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)

@@ -89,6 +89,11 @@ ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("get", "/v1/admin/dlq/{topic}/{partition}/{offset}"): {404: "Unknown topic, or no such letter."},
     ("post", "/v1/admin/dlq/{topic}/redrive"): {404: "Unknown dead-letter topic."},
     ("post", "/v1/sources"): {409: "A source of that name exists."},
+    ("post", "/v1/datasets"): {403: "The key lacks `admin`, or names a tenant not its own (not an operator).",
+                               409: "The tenant has a dataset of that name.",
+                               413: "A body larger than FLYWHEEL_GATEWAY_MAX_BODY_BYTES: use the CLI."},
+    ("get", "/v1/datasets/{name}"): {404: "No such dataset in the tenant."},
+    ("delete", "/v1/datasets/{name}"): {404: "No such dataset in the tenant."},
     ("get", "/v1/sources/{name}"): {404: "No such source."},
     ("delete", "/v1/sources/{name}"): {404: "No such source."},
 }

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from core.adapters.ab_split_store import PgSplitStore
+from core.adapters.dataset_store import DatasetStore
 from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
@@ -72,6 +73,10 @@ class Resources:
         return await self._get(
             "mongodb", lambda: TaskStore.connect(self.settings.mongo_uri, self.settings.mongo_db)
         )
+
+    async def datasets(self) -> DatasetStore:
+        return await self._get(
+            "mongodb-datasets", lambda: DatasetStore.connect(self.settings.mongo_uri, self.settings.mongo_db))
 
     async def sessions(self) -> MongoSessionStore:
         return await self._get("mongodb-sessions", lambda: build_session_store(self.settings))
