@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DatasetFormat = Literal["jsonl", "beir"]
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # whole names: fullmatch
 MAX_JUDGMENTS = 1_000_000
 MAX_QUERY_CHARS = 1000
 MAX_RAW_CHARS = 2000  # of a rejected line, as reported
@@ -89,7 +89,7 @@ class DatasetError(ValueError):
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise DatasetError(f"name: {name!r} is not a dataset name: 1 to 128 letters, digits, '.', '_' "
                            f"or '-', starting with a letter or digit")
     return name

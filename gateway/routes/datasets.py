@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.adapters.dataset_store import DatasetExists, DatasetStore
-from core.datasets import DatasetError, DatasetFormat, DatasetRejected, check_name, parse
+from core.datasets import NAME, DatasetError, DatasetFormat, DatasetRejected, check_name, parse
 from gateway.deps import Admin, resources
 from gateway.problems import Problem
 from gateway.security import Principal
@@ -50,6 +50,13 @@ def _tenant(who: Principal, asked: str | None) -> str:
 
 async def _store(request: Request) -> DatasetStore:
     return await resources(request).datasets()
+
+
+def _named(name: str) -> str:
+    """A name no upload could have made is no dataset (and never reaches the store)."""
+    if not NAME.fullmatch(name):
+        raise Problem(404, f"no dataset {name!r}")
+    return name
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -89,7 +96,7 @@ async def show_dataset(
     tenant: str | None = Query(default=None, pattern=TENANT_PATTERN, description="Operators: the tenant."),
     sample: int = Query(default=10, ge=0, le=100, description="How many judgments to show."),
 ) -> dict[str, Any]:
-    found = await (await _store(request)).get(_tenant(who, tenant), name, sample)
+    found = await (await _store(request)).get(_tenant(who, tenant), _named(name), sample)
     if found is None:
         raise Problem(404, f"no dataset {name!r}")
     return found
@@ -101,6 +108,6 @@ async def delete_dataset(
     tenant: str | None = Query(default=None, pattern=TENANT_PATTERN, description="Operators: the tenant."),
 ) -> dict[str, Any]:
     owner = _tenant(who, tenant)
-    if not await (await _store(request)).delete(owner, name):
+    if not await (await _store(request)).delete(owner, _named(name)):
         raise Problem(404, f"no dataset {name!r}")
     return {"name": name, "tenant": owner, "deleted": True}

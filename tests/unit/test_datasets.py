@@ -58,7 +58,7 @@ def test_an_upload_without_a_valid_line_or_its_files_is_refused() -> None:
     assert parse("jsonl", judgments=jsonl(GOOD)).stats["judgments"] == 3
 
 
-@pytest.mark.parametrize("name", ["", "-x", "a b", "x" * 129, "ü"])
+@pytest.mark.parametrize("name", ["", "-x", "a b", "x" * 129, "ü", "abc\n", "a\x00"])
 def test_dataset_names_are_checked(name: str) -> None:
     with pytest.raises(DatasetError, match="name"):
         check_name(name)
