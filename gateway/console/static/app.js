@@ -539,7 +539,7 @@ function modelsPage(root) {
   async function activate(version, alreadyActive) {
     const ok = await confirmAction(`Activate version ${version}?`,
       alreadyActive ? `Version ${version} already serves search; activating it again changes nothing.`
-        : `Search switches to version ${version} at once, for every tenant. The current version stays for rollback.`,
+        : `Search switches to version ${version} at once, for this tenant only. The current version stays for rollback.`,
       `Activate v${version}`);
     if (!ok) return;
     try {
