@@ -8,6 +8,9 @@ of the HNSW index against an exact scan, on the same queries in the same run.
 - hybrid: the search function with mode=hybrid (adds full-text ranking and RRF).
 - recall@k: for each query (its Triton vector), the HNSW top-k items against the exact top-k
   of a sequential scan over the tenant's chunks.
+- k-independence: for each query and mode, whether its top k at k are its top k at k=100
+  (the share of queries where they are equal, in order).
+- with `qrels` (BEIR), nDCG@k of the k results of each judged query, vector and hybrid.
 Queries run one at a time (latency, not throughput), after a warm-up on every path.
 """
 
@@ -22,6 +25,7 @@ from typing import Any
 
 from rich.progress import Progress
 
+from bench.beir import ndcg, read_qrels, read_queries
 from bench.corpus import corpus_docs, derive_queries, load_queries
 from bench.ingest import corpus_label, publish_until_searchable
 from bench.runtime import LocalModel, Stack, load_local_model, machine_info, open_stack
@@ -31,6 +35,8 @@ from core.domain import SearchQuery
 from core.search import NoActiveModel, search
 
 QUERY_SAMPLE = 2000
+# The k that the first results at k are compared with (the API's largest).
+LARGE_K = 100
 
 
 @dataclass
@@ -45,6 +51,7 @@ class SearchConfig:
     hybrid: bool = True
     timeout_s: float = 600.0
     threads: int | None = None  # torch threads of the in-process bare path
+    qrels: Path | None = None  # BEIR judgements of the queries file's ids: nDCG@k
 
 
 def default_tenant(corpus: Path | None, n: int) -> str:
@@ -74,11 +81,11 @@ class Paths:
         self.stack, self.model, self.tenant, self.version, self.k = stack, model, tenant, version, k
 
     async def search_function(
-        self, text: str, mode: str = "vector"
+        self, text: str, mode: str = "vector", k: int | None = None
     ) -> tuple[float, dict[str, float], list[str]]:
         began = time.perf_counter()
         result = await search(
-            SearchQuery(text, self.k, self.tenant, mode="hybrid" if mode == "hybrid" else "vector"),
+            SearchQuery(text, k or self.k, self.tenant, mode="hybrid" if mode == "hybrid" else "vector"),
             self.stack.store.for_tenant(self.tenant), self.stack.embedder,
         )
         return _ms(began), result.timings_ms, [hit.id for hit in result.hits]
@@ -128,7 +135,17 @@ async def run_search(settings: Settings, config: SearchConfig, progress: Progres
             if version is None:
                 raise NoActiveModel("no model version is active yet; index some content first")
 
-            if config.queries_file is not None:
+            judgements: list[dict[str, int]] = []
+            if config.qrels is not None:
+                if config.queries_file is None:
+                    raise ValueError("--qrels needs --queries-file (the BEIR queries.jsonl of its ids)")
+                path = config.queries_file
+                texts = read_queries(path / "queries.jsonl" if path.is_dir() else path)
+                judged = [(texts[q], j) for q, j in read_qrels(config.qrels).items() if q in texts]
+                queries = [text for text, _ in judged[: config.queries]]
+                judgements = [j for _, j in judged[: config.queries]]
+                source = f"{config.queries_file}, the queries judged in {config.qrels}"
+            elif config.queries_file is not None:
                 queries = load_queries(config.queries_file, config.queries)
                 source = str(config.queries_file)
             else:
@@ -158,9 +175,14 @@ async def run_search(settings: Settings, config: SearchConfig, progress: Progres
             exact_ms: list[float] = []
             recalls: list[float] = []
             agreement: list[float] = []
+            # Per mode: whether the top k at k equal the top k at LARGE_K; nDCG@k when judged.
+            same: dict[str, list[bool]] = {"vector": [], "hybrid": []}
+            gains: dict[str, list[float]] = {"vector": [], "hybrid": []}
             task = progress.add_task(f"{len(queries)} queries", total=len(queries))
-            for text in queries:
+            for number, text in enumerate(queries):
                 took, timings, function_ids = await paths.search_function(text)
+                large = (await paths.search_function(text, k=LARGE_K))[2]
+                same["vector"].append(function_ids == large[: config.k])
                 function_ms.append(took)
                 function_embed_ms.append(timings.get("embed_ms", 0.0))
                 function_sql_ms.append(timings.get("search_ms", 0.0))
@@ -169,7 +191,14 @@ async def run_search(settings: Settings, config: SearchConfig, progress: Progres
                 bare_embed_ms.append(embed_ms)
                 agreement.append(recall_at_k(bare_ids, function_ids, config.k))
                 if config.hybrid:
-                    hybrid_ms.append((await paths.search_function(text, "hybrid"))[0])
+                    took, _, hybrid_ids = await paths.search_function(text, "hybrid")
+                    hybrid_ms.append(took)
+                    large = (await paths.search_function(text, "hybrid", k=LARGE_K))[2]
+                    same["hybrid"].append(hybrid_ids == large[: config.k])
+                    if judgements:
+                        gains["hybrid"].append(ndcg(hybrid_ids, judgements[number], config.k))
+                if judgements:
+                    gains["vector"].append(ndcg(function_ids, judgements[number], config.k))
                 recall, exact = await paths.recall(text)
                 recalls.append(recall)
                 exact_ms.append(exact)
@@ -202,6 +231,11 @@ async def run_search(settings: Settings, config: SearchConfig, progress: Progres
         f"recall_at_{config.k}": round(sum(recalls) / len(recalls), 4),
         "min_recall": round(min(recalls), 4),
         f"agreement_at_{config.k}": round(sum(agreement) / len(agreement), 4),
+        # The share of queries whose top k at k are their top k at k=LARGE_K, in order.
+        "k_independence": {"large_k": LARGE_K, **{
+            mode: round(sum(flags) / len(flags), 4) for mode, flags in same.items() if flags}},
+        f"ndcg_at_{config.k}": {mode: round(sum(values) / len(values), 5)
+                                 for mode, values in gains.items() if values} or None,
         "baseline_device": model.device,
         "baseline_torch_threads": model.threads,
         "machine": machine,

@@ -150,12 +150,18 @@ def search(
     timeout_s: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds to wait for --n documents to be searchable.")
     ] = 600,
+    qrels: Annotated[
+        Path | None,
+        typer.Option("--qrels", exists=True, help="BEIR qrels of --queries-file: judged queries, nDCG@k."),
+    ] = None,
     as_json: AsJson = False,
     progress: ShowProgress = True,
 ) -> None:
-    """p50/p99 of the search function vs the bare path; recall@k of HNSW vs an exact scan."""
+    """p50/p99 of the search function vs the bare path; recall@k of HNSW vs an exact scan; whether
+    the top k depend on k."""
     config = SearchConfig(
-        tenant, corpus, n, queries, queries_file, k, warmup, hybrid, timeout_s=timeout_s, threads=threads
+        tenant, corpus, n, queries, queries_file, k, warmup, hybrid, timeout_s=timeout_s, threads=threads,
+        qrels=qrels,
     )
     report = _run(run_search(get_settings(), config, make_progress(progress)))
     if as_json:
@@ -174,6 +180,12 @@ def search(
     recall = report[f"recall_at_{report['k']}"]
     out.print(f"recall@{report['k']} of HNSW vs exact scan: {recall:.3f} "
               f"(min {report['min_recall']:.2f}); {_machine_line(report['machine'])}")
+    stable, k = report["k_independence"], report["k"]
+    shares = ", ".join(f"{mode} {share:.3f}" for mode, share in stable.items() if mode != "large_k")
+    out.print(f"queries whose top {k} at k={k} are their top {k} at k={stable['large_k']}: {shares}")
+    if report[f"ndcg_at_{report['k']}"]:
+        out.print(f"nDCG@{report['k']}: " + ", ".join(
+            f"{mode} {value:.4f}" for mode, value in report[f"ndcg_at_{report['k']}"].items()))
 
 
 @app.command("gateway")
