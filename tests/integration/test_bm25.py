@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from core.adapters.pgvector import PgVectorStore
-from core.adapters.pgvector.bm25 import K1, B
+from core.adapters.pgvector.bm25 import COMPACT_EVERY, K1, B
 from core.adapters.triton_embedder import TritonEmbedder
 from core.domain import SearchQuery
 from core.fusion import reciprocal_rank_fusion
@@ -111,6 +111,22 @@ async def test_bm25_ranking_equals_a_hand_computed_bm25(store: PgVectorStore) ->
         row = await (await conn.execute(
             "SELECT sum(docs), sum(length) FROM bm25_stats WHERE tenant = %s", (who,))).fetchone()
     assert row is not None and (row[0], row[1]) == (3, sum(sum(c.values()) for c in terms.values()))
+
+
+async def test_many_writes_keep_the_statistics_exact_and_few(store: PgVectorStore) -> None:
+    who = tenant()
+    terms: dict[str, dict[str, int]] = {}
+    for number in range(COMPACT_EVERY + 6):  # one statement each, as the indexer writes
+        words = ["fox"] * (number % 3 + 1) + ["sun"] * (number % 5)
+        await write(store, who, {f"i{number}": ("", " ".join(words))})
+        terms[f"i{number}"] = {"fox": number % 3 + 1, **({"sun": number % 5} if number % 5 else {})}
+    async with store.pool.connection() as conn:
+        row = await (await conn.execute(
+            "SELECT count(*), sum(docs), sum(length) FROM bm25_stats WHERE tenant = %s", (who,))).fetchone()
+    assert row is not None
+    assert (row[1], row[2]) == (len(terms), sum(sum(c.values()) for c in terms.values()))
+    assert row[0] < COMPACT_EVERY  # folded on the way
+    assert_ranking(await store.text_search(who, "sun fox", 100, {}), bm25(terms, ["sun", "fox"]))
 
 
 async def test_a_database_from_before_bm25_is_filled_from_its_items(store: PgVectorStore) -> None:

@@ -8,8 +8,8 @@ analysed alike. Kept by triggers on `items`, in the same transaction as every wr
   term's count in the item and the item's length (its terms counted with repetition);
 - `bm25_stats` (tenant, docs, length): per tenant, rows whose sums are the number of items and
   their total length. Each write statement adds a row of its changes (so concurrent writers
-  never wait on one hot row, nor deadlock over several tenants' rows), and one write in about
-  COMPACT_EVERY folds the tenant's rows into one.
+  never wait on one hot row, nor deadlock over several tenants' rows), and a write that finds
+  COMPACT_EVERY rows of its tenant folds them into one.
 
 Document frequencies are counted from the postings at query time (the query reads those
 postings anyway), so they are exact under any interleaving of writes. A write that leaves an
@@ -112,10 +112,11 @@ BEGIN
         SELECT d.tenant, sum(d.sign), sum(d.sign * bm25_length(d.tsv))
         FROM unnest(signs, tenants, ids, tsvs) AS d(sign, tenant, id, tsv)
         GROUP BY d.tenant HAVING sum(d.sign) <> 0 OR sum(d.sign * bm25_length(d.tsv)) <> 0;
-    -- Now and then, fold a tenant's rows into one (one folder per tenant at a time; rows that
-    -- other transactions have not committed yet stay as they are).
+    -- A tenant with COMPACT_EVERY rows has them folded into one (one folder per tenant at a
+    -- time; rows that other transactions have not committed yet stay as they are).
     FOR t IN SELECT DISTINCT u FROM unnest(tenants) u LOOP
-        IF random() < 1.0 / __COMPACT_EVERY__ AND pg_try_advisory_xact_lock(7113, hashtext(t)) THEN
+        IF (SELECT count(*) FROM (SELECT 1 FROM bm25_stats WHERE tenant = t LIMIT __COMPACT_EVERY__) r)
+                >= __COMPACT_EVERY__ AND pg_try_advisory_xact_lock(7113, hashtext(t)) THEN
             WITH gone AS (DELETE FROM bm25_stats WHERE tenant = t RETURNING docs, length)
             INSERT INTO bm25_stats (tenant, docs, length)
                 SELECT t, sum(docs), sum(length) FROM gone HAVING count(*) > 0;
