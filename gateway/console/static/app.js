@@ -183,7 +183,7 @@ function overviewPage(root) {
     h("h3", { id: "h-dead" }, "Dead letters"), h("p", { class: "muted" }, "Loading…"));
   const history = h("section", { class: "card", "aria-labelledby": "h-history" },
     h("h3", { id: "h-history" }, "The last hour"), h("p", { class: "muted" }, "Loading…"));
-  root.append(h("h2", {}, "Overview"), h("div", { class: "grid" }, health, h("div", {}, flow, dead)), history);
+  root.append(h("h2", {}, "Overview"), h("div", { class: "grid" }, health, h("div", {}, flow, history, dead)));
 
   // Events/s and lag over time, from Prometheus's history (operator scope; see docs/operations.md).
   every(30000, async () => {
