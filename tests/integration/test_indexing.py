@@ -54,15 +54,16 @@ async def test_published_content_becomes_searchable(
     who = tenant()
     await publish_docs(publisher, who)
     await indexed(store, who, len(DOCS))
-    result = await search(SearchQuery("a pet that purrs", 2, who), store, embedder)
+    result = await search(SearchQuery("a pet that purrs", 2, who), store.for_tenant(who), embedder)
     assert result.hits[0].id == "cat"
-    assert result.model_version == await store.active_version()
+    assert result.model_version == await store.active_version(who)
     assert result.hits[0].metadata == {"topic": "cat", "lang": "en"}
 
-    filtered = await search(SearchQuery("a pet that purrs", 3, who, {"topic": "bread"}), store, embedder)
+    lineage = store.for_tenant(who)
+    filtered = await search(SearchQuery("a pet that purrs", 3, who, {"topic": "bread"}), lineage, embedder)
     assert [h.id for h in filtered.hits] == ["bread"]
 
-    hybrid = await search(SearchQuery("yeast flour dough", 3, who, mode="hybrid"), store, embedder)
+    hybrid = await search(SearchQuery("yeast flour dough", 3, who, mode="hybrid"), lineage, embedder)
     assert hybrid.hits[0].id == "bread" and hybrid.mode == "hybrid"
 
 
@@ -84,10 +85,10 @@ async def test_updates_deletes_and_stale_versions(
         found = await store.describe(who, ["rocket", "python"])
         return "python" not in found and found.get("rocket", ("",))[0] == "Gardening"
     await wait_for(settled)
-    result = await search(SearchQuery("pruning roses in the garden", 1, who), store, embedder)
+    result = await search(SearchQuery("pruning roses in the garden", 1, who), store.for_tenant(who), embedder)
     assert [h.id for h in result.hits] == ["rocket"]
     assert all(h.id != "python" for h in (await search(
-        SearchQuery("programming language", 4, who), store, embedder)).hits)
+        SearchQuery("programming language", 4, who), store.for_tenant(who), embedder)).hits)
 
 
 async def test_a_delete_survives_an_older_upsert_replayed_after_it(
@@ -127,7 +128,7 @@ async def test_same_ids_in_two_tenants_stay_apart(
         "version": 1, "tenant": second})
     await indexed(store, first, len(DOCS))
     await indexed(store, second, 1)
-    hits = (await search(SearchQuery("bulldozer", 5, second), store, embedder)).hits
+    hits = (await search(SearchQuery("bulldozer", 5, second), store.for_tenant(second), embedder)).hits
     assert [(h.id, h.title) for h in hits] == [("cat", "Other cat")]
     assert (await store.describe(first, ["cat"]))["cat"][0] == "Cats"
 
@@ -136,7 +137,7 @@ async def test_precomputed_vector_is_stored_as_given(
     indexer_service: Component, publisher: Publisher, store: PgVectorStore
 ) -> None:
     who = tenant()
-    version = await store.active_version()
+    version = await store.active_version(who)
     vector = np.zeros(384, dtype=np.float32)
     vector[7] = 1.0
     await publisher.publish("content-upserted", {
@@ -204,7 +205,7 @@ async def test_the_same_events_replayed_leave_the_tables_identical(
                 "ORDER BY item_id, chunk_no", (who,)).fetchall()
         return tuple(items), tuple(chunks)
 
-    store_version = await store.active_version()
+    store_version = await store.active_version(who)
     before = snapshot()
     await publisher.publish_many("content-upserted", events)  # the very same events again
 
@@ -232,7 +233,7 @@ async def test_a_filtered_search_returns_k_where_post_filtering_returns_fewer(
     await indexed(store, who, len(common) + len(rare))
 
     query = "what will the weather be like tomorrow, sunny or windy"
-    result = await search(SearchQuery(query, 10, who, {"rare": True}), store, embedder)
+    result = await search(SearchQuery(query, 10, who, {"rare": True}), store.for_tenant(who), embedder)
     assert len(result.hits) == 10 and all(h.id.startswith("x") for h in result.hits)
 
     vector = (await embedder.embed([query], result.model_version)).vectors[0]

@@ -1,5 +1,7 @@
 """Rollout against the real stack: MLflow -> deployer -> Triton -> reindex-requested -> reindexer
--> pgvector blue/green switch, rollback, crash and resume of a backfill."""
+-> pgvector blue/green switch, rollback, crash and resume of a backfill. Each version rolls out
+in the lineage of the tenant it belongs to: another tenant's search, items and active version
+are untouched."""
 
 from __future__ import annotations
 
@@ -29,13 +31,14 @@ from core.base_model import default_base_model_dir
 from core.bootstrap import build_model_control, build_task_store
 from core.config import Settings
 from core.domain import SearchQuery
-from core.rollout import IndexIncomplete, activate_version
+from core.rollout import IndexIncomplete, UnknownVersion, activate_version, reindex_task_id
 from core.search import search
 from core.serving import REGISTERED_MODEL_NAME, registry_version, serving_version
 from infra.process import Component
 from infra.services import consumer_service
 from kafka_ops.replay import reset_group
 from producers.publisher import Publisher
+from schemas.envelope import DEFAULT_TENANT
 from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
 from tests.conftest import _run
@@ -104,8 +107,9 @@ async def restore_active_version(postgres: Component, test_settings: Settings) -
     yield
     store = await PgVectorStore.connect(test_settings.postgres_dsn)
     try:
-        if await store.active_version() not in (None, "1"):
-            await store.activate("1")
+        lineage = store.for_tenant(DEFAULT_TENANT)
+        if await lineage.active_version() not in (None, "1"):
+            await lineage.activate("1")
     finally:
         await store.close()
 
@@ -207,7 +211,7 @@ async def test_a_broken_artifact_fails_the_deploy_and_the_active_version_keeps_s
     broken = copy_base_model(tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"not a tensor file")
     version, registry, uri, run_id = await asyncio.to_thread(register_model, test_settings, broken)
-    active = await store.active_version()
+    active = await store.active_version(DEFAULT_TENANT)
 
     await publisher.publish("model-published", ModelPublished(
         model_version=version, registry_version=registry, artifact_uri=uri, run_id=run_id))
@@ -215,7 +219,7 @@ async def test_a_broken_artifact_fails_the_deploy_and_the_active_version_keeps_s
     assert task["status"] == "failed", task
     assert task["stage"] == "loading" and task["error"], task
 
-    assert await store.active_version() == active
+    assert await store.active_version(DEFAULT_TENANT) == active
     repo, name = test_settings.triton_repository, test_settings.triton_model_name
     assert int(version) not in model_versions(repo, name)
     vectors = (await embedder.embed(["still serving"], active or "1")).vectors
@@ -231,21 +235,25 @@ async def test_deploy_then_blue_green_reindex_then_rollback(
     publisher: Publisher, tasks: TaskStore, store: PgVectorStore, embedder: TritonEmbedder,
     test_settings: Settings, tmp_path: Path,
 ) -> None:
+    # The version belongs to tenant `first` (its sessions trained it); `second` stays on version 1.
     first, second = f"t-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
     await publish_docs(publisher, first)
+    await publisher.delete_content("python", tenant=first)
     await publish_docs(publisher, second)
-    await publisher.delete_content("python", tenant=second)
 
     async def indexed() -> bool:
-        return await store.count_items(first) == 4 and await store.count_items(second) == 3
+        return await store.count_items(first) == 3 and await store.count_items(second) == 4
     await wait_for(indexed)
-    assert await store.active_version() == "1"
+    assert await store.active_version(first) == "1" == await store.active_version(second)
+    lineage, other = store.for_tenant(first), store.for_tenant(second)
+    seconds_state = (await other.list_versions(), await chunked_items(store, "1"))
 
     version, registry, uri, run_id = await asyncio.to_thread(
         register_model, test_settings, copy_base_model(tmp_path / "model"))
     await publisher.publish("model-published", ModelPublished(
         model_version=version, registry_version=registry, artifact_uri=uri, run_id=run_id,
-        metrics={"ndcg_at_10": 0.7}, base_version="1"))
+        metrics={"ndcg_at_10": 0.7}, base_version="1", tenant=first))
+    reindex_id = reindex_task_id(version, first)
 
     deployed = await wait_task(tasks, f"deploy-{version}")
     assert deployed["status"] == "succeeded", deployed
@@ -260,48 +268,66 @@ async def test_deploy_then_blue_green_reindex_then_rollback(
     assert (await embedder.embed(["a pet that purrs"], version)).vectors.shape == (1, 384)
     assert [r["model_version"] for r in await reindex_requests(test_settings, version)] == [version]
 
-    # While the backfill runs, search stays on version 1 and new content lands in both indexes.
+    # While the backfill runs, search stays on version 1 and new content of `first` lands in both
+    # of its indexes; `second`'s new content only in version 1, the one it serves.
     async def backfilling() -> bool:
-        task = await tasks.get(f"reindex-{version}")
+        task = await tasks.get(reindex_id)
         return task is not None and task["stage"] in ("backfilling", "reconciling", "activating", "done")
     await wait_for(backfilling, 300)
-    during = f"t-{uuid.uuid4().hex[:8]}"
-    await publish_docs(publisher, during, suffix="-new")
-    if {r["version"]: r["status"] for r in await store.list_versions()}[version] == "building":
+    await publish_docs(publisher, first, suffix="-new")
+    await publish_docs(publisher, second, suffix="-new")
+    if {r["version"]: r["status"] for r in await lineage.list_versions()}[version] == "building":
         with pytest.raises(IndexIncomplete):
-            await activate_version(store, version)
+            await activate_version(lineage, version)
 
-    task = await wait_task(tasks, f"reindex-{version}")
+    task = await wait_task(tasks, reindex_id)
     assert task["status"] == "succeeded", task
     assert task["details"]["previous_version"] == "1" and task["progress"] == 1.0
 
-    assert await store.active_version() == version
+    assert await store.active_version(first) == version and await store.active_version(second) == "1"
+    assert (await store.owners())[version] == first
+
+    async def new_ones_indexed() -> bool:
+        return await store.count_items(first) == 7 and await store.count_items(second) == 8
+    await wait_for(new_ones_indexed)
     items = await all_items(store)
-    mine = {k: v for k, v in items.items() if k[0] in (first, second, during)}
-    assert len(mine) == 11
+    mine = {k: v for k, v in items.items() if k[0] == first}
+    assert len(mine) == 7
 
     async def complete() -> bool:
-        return mine.items() <= (await chunked_items(store, version)).items()
+        return (await chunked_items(store, version)).items() >= mine.items()
     await wait_for(complete, 60)
-    assert (await chunked_items(store, version)).keys() <= items.keys()  # nothing deleted came back
-    result = await search(SearchQuery("a pet that purrs", 2, first), store, embedder)
-    assert result.model_version == version and result.hits[0].id == "cat"
-    result = await search(SearchQuery("a pet that purrs", 2, during), store, embedder)
-    assert result.hits[0].id == "cat-new"
+    # Only `first`'s items were embedded by its version; nothing deleted came back.
+    assert (await chunked_items(store, version)).keys() == mine.keys()
+    result = await search(SearchQuery("a pet that purrs", 2, first), lineage, embedder)
+    assert result.model_version == version and result.hits[0].id in ("cat", "cat-new")
+    # `second` is served by its own version, which holds its items, old and new.
+    result = await search(SearchQuery("a pet that purrs", 2, second), other, embedder)
+    assert result.model_version == "1" and {h.id for h in result.hits} == {"cat", "cat-new"}
+    assert (await other.list_versions()) == seconds_state[0]
+    assert version not in {row["version"] for row in await other.list_versions()}
+    with pytest.raises(UnknownVersion):  # not second's to activate
+        await activate_version(other, version)
+
+    # Another tenant asking to reindex `first`'s version is refused: nothing built, nothing switched.
+    await publisher.publish("reindex-requested", ReindexRequested(model_version=version, tenant=second))
 
     # Rollback: immediate, and the previous index is complete (it kept receiving writes).
     began = time.monotonic()
-    rolled = await activate_version(store, "1", is_served=embedder.ready)
+    rolled = await activate_version(lineage, "1", is_served=embedder.ready)
     assert rolled.previous == version and time.monotonic() - began < 2
-    result = await search(SearchQuery("a pet that purrs", 2, during), store, embedder)
-    assert result.model_version == "1" and result.hits[0].id == "cat-new"
+    result = await search(SearchQuery("a pet that purrs", 2, first), lineage, embedder)
+    assert result.model_version == "1" and {h.id for h in result.hits} == {"cat", "cat-new"}
+    assert await store.active_version(second) == "1" and (await other.list_versions()) == seconds_state[0]
 
     # A redelivered reindex request for the finished version changes nothing.
-    await publisher.publish("reindex-requested", ReindexRequested(model_version=version))
+    await publisher.publish("reindex-requested", ReindexRequested(model_version=version, tenant=first))
     await asyncio.sleep(5)
-    again = await tasks.get(f"reindex-{version}")
+    again = await tasks.get(reindex_id)
     assert again is not None and again["updated_at"] == task["updated_at"]
-    assert await store.active_version() == "1"
+    assert await store.active_version(first) == "1"
+    assert await tasks.get(reindex_task_id(version, second)) is None
+    assert second not in {k[0] for k in await chunked_items(store, version)}
 
 
 async def test_a_backfill_killed_midway_resumes_without_gaps_or_duplicates(
@@ -327,31 +353,34 @@ async def test_a_backfill_killed_midway_resumes_without_gaps_or_duplicates(
         return await store.count_items(more) == 12
     await wait_for(indexed)
 
-    await publisher.publish("reindex-requested", ReindexRequested(model_version=version, activate=False))
+    await publisher.publish("reindex-requested", ReindexRequested(model_version=version, activate=False,
+                                                                  tenant=more))
+    reindex_id = reindex_task_id(version, more)
 
     async def midway() -> bool:
-        task = await tasks.get(f"reindex-{version}")
+        task = await tasks.get(reindex_id)
         return task is not None and task["details"].get("consumed", 0) > 0
     await wait_for(midway, 300)
     pid = reindexer_service.pid()
     assert pid is not None
     os.killpg(pid, signal.SIGKILL)  # a crash: no shutdown, no commit of the request
     reindexer_service.stop()
-    task = await tasks.get(f"reindex-{version}")
+    task = await tasks.get(reindex_id)
     assert task is not None and task["status"] == "running", task
-    assert (await store.active_version()) == "1"
+    assert (await store.active_version(more)) == "1"
 
     reindexer_service.start()
-    task = await wait_task(tasks, f"reindex-{version}")
+    task = await wait_task(tasks, reindex_id)
     assert task["status"] == "succeeded", task
     assert task["details"]["consumed"] == task["details"]["total"]
 
-    items = await all_items(store)
+    items = {k: v for k, v in (await all_items(store)).items() if k[0] == more}
     built = await chunked_items(store, version)
-    assert built == items  # no gaps, nothing stale, nothing deleted
-    assert await chunk_counts(store, version) == await chunk_counts(store, "1")  # no duplicates
-    versions = {row["version"]: row["status"] for row in await store.list_versions()}
-    assert versions[version] == "retired" and await store.active_version() == "1"
+    assert built == items  # the tenant's items: no gaps, nothing stale, nothing deleted, no one else's
+    base = {k: v for k, v in (await chunk_counts(store, "1")).items() if k[0] == more}
+    assert await chunk_counts(store, version) == base  # no duplicates
+    versions = {row["version"]: row["status"] for row in await store.list_versions(more)}
+    assert versions[version] == "retired" and await store.active_version(more) == "1"
 
 
 async def test_a_full_cycle_from_clicks_to_search_served_by_the_new_version(
@@ -367,8 +396,9 @@ async def test_a_full_cycle_from_clicks_to_search_served_by_the_new_version(
     who = f"cycle-{uuid.uuid4().hex[:8]}"
     since = await training_data(publisher, store, session_store, who, 24)
     run_id = f"run-{uuid.uuid4().hex}"
+    default_before = await store.active_version(DEFAULT_TENANT)
     await publisher.publish("training-requested", {
-        "run_id": run_id, "min_sessions": 10, "epochs": 1, "gate_margin": 0.05,
+        "run_id": run_id, "tenant": who, "min_sessions": 10, "epochs": 1, "gate_margin": 0.05,
         "since": since.isoformat(), "until": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()})
     trained = await finished(tasks, run_id)
     assert trained["status"] == "succeeded", trained
@@ -376,11 +406,13 @@ async def test_a_full_cycle_from_clicks_to_search_served_by_the_new_version(
 
     deployed = await wait_task(tasks, f"deploy-{version}")
     assert deployed["status"] == "succeeded", deployed
-    reindexed = await wait_task(tasks, f"reindex-{version}")
+    reindexed = await wait_task(tasks, reindex_task_id(version, who))
     assert reindexed["status"] == "succeeded", reindexed
 
-    assert await store.active_version() == version
-    result = await search(SearchQuery("anything at all", 3, who), store, embedder)
+    # The tenant whose sessions trained it serves it, and owns it; no other tenant moved.
+    assert await store.active_version(who) == version and (await store.owners())[version] == who
+    assert await store.active_version(DEFAULT_TENANT) == default_before
+    result = await search(SearchQuery("anything at all", 3, who), store.for_tenant(who), embedder)
     assert result.model_version == version and result.hits
     import mlflow
 

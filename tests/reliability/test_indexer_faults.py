@@ -53,7 +53,9 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: st
 def integrity(settings: Settings, who: str) -> tuple[int, int, int]:
     """(items, chunk rows in the active version, distinct items among the chunks)."""
     with psycopg.connect(settings.postgres_dsn) as conn:
-        active = conn.execute("SELECT version FROM active_model").fetchone()
+        # The tenant's lineage, else new tenants' (core.adapters.pgvector.versions).
+        active = conn.execute("SELECT version FROM tenant_active WHERE tenant IN (%s, '*') "
+                              "ORDER BY tenant = %s DESC LIMIT 1", (who, who)).fetchone()
         assert active is not None, "no active model version"
         version = active[0]
         items = conn.execute("SELECT count(*) FROM items WHERE tenant = %s", (who,)).fetchone()
