@@ -20,7 +20,8 @@ from gateway.main import create_app
 from gateway.security import RateLimiter
 
 KEYS = [{"key_id": "admin", "key_sha256": hash_key("admin-key"), "tenant": "t", "scopes": ["admin"]},
-        {"key_id": "operator", "key_sha256": hash_key("operator-key"), "tenant": "ops", "scopes": ["operator"]}]
+        {"key_id": "operator", "key_sha256": hash_key("operator-key"), "tenant": "ops",
+         "scopes": ["operator"]}]
 ADMIN = {"Authorization": "Bearer admin-key"}
 OPERATOR = {"Authorization": "Bearer operator-key"}
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)

@@ -273,7 +273,8 @@ async def test_a_rollback_while_the_reindex_ran_is_not_overridden() -> None:
     for i in range(4):
         rig.log.upsert("a", f"doc{i}", f"text {i}", 1)
     await rig.live_index()
-    await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())  # 2 active, 1 the rollback target
+    # 2 active, 1 the rollback target
+    await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
 
     async def operator_rolls_back() -> None:
         await activate_version(rig.store, "1")
@@ -295,7 +296,8 @@ async def test_a_failed_reindex_marks_its_version_failed_and_a_new_request_resum
     rig.log.upsert("a", "y", "more text", 1)
     await rig.live_index()
     rig.log.crash_after_commits = 0
-    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())  # Crash is not transient
+    # Crash is not transient
+    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
     assert task["status"] == "failed" and task["stage"] == "backfilling"
     assert rig.store.status["2"] == "failed" and "reindex failed at backfilling" in rig.store.reasons["2"]
     assert await rig.store.writable_versions() == ["1"]  # nothing writes to it any more
