@@ -2,8 +2,9 @@
 
 `GET /v1/admin/metrics/history?window=1h` (operator scope: the series span tenants) asks the
 Prometheus at `prometheus_url` for events/s per topic, lag per group and topic, searches/s and
-dead letters/s over the window, and answers the series as JSON. Only these queries run: nothing
-of the caller's reaches PromQL but the window, chosen from a closed list.
+dead letters/s over the window, and answers the series as JSON (`available: false` while
+Prometheus cannot be reached). Only these queries run: nothing of the caller's reaches PromQL
+but the window, chosen from a closed list.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from gateway.deps import Operator, SettingsDep
-from gateway.problems import Problem
 
 router = APIRouter(prefix="/v1/admin/metrics", tags=["admin"])
 
@@ -42,6 +42,8 @@ class Series(BaseModel):
 class MetricsHistory(BaseModel):
     window: Window
     step_s: int
+    available: bool = Field(description="False while Prometheus cannot be reached; `detail` says why.")
+    detail: str | None = None
     series: dict[str, list[Series]] = Field(description=f"One list per query: {', '.join(QUERIES)}.")
 
 
@@ -50,7 +52,7 @@ async def _range(client: httpx.AsyncClient, expr: str, start: float, end: float,
                                 params={"query": expr, "start": start, "end": end, "step": step})
     body = response.json()
     if response.status_code != 200 or body.get("status") != "success":
-        raise Problem(502, f"Prometheus refused a query: {body.get('error', response.status_code)}")
+        raise ValueError(f"Prometheus refused a query: {body.get('error', response.status_code)}")
     result: list[dict[str, Any]] = body["data"]["result"]
     return [Series(labels=r["metric"], points=[(float(t), float(v)) for t, v in r["values"]]) for r in result]
 
@@ -61,7 +63,9 @@ async def metrics_history(
     window: Annotated[Window, Query(description="How far back: 15m, 1h, 6h, 24h or 7d.")] = "1h",
 ) -> MetricsHistory:
     """Events/s per topic, consumer lag per group and topic, searches/s and dead letters/s over
-    `window`, from Prometheus's history. Operator scope. 503 while Prometheus is unreachable."""
+    `window`, from Prometheus's history. Operator scope. While Prometheus cannot be reached the
+    answer says so (`available: false`, empty series): history is optional, the overview
+    still shows the live figures."""
     seconds = WINDOW_SECONDS[window]
     step = max(seconds // POINTS, int(settings.prometheus_scrape_interval_s), 1)
     rate = f"{max(4 * int(settings.prometheus_scrape_interval_s), 2 * step)}s"
@@ -71,5 +75,8 @@ async def metrics_history(
             results = await asyncio.gather(*(_range(client, expr.format(rate=rate), end - seconds, end, step)
                                              for expr in QUERIES.values()))
     except (httpx.HTTPError, ValueError) as error:
-        raise Problem(503, f"Prometheus is unavailable: {error!r}", headers={"Retry-After": "5"}) from error
-    return MetricsHistory(window=window, step_s=step, series=dict(zip(QUERIES, results, strict=True)))
+        return MetricsHistory(window=window, step_s=step, available=False,
+                              detail=f"Prometheus at {settings.prometheus_base_url}: {error!r}",
+                              series={name: [] for name in QUERIES})
+    return MetricsHistory(window=window, step_s=step, available=True,
+                          series=dict(zip(QUERIES, results, strict=True)))

@@ -190,6 +190,11 @@ function overviewPage(root) {
     try {
       const data = await api("/v1/admin/metrics/history?window=1h");
       const named = (list, name) => list.map((x) => ({ name: name(x.labels), points: x.points }));
+      if (!data.available) {
+        history.replaceChildren(h("h3", { id: "h-history" }, "The last hour"),
+          h("p", { class: "muted" }, `No history: ${data.detail}`));
+        return;
+      }
       history.replaceChildren(h("h3", { id: "h-history" }, "The last hour"),
         h("h4", {}, "Events/s per topic"),
         h("div", { class: "chart" }, lineChart(named(data.series.events_per_s, (l) => l.topic),
