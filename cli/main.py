@@ -10,6 +10,7 @@ from cli import (
     bench,
     dlq,
     embed,
+    kafka,
     keys,
     model_versions,
     publish,
@@ -66,6 +67,7 @@ app.add_typer(bench.app, name="bench", cls=WholeSummaries)
 app.command("train")(train.train)
 app.add_typer(tasks.app, name="tasks", cls=WholeSummaries)
 app.add_typer(keys.app, name="keys", cls=WholeSummaries)
+app.add_typer(kafka.app, name="kafka-credentials", cls=WholeSummaries)
 app.add_typer(sources.app, name="sources", cls=WholeSummaries)
 rollout.models_app.command("registry")(model_versions.registry)
 rollout.models_app.command("ab-split")(ab_split)

@@ -9,6 +9,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from core.kafka_auth import kafka_client_options
 from core.metrics import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,8 @@ def _viewer(bootstrap: str, group: str, metadata_max_age_s: float = 300.0) -> AI
     # Subscribing to nothing, its client refreshes the metadata of all topics every
     # `metadata_max_age_s`: that is how a topic created after it started (or a partition added)
     # is seen, since `topics()` fetches metadata without keeping it.
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+    return AIOKafkaConsumer(**kafka_client_options(), bootstrap_servers=bootstrap, group_id=group,
+                            enable_auto_commit=False,
                             metadata_max_age_ms=int(metadata_max_age_s * 1000))
 
 

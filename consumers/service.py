@@ -40,6 +40,7 @@ from consumers.lag import report_lag_forever
 from consumers.parking import DeadLetter, dlq_topic
 from consumers.poison import process_isolating_poison
 from core.config import Settings, get_settings
+from core.kafka_auth import faststream_security
 from core.logging import configure_logging
 from core.metrics import BATCH_RECORDS, DEAD_LETTERS
 from core.telemetry import configure_tracing
@@ -172,6 +173,8 @@ class ConsumerService(Generic[R]):
         self.broker = KafkaBroker(
             settings.bootstrap_servers,
             client_id=f"flywheel-{name}",
+            # This service's own principal: the broker's ACLs allow it only its topics and groups.
+            security=faststream_security(settings),
             # SIGTERM: stop fetching, let the batch in hand finish and commit, then exit.
             graceful_timeout=settings.shutdown_grace_s,
             middlewares=[

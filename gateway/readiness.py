@@ -20,6 +20,7 @@ import httpx
 
 from consumers.service import SERVICES
 from core.config import Settings
+from core.kafka_auth import kafka_client_options
 from schemas.topics import TOPICS
 
 # What the gateway itself needs to serve requests (MLflow is the trainer's).
@@ -41,12 +42,12 @@ class Probe:
 
 
 # --- one probe per kind of component ---------------------------------------------------------
-def kafka_health(bootstrap_servers: str) -> Health:
+def kafka_health(bootstrap_servers: str, options: dict[str, Any] | None = None) -> Health:
     """A metadata request to the cluster: healthy when it answers (missing topics are named)."""
     from aiokafka.errors import KafkaError
 
     try:
-        topics = asyncio.run(asyncio.wait_for(_list_topics(bootstrap_servers), PROBE_TIMEOUT_S))
+        topics = asyncio.run(asyncio.wait_for(_list_topics(bootstrap_servers, options), PROBE_TIMEOUT_S))
     except (TimeoutError, KafkaError, OSError) as error:
         return Health(False, f"metadata request to {bootstrap_servers} failed: {error!r}")
     missing = [name for name in TOPICS if name not in topics]
@@ -56,10 +57,13 @@ def kafka_health(bootstrap_servers: str) -> Health:
     return Health(True, detail)
 
 
-async def _list_topics(bootstrap_servers: str) -> set[str]:
+async def _list_topics(bootstrap_servers: str, options: dict[str, Any] | None) -> set[str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+    admin = AIOKafkaAdminClient(
+        **(kafka_client_options() if options is None else options),
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=3000,
+    )
     await admin.start()
     try:
         return set(await admin.list_topics())

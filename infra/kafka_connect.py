@@ -9,12 +9,15 @@ resumes every capture where it stopped.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import httpx
 
 from core.config import REPO_ROOT
+from core.kafka_auth import java_client_properties, uses_sasl
+from infra.kafka_security import service_principal
 from infra.process import Component, Health, require_program
 
 INFRA_DIR = Path(__file__).resolve().parent
@@ -54,7 +57,9 @@ class KafkaConnect(Component):
                 done=f"{connector}-{self.settings.debezium_version}.jar",
             )
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self._worker_properties())
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:  # it holds the worker's Kafka password
+            out.write(self._worker_properties())
 
     def _resolve(self, pom: str, into: Path, *options: str, done: str) -> None:
         if (into / done).exists():
@@ -89,8 +94,26 @@ class KafkaConnect(Component):
             "offset.flush.interval.ms=1000",
             # Connectors name the partitions and replication of the topics they write.
             "topic.creation.enable=true",
+            # The worker's principal, for its own clients and its connectors' producers, consumers
+            # and admin clients (the MySQL schema history refers to it through the env provider).
+            *(f"{k}={v}" for k, v in self._security().items()),
+            "config.providers=env",
+            "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
             "",
         ])
+
+    def _security(self) -> dict[str, str]:
+        s = self.settings
+        if not uses_sasl(s):
+            return {}
+        connect = s.model_copy(update=service_principal(s, "connect"))
+        return {k: v for prefix in ("", "producer.", "consumer.", "admin.")
+                for k, v in java_client_properties(connect, prefix).items()}
+
+    def environment(self) -> dict[str, str]:
+        # What a connector's own Kafka clients take as ${env:FLYWHEEL_CONNECT_SASL_JAAS_CONFIG}.
+        jaas = self._security().get("sasl.jaas.config")
+        return {"FLYWHEEL_CONNECT_SASL_JAAS_CONFIG": jaas} if jaas else {}
 
     def command(self) -> list[str]:
         java = require_program("java", "a JDK 17 or newer")

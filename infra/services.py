@@ -9,6 +9,7 @@ from pathlib import Path
 from consumers.service import SERVICES
 from core.config import REPO_ROOT, Settings
 from gateway.readiness import http_health
+from infra.kafka_security import service_environment
 from infra.process import Component, Health
 
 
@@ -29,7 +30,8 @@ class AsgiService(Component):
         self.extra_env = extra_env or {}
 
     def environment(self) -> dict[str, str]:
-        return self.extra_env
+        # Each service is its own Kafka principal (infra/kafka_acls.py); extra_env may say otherwise.
+        return {**service_environment(self.settings, self.service), **self.extra_env}
 
     def stop(self, timeout_s: float | None = None) -> None:
         # Past the graceful shutdown of uvicorn and of the broker before SIGKILL.

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from core.adapters.kafka_admin import connect_kafka
+from core.kafka_auth import kafka_client_options
 from schemas.envelope import DEFAULT_TENANT
 from schemas.topics import CONTENT_UPSERTED, TOPICS
 
@@ -103,7 +104,7 @@ def dlq_topics(only: str | None = None) -> list[str]:
 
 def _consumer(bootstrap: str, group: str | None = None) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+        **kafka_client_options(), bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", request_timeout_ms=15000,
     )
 
@@ -277,7 +278,7 @@ async def redrive(
     group = redrive_group(dlq_topic, tenant)
     consumer = _consumer(bootstrap, None if dry_run else group)
     producer = None if dry_run else AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+        **kafka_client_options(), bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
     await consumer.start()
     if producer is not None:
         await producer.start()

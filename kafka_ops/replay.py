@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from core.adapters.kafka_admin import KafkaAdminError, KafkaView, connect_kafka
+from core.kafka_auth import kafka_client_options
 from kafka_ops.replay_plan import (
     CopyState,
     PartitionReset,
@@ -89,7 +90,8 @@ async def reset_group(
 
 
 async def _commit(bootstrap: str, group: str, topic: str, plan: list[PartitionReset]) -> None:
-    committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    committer = AIOKafkaConsumer(**kafka_client_options(), bootstrap_servers=bootstrap, group_id=group,
+                                 enable_auto_commit=False)
     offsets = {TopicPartition(topic, row.partition): row.new for row in plan}
     committer.assign(list(offsets))
     await committer.start()
@@ -211,11 +213,12 @@ async def _copy(
     if not remaining:
         return
     reader = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap, enable_auto_commit=False, auto_offset_reset="none",
+        **kafka_client_options(), bootstrap_servers=kafka.bootstrap, enable_auto_commit=False,
+        auto_offset_reset="none",
         isolation_level="read_committed", max_poll_records=request.batch_size,
     )
     writer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap, enable_idempotence=True, acks="all",
+        **kafka_client_options(), bootstrap_servers=kafka.bootstrap, enable_idempotence=True, acks="all",
         compression_type=DEFAULT_COMPRESSION, linger_ms=5, max_batch_size=256 * 1024,
     )
     tps = {p: TopicPartition(state.topic, p) for p in remaining}

@@ -8,16 +8,22 @@ once the broker is up; compose runs it as the `kafka-init` job.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from core.config import get_settings
+from core.kafka_auth import kafka_client_options
 from schemas.topics import TOPICS
 
 
-async def ensure_topics(bootstrap: str) -> list[str]:
-    """Create every registry topic and its dead-letter topic that does not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+async def ensure_topics(bootstrap: str, options: dict[str, Any] | None = None) -> list[str]:
+    """Create every registry topic and its dead-letter topic that does not exist yet (as the
+    principal `options` name; default: this process's, core/kafka_auth.py)."""
+    admin = AIOKafkaAdminClient(
+        **(kafka_client_options() if options is None else options),
+        bootstrap_servers=bootstrap, request_timeout_ms=10000,
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

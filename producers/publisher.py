@@ -24,6 +24,7 @@ from aiokafka.structs import RecordMetadata
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, TracerProvider
 
+from core.kafka_auth import kafka_client_options
 from schemas import codec
 from schemas.content import content_key
 from schemas.envelope import DEFAULT_TENANT, Envelope
@@ -77,6 +78,7 @@ class Publisher:
         max_batch_size: int = 256 * 1024,
         request_timeout_ms: int = 30_000,
         tracer_provider: TracerProvider | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.source = source
@@ -95,12 +97,15 @@ class Publisher:
             "max_batch_size": max_batch_size,
             "request_timeout_ms": request_timeout_ms,
         }
+        # Who we are to Kafka (SASL options); default: FLYWHEEL_KAFKA_* (core/kafka_auth.py).
+        self._security = security
         self._tracer = trace.get_tracer("flywheel.publisher", tracer_provider=tracer_provider)
         self._producer: AIOKafkaProducer | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
-        producer = AIOKafkaProducer(**self._options)  # binds to the running event loop
+        security = kafka_client_options() if self._security is None else self._security
+        producer = AIOKafkaProducer(**self._options, **security)  # binds to the running event loop
         try:
             await producer.start()
         except KafkaConnectionError as error:

@@ -8,6 +8,7 @@ tests fail.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.bootstrap import build_embedder, build_session_store, build_store, build_task_store
-from core.config import REPO_ROOT, Settings
+from core.config import REPO_ROOT, Settings, get_settings
 from infra.ferretdb import FerretDB
 from infra.kafka import Kafka
 from infra.mlflow_server import MLflowServer
@@ -34,6 +35,14 @@ from producers.publisher import Publisher
 # Two suites may run side by side (e.g. two worktrees) with their own offset and directory.
 PORT_OFFSET = int(os.environ.get("FLYWHEEL_TEST_PORT_OFFSET", "0"))
 TEST_STATE_DIR = Path(os.environ.get("FLYWHEEL_TEST_STATE_DIR", REPO_ROOT / ".flywheel-test"))
+
+# The test stack's broker runs with SASL/SCRAM and ACLs, so every test goes through them: the
+# tests are the operator (`admin`, whose password the broker is formatted with), each service
+# its own principal (infra/kafka_acls.py).
+os.environ["FLYWHEEL_KAFKA_SECURITY_PROTOCOL"] = "SASL_PLAINTEXT"
+os.environ["FLYWHEEL_KAFKA_USERNAME"] = "admin"
+os.environ.setdefault("FLYWHEEL_KAFKA_PASSWORD", secrets.token_urlsafe(24))
+get_settings.cache_clear()
 
 
 # Cheap and independent first. Rollouts replay content-upserted from the start, so they run

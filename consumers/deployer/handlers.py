@@ -51,6 +51,11 @@ class DeployFailed(RuntimeError):
     """The rollout of this version cannot succeed as published; the message says why."""
 
 
+class NotRegistered(ValueError):
+    """The event's version or artifact is not what the model registry holds: refused, and the
+    event parked on the dead-letter topic with this reason (nothing is downloaded)."""
+
+
 @dataclass
 class DeployDeps:
     tasks: Tasks
@@ -65,6 +70,8 @@ class DeployDeps:
     # (event, serving decision) -> logs the served form on the version's MLflow run; blocking,
     # best effort (a failure is logged, the rollout goes on).
     record_serving: Callable[[ModelPublished, dict[str, Any]], None] | None = None
+    # event -> why the registry does not hold it as published (None: it does); blocking.
+    verify: Callable[[ModelPublished], str | None] | None = None
     min_cosine: float = 0.999
     ready_timeout_s: float = 600.0
 
@@ -83,7 +90,12 @@ def reindex_event(event: ModelPublished) -> ReindexRequested:
 
 
 async def deploy(event: ModelPublished, deps: DeployDeps) -> dict[str, Any]:
-    """Roll out `event.model_version`; returns the task. Idempotent: a succeeded deploy is kept."""
+    """Roll out `event.model_version`; returns the task. Idempotent: a succeeded deploy is kept.
+    An event whose version and artifact the registry does not hold raises NotRegistered."""
+    if deps.verify is not None:
+        reason = await asyncio.to_thread(deps.verify, event)
+        if reason is not None:
+            raise NotRegistered(f"model-published refused: {reason}")
     tid = task_id(event.model_version)
     task, _ = await deps.tasks.create(tid, "deploy", event.tenant, details={
         "model_version": event.model_version, "registry_version": event.registry_version,

@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
+from core.kafka_auth import kafka_client_options
+
 
 class KafkaReplay:
     def __init__(self, consumer: AIOKafkaConsumer, topic: str, partitions: list[int]) -> None:
@@ -54,10 +56,11 @@ class KafkaReplay:
 @asynccontextmanager
 async def open_replay(bootstrap: str, topic: str, group: str, max_records: int) -> AsyncIterator[KafkaReplay]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+        **kafka_client_options(), bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_records=max_records, client_id=f"flywheel-{group}",
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(**kafka_client_options(), bootstrap_servers=bootstrap,
+                                request_timeout_ms=15_000)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

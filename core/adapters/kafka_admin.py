@@ -11,6 +11,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
+from core.kafka_auth import kafka_client_options
+
 _UNKNOWN_TOPIC = 3
 
 
@@ -41,8 +43,10 @@ class KafkaView:
 
 @asynccontextmanager
 async def connect_kafka(bootstrap: str) -> AsyncIterator[KafkaView]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**kafka_client_options(), bootstrap_servers=bootstrap,
+                                request_timeout_ms=15_000)
+    consumer = AIOKafkaConsumer(**kafka_client_options(), bootstrap_servers=bootstrap,
+                                enable_auto_commit=False)
     try:
         await admin.start()
         await consumer.start()
@@ -59,7 +63,8 @@ async def connect_kafka(bootstrap: str) -> AsyncIterator[KafkaView]:
 
 async def ensure_topics(bootstrap: str, topics: dict[str, tuple[int, dict[str, str]]]) -> list[str]:
     """Create each topic (name -> (partitions, config)) that does not exist yet; the created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(**kafka_client_options(), bootstrap_servers=bootstrap,
+                                request_timeout_ms=15_000)
     try:
         await admin.start()
     except KafkaConnectionError as error:

@@ -179,6 +179,24 @@ class MLflowRegistry:
         return RegisteredModel(int(first.version), first.source or "", first.run_id, dict(first.tags))
 
     @unavailable_as_transient
+    def published_mismatch(self, registry_version: int, artifact_uri: str, run_id: str) -> str | None:
+        """Why a model-published event is not what the registry holds for its version (None
+        when it is): the version must exist, point at the event's artifact, and belong to the
+        event's run (the MLflow run that logged it, or the flywheel run tagged on it)."""
+        try:
+            found = self.client.get_model_version(REGISTERED_MODEL_NAME, str(registry_version))
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return f"the registry holds no version {registry_version} of {REGISTERED_MODEL_NAME}"
+            raise
+        if (found.source or "") != artifact_uri:
+            return (f"registry version {registry_version}'s artifact is {found.source!r}, "
+                    f"not {artifact_uri!r}")
+        if run_id not in {found.run_id, (found.tags or {}).get(RUN_ID_TAG)}:
+            return f"registry version {registry_version} was not logged by run {run_id!r}"
+        return None
+
+    @unavailable_as_transient
     def log_serving(self, registry_version: int, tags: dict[str, str], metrics: dict[str, float],
                     decision: dict[str, Any]) -> None:
         """The form a deployed version serves: tags and metrics on the MLflow run that logged

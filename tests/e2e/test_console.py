@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 
 from core.api_keys import hash_key
 from core.config import REPO_ROOT, Settings
+from core.kafka_auth import kafka_client_options
 from infra.process import Component
 from infra.services import gateway_service
 from tests.conftest import _run, _service
@@ -122,7 +123,7 @@ def _seed(gateway: str, bootstrap: str) -> dict[int, int]:
             assert response.status_code == 202, response.text
 
         async def send_malformed() -> None:
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            producer = AIOKafkaProducer(**kafka_client_options(), bootstrap_servers=bootstrap)
             await producer.start()
             try:
                 await producer.send_and_wait("clicks", MALFORMED_CLICK, key=b"console-bad")

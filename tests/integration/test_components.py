@@ -16,6 +16,7 @@ from pgvector.psycopg import register_vector
 from pymongo import MongoClient
 
 from core.config import Settings
+from core.kafka_auth import kafka_client_options
 from infra.process import Component
 from schemas.topics import TOPICS
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_kafka_topics_follow_the_registry(kafka: Component, test_settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=test_settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(), bootstrap_servers=test_settings.bootstrap_servers)
     await admin.start()
     try:
         topics = set(await admin.list_topics())
@@ -47,7 +48,8 @@ async def test_kafka_produce_consume_with_group_and_committed_offsets(
 ) -> None:
     topic, group = "clicks", f"test-{uuid.uuid4().hex[:8]}"
     session = uuid.uuid4().hex
-    producer = AIOKafkaProducer(bootstrap_servers=test_settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**kafka_client_options(),
+                                bootstrap_servers=test_settings.bootstrap_servers, acks="all")
     await producer.start()
     try:
         sent = [await producer.send_and_wait(topic, f"m{i}".encode(), key=session.encode()) for i in range(5)]
@@ -57,7 +59,7 @@ async def test_kafka_produce_consume_with_group_and_committed_offsets(
     assert {record.partition for record in sent} == {partition}  # one key, one partition, order kept
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=test_settings.bootstrap_servers, group_id=group,
+        **kafka_client_options(), bootstrap_servers=test_settings.bootstrap_servers, group_id=group,
         enable_auto_commit=False, auto_offset_reset="earliest",
     )
     tp = TopicPartition(topic, partition)

@@ -14,6 +14,7 @@ mapped to a free local port, as is the same port in its healthcheck.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -29,6 +30,7 @@ import yaml
 
 from core.adapters.triton_repository import model_versions
 from core.config import REPO_ROOT, Settings
+from core.kafka_auth import local_credentials
 from infra.process import Component
 from infra.triton import Triton
 from schemas.topics import TOPICS
@@ -86,9 +88,21 @@ class ComposeWorld:
         return int(command[command.index("--port") + 1])
 
     def map(self, value: str) -> str:
+        value = self.interpolate(value)
         for compose_name, local in self.hosts.items():
             value = value.replace(compose_name, local)
         return self.paths.get(value, value)
+
+    def interpolate(self, value: str) -> str:
+        """Compose's `${VAR:?message}` from .env: here the Kafka passwords are the test broker's
+        (KAFKA_<PRINCIPAL>_PASSWORD, as `python -m infra.kafka_acls env` names them)."""
+        passwords = local_credentials(self.settings)
+
+        def password(match: re.Match[str]) -> str:
+            principal = match["name"].lower()
+            assert principal in passwords, f"compose names an unknown principal: {match[0]}"
+            return passwords[principal]
+        return re.sub(r"\$\{KAFKA_(?P<name>[A-Z]+)_PASSWORD(?::\?[^}]*)?\}", password, value)
 
     def environment(self, name: str) -> dict[str, str]:
         """The image's ENV plus the service's compose environment, mapped; nothing from ours."""

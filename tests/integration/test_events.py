@@ -15,19 +15,21 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from core.config import Settings
+from core.kafka_auth import kafka_client_options
 from infra.process import Component
 from producers.publisher import Publisher
 from producers.sync import SyncPublisher
 from schemas.codec import decode_record, parse_content_key
 from schemas.content import ContentUpserted
 from schemas.examples import EXAMPLES
-from tests.integration.kafka_helpers import end_offsets, read_from
+from tests.integration.kafka_helpers import end_offsets, kcat_credentials, kcat_environment, read_from
 
 pytestmark = pytest.mark.integration
 
 
 async def _read_at(bootstrap: str, topic: str, partition: int, offset: int):  # type: ignore[no-untyped-def]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_options(), bootstrap_servers=bootstrap,
+                                enable_auto_commit=False)
     tp = TopicPartition(topic, partition)
     consumer.assign([tp])
     await consumer.start()
@@ -149,9 +151,11 @@ def test_event_published_with_kcat_is_consumed_and_validated(
     value = json.dumps({"id": item, "title": "From kcat", "text": "published by a non-Python client",
                         "version": 1, "metadata": {"via": "kcat"}})
     subprocess.run(
-        [kcat, "-P", "-b", test_settings.bootstrap_servers, "-t", "content-upserted", "-k", item,
+        [kcat, "-P", "-b", test_settings.bootstrap_servers, *kcat_credentials(test_settings),
+         "-t", "content-upserted", "-k", item,
          "-H", "traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"],
         input=value.encode(), check=True, timeout=30, capture_output=True,
+        env=kcat_environment(test_settings),
     )
     records = asyncio.run(read_from(test_settings.bootstrap_servers, "content-upserted", before))
     [record] = [r for r in records if r.key == item.encode()]
@@ -180,9 +184,11 @@ def test_the_documented_kcat_delete_sends_a_tombstone_to_the_sdks_partition(
     before = asyncio.run(end_offsets(test_settings.bootstrap_servers, "content-upserted"))
     lines = "".join(f"{item}:\n" for item in partitions)
     subprocess.run(
-        [kcat, "-P", "-b", test_settings.bootstrap_servers, "-X", "partitioner=murmur2_random",
+        [kcat, "-P", "-b", test_settings.bootstrap_servers, *kcat_credentials(test_settings),
+         "-X", "partitioner=murmur2_random",
          "-t", "content-upserted", "-K:", "-Z"],
         input=lines.encode(), check=True, timeout=30, capture_output=True,
+        env=kcat_environment(test_settings),
     )
     records = asyncio.run(read_from(test_settings.bootstrap_servers, "content-upserted", before))
     tombstones = {r.key.decode(): r for r in records if r.key and r.key.decode() in partitions}

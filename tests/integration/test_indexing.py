@@ -15,6 +15,7 @@ from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.config import Settings
 from core.domain import SearchQuery
+from core.kafka_auth import kafka_client_options
 from core.search import search
 from infra.process import Component
 from producers.publisher import Publisher
@@ -163,7 +164,7 @@ async def test_invalid_events_go_to_the_dead_letter_topic_and_the_rest_is_indexe
     await indexed(store, who, len(DOCS))
 
     consumer = AIOKafkaConsumer(
-        "content-upserted.dlq", bootstrap_servers=test_settings.bootstrap_servers,
+        "content-upserted.dlq", **kafka_client_options(), bootstrap_servers=test_settings.bootstrap_servers,
         auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     letters: dict[str, dict[str, str]] = {}

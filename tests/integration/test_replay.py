@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from core.config import Settings, get_settings
+from core.kafka_auth import kafka_client_options
 from infra.process import Component
 from kafka_ops.replay import (
     ORIGIN_HEADER,
@@ -36,7 +37,8 @@ OLD, NEW = NOW - timedelta(hours=2), NOW - timedelta(minutes=10)
 
 async def _produce(bootstrap: str, topic: str, rows: list[tuple[int, datetime, str]]) -> None:
     """(partition, timestamp, key) rows, in order; each value names its row."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_client_options(), bootstrap_servers=bootstrap, acks="all",
+                                enable_idempotence=True)
     await producer.start()
     try:
         for i, (partition, at, key) in enumerate(rows):
@@ -49,7 +51,8 @@ async def _produce(bootstrap: str, topic: str, rows: list[tuple[int, datetime, s
 
 
 async def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_options(), bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
     await consumer.start()
     try:
         return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
@@ -58,7 +61,8 @@ async def _committed(bootstrap: str, group: str, topic: str, partitions: int) ->
 
 
 async def _commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_options(), bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
     tps = {TopicPartition(topic, p): offset for p, offset in offsets.items()}
     consumer.assign(list(tps))
     await consumer.start()
@@ -98,7 +102,8 @@ async def test_group_reset_by_time_moves_quiet_partitions_to_their_end(
 async def test_replay_refuses_a_group_with_active_members(kafka: Component, test_settings: Settings) -> None:
     bootstrap = test_settings.bootstrap_servers
     topic, group = await create_topic(bootstrap, 1, "replay"), unique("group")
-    member = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, client_id="busy-member")
+    member = AIOKafkaConsumer(topic, **kafka_client_options(), bootstrap_servers=bootstrap, group_id=group,
+                              client_id="busy-member")
     await member.start()
     try:
         deadline = time.monotonic() + 20

@@ -31,6 +31,7 @@ from core.base_model import default_base_model_dir
 from core.bootstrap import build_model_control, build_task_store
 from core.config import Settings
 from core.domain import SearchQuery
+from core.kafka_auth import kafka_client_options
 from core.rollout import IndexIncomplete, UnknownVersion, activate_version, reindex_task_id
 from core.search import search
 from core.serving import REGISTERED_MODEL_NAME, registry_version, serving_version
@@ -43,6 +44,7 @@ from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
 from tests.conftest import _run
 from tests.helpers import wait_for
+from tests.integration.kafka_helpers import end_offsets, read_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.rollout]
 
@@ -153,7 +155,7 @@ async def wait_task(tasks: TaskStore, task_id: str, timeout_s: float = 420) -> d
 
 async def reindex_requests(settings: Settings, version: str) -> list[dict[str, Any]]:
     consumer = AIOKafkaConsumer(
-        "reindex-requested", bootstrap_servers=settings.bootstrap_servers,
+        "reindex-requested", **kafka_client_options(), bootstrap_servers=settings.bootstrap_servers,
         auto_offset_reset="earliest", group_id=None,
     )
     await consumer.start()
@@ -228,6 +230,41 @@ async def test_a_broken_artifact_fails_the_deploy_and_the_active_version_keeps_s
     # Triton forgot the failed version: the server is ready again (readiness probes pass).
     health = await asyncio.to_thread(triton.check)
     assert health.healthy, health.detail
+
+
+async def test_a_model_published_the_registry_does_not_hold_is_parked_and_never_deployed(
+    deployer_service: Component, publisher: Publisher, tasks: TaskStore, test_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    """Whoever could write model-published still cannot make the deployer fetch an artifact the
+    MLflow registry does not hold for that version: the event is parked with the reason."""
+    version, registry, uri, run_id = await asyncio.to_thread(
+        register_model, test_settings, copy_base_model(tmp_path / "model"))
+    unknown = registry + 1000
+    forged = [
+        ModelPublished(model_version=version, registry_version=registry, artifact_uri="file:///tmp/evil",
+                       run_id=run_id),
+        ModelPublished(model_version=serving_version(unknown), registry_version=unknown, artifact_uri=uri,
+                       run_id=run_id),
+    ]
+    bootstrap = test_settings.bootstrap_servers
+    start = await end_offsets(bootstrap, "model-published.dlq")
+    for event in forged:
+        await publisher.publish("model-published", event)
+    reasons: dict[str, str] = {}
+
+    async def parked() -> bool:
+        for record in await read_from(bootstrap, "model-published.dlq", start):
+            headers = {k: v.decode() for k, v in record.headers}
+            reasons[record.key.decode()] = headers.get("dlq-error", "")
+        return all(e.model_version in reasons for e in forged)
+    await wait_for(parked, 120, what="both forged events parked")
+    assert "file:///tmp/evil" in reasons[version] and uri in reasons[version], reasons
+    assert f"no version {unknown}" in reasons[serving_version(unknown)], reasons
+    for event in forged:
+        assert await tasks.get(f"deploy-{event.model_version}") is None
+    served = model_versions(test_settings.triton_repository, test_settings.triton_model_name)
+    assert int(version) not in served
 
 
 async def test_deploy_then_blue_green_reindex_then_rollback(

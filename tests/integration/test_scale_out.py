@@ -25,6 +25,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from core.adapters.pgvector import PgVectorStore
 from core.config import REPO_ROOT, Settings
+from core.kafka_auth import kafka_client_options
 from infra import stack
 from infra.process import Component, pid_alive
 from producers.publisher import Publisher
@@ -61,7 +62,8 @@ async def scaled(
 async def start_group_at_end(settings: Settings) -> None:
     ends = await end_offsets(settings.bootstrap_servers, TOPIC)
     committer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=settings.indexer_group,
+        **kafka_client_options(), bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.indexer_group,
         enable_auto_commit=False)
     await committer.start()
     try:
@@ -85,7 +87,7 @@ async def status_rows(settings: Settings) -> dict[str, dict[str, Any]]:
 async def assignment(settings: Settings) -> dict[str, set[int]]:
     """member id -> the partitions of content-upserted it holds, as the group coordinator says
     (empty while the group rebalances)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(), bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         responses = await admin.describe_consumer_groups([settings.indexer_group])

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from core.adapters.kafka_admin import connect_kafka
 from core.api_keys import hash_key
 from core.config import Settings
+from core.kafka_auth import kafka_client_options
 from infra.process import Component
 from infra.services import gateway_service
 from producers.publisher import Publisher
@@ -65,7 +66,8 @@ async def park(publisher: Publisher, event: dict[str, Any]) -> tuple[int, int]:
 
 
 async def clicks_since(bootstrap: str, starts: dict[int, int]) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_options(), bootstrap_servers=bootstrap,
+                                enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition("clicks", p) for p in starts]

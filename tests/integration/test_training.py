@@ -22,6 +22,7 @@ from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.config import Settings
+from core.kafka_auth import kafka_client_options
 from core.serving import REGISTERED_MODEL_NAME
 from core.sessions import fold
 from infra.process import Component
@@ -41,7 +42,7 @@ def tenant() -> str:
 async def caught_up(settings: Settings, group: str, topic: str, timeout_s: float = 60.0) -> None:
     """Wait until `group` has committed every record of `topic` published so far."""
     ends = await end_offsets(settings.bootstrap_servers, topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(), bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         async def done() -> bool:

@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from core.adapters.pgvector import PgVectorStore
 from core.config import Settings
+from core.kafka_auth import kafka_client_options
 from infra.process import Component, pid_alive
 from producers.publisher import Publisher
 from tests.integration.kafka_helpers import end_offsets, read_from
@@ -154,7 +155,8 @@ async def test_malformed_events_go_to_the_dlq_with_reasons_and_valid_ones_are_in
     await all_indexed(store, who, 1000)
 
     reasons: dict[str, str] = {}
-    consumer = AIOKafkaConsumer("content-upserted.dlq", bootstrap_servers=test_settings.bootstrap_servers,
+    consumer = AIOKafkaConsumer("content-upserted.dlq", **kafka_client_options(),
+                                bootstrap_servers=test_settings.bootstrap_servers,
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
@@ -188,7 +190,8 @@ async def test_one_poison_message_does_not_hold_up_its_partition(
         await producer.send_and_wait("content-upserted", json.dumps(doc(who, i)).encode(),
                                      key=f"{who}/d{i}".encode(), partition=0)
     await all_indexed(store, who, 50, timeout_s=120)
-    consumer = AIOKafkaConsumer("content-upserted.dlq", bootstrap_servers=test_settings.bootstrap_servers,
+    consumer = AIOKafkaConsumer("content-upserted.dlq", **kafka_client_options(),
+                                bootstrap_servers=test_settings.bootstrap_servers,
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     found = None
@@ -208,7 +211,7 @@ async def test_one_poison_message_does_not_hold_up_its_partition(
 
 async def committed_offsets(settings: Settings) -> dict[int, int]:
     """The indexer group's committed offset per partition of content-upserted."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(), bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(settings.indexer_group)

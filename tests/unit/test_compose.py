@@ -123,3 +123,25 @@ def test_triton_decides_its_instance_kind() -> None:
     """The init job runs without a GPU; the config it writes lets Triton pick the kind."""
     command = service("triton-models")["command"]
     assert "--instance-kind" not in command
+
+
+@pytest.mark.parametrize("name", OUR_SERVICES)
+def test_each_service_is_its_own_kafka_principal(name: str) -> None:
+    from infra.kafka_acls import env_name, plan
+
+    environment = service(name)["environment"]
+    assert environment["FLYWHEEL_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert environment["FLYWHEEL_KAFKA_USERNAME"] == name and name in plan(Settings())
+    assert environment["FLYWHEEL_KAFKA_PASSWORD"].startswith(f"${{{env_name(name)}:?")
+    init = service("kafka-init")
+    assert init["environment"]["FLYWHEEL_KAFKA_USERNAME"] == "admin"
+    assert init["depends_on"]["kafka-security"]["condition"] == "service_completed_successfully"
+
+
+def test_the_compose_broker_gets_the_acls_of_the_local_one() -> None:
+    """infra/kafka-compose/acls.txt is what `python -m infra.kafka_acls compose` writes."""
+    from infra.kafka_acls import compose_lines
+
+    written = (REPO_ROOT / "infra" / "kafka-compose" / "acls.txt").read_text().split("\n")
+    assert [line for line in written if line] == compose_lines(Settings())
+    assert service("kafka-security")["command"] == ["sh", "/flywheel/security.sh"]
