@@ -8,6 +8,7 @@ from typer.core import TyperGroup
 
 from cli import (
     bench,
+    datasets,
     dlq,
     embed,
     kafka,
@@ -69,6 +70,7 @@ app.add_typer(tasks.app, name="tasks", cls=WholeSummaries)
 app.add_typer(keys.app, name="keys", cls=WholeSummaries)
 app.add_typer(kafka.app, name="kafka-credentials", cls=WholeSummaries)
 app.add_typer(sources.app, name="sources", cls=WholeSummaries)
+app.add_typer(datasets.app, name="datasets", cls=WholeSummaries)
 rollout.models_app.command("registry")(model_versions.registry)
 rollout.models_app.command("ab-split")(ab_split)
 rollout.models_app.command("improve")(improve_now)
