@@ -19,6 +19,8 @@ from core.adapters.triton_repository import add_model_version, model_versions, r
 
 # Status calls answer at once from a healthy server; waiting longer only hides a hung one.
 PROBE_TIMEOUT_S = 10.0
+# The directory prefix of a parked version (core.residency): not numeric, so Triton skips it.
+PARKED = ".parked-"
 
 class ModelLoadError(RuntimeError):
     """Triton refused or failed to load the model; the message carries Triton's reason."""
@@ -44,6 +46,35 @@ class TritonModelControl:
 
     def serving_decision(self, version: int) -> dict[str, Any] | None:
         return read_serving_decision(self.repository, self.model_name, version)
+
+    def repository_versions(self) -> list[int]:
+        return model_versions(self.repository, self.model_name)
+
+    def placed_since(self, when: float) -> set[int]:
+        root = self.repository / self.model_name
+        return {v for v in model_versions(self.repository, self.model_name)
+                if (root / str(v)).stat().st_mtime >= when}
+
+    def parked_versions(self) -> list[int]:
+        """Versions moved out of the repository (core.residency): not loaded, kept on disk."""
+        root = self.repository / self.model_name
+        if not root.is_dir():
+            return []
+        return sorted(int(p.name[len(PARKED):]) for p in root.iterdir()
+                      if p.name.startswith(PARKED) and p.name[len(PARKED):].isdigit())
+
+    def park_version(self, version: int) -> None:
+        """Move a version out of the repository (a hidden directory beside it, which Triton
+        ignores): the next load unloads it."""
+        target = self.repository / self.model_name / str(version)
+        if target.is_dir():
+            target.rename(self.repository / self.model_name / f"{PARKED}{version}")
+
+    def restore_version(self, version: int) -> None:
+        """Put a parked version back: the next load loads it."""
+        parked = self.repository / self.model_name / f"{PARKED}{version}"
+        if parked.is_dir() and not (self.repository / self.model_name / str(version)).exists():
+            parked.rename(self.repository / self.model_name / str(version))
 
     def remove_version(self, version: int) -> None:
         """Delete a version directory (only ever one that never served)."""

@@ -60,6 +60,7 @@ class FakeModelServer:
     def __init__(self, embedder: FakeServingEmbedder, broken: set[int] | None = None) -> None:
         self.embedder = embedder
         self.repo: dict[int, Path] = {1: Path("/base")}
+        self.parked: dict[int, Path] = {}
         self.broken = broken or set()
         self.loads = 0
 
@@ -71,6 +72,23 @@ class FakeModelServer:
 
     def remove_version(self, version: int) -> None:
         self.repo.pop(version, None)
+
+    def repository_versions(self) -> list[int]:
+        return sorted(self.repo)
+
+    def placed_since(self, when: float) -> set[int]:
+        return set()
+
+    def parked_versions(self) -> list[int]:
+        return sorted(self.parked)
+
+    def park_version(self, version: int) -> None:
+        if version in self.repo:
+            self.parked[version] = self.repo.pop(version)
+
+    def restore_version(self, version: int) -> None:
+        if version in self.parked:
+            self.repo[version] = self.parked.pop(version)
 
     async def load(self) -> None:
         self.loads += 1
