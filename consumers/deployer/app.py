@@ -52,6 +52,8 @@ async def open_resources(ctx: ServiceContext) -> DeployDeps:
         min_cosine=settings.deploy_min_cosine,
         ready_timeout_s=settings.deploy_load_timeout_s,
         record_serving=record_serving,
+        verify=lambda event: registry.published_mismatch(
+            event.registry_version, event.artifact_uri, event.run_id),
     )
 
 
