@@ -179,9 +179,10 @@ async def test_training_publishes_a_better_model_once(
 ) -> None:
     who = tenant()
     since = await training_data(publisher, store, session_store, who, 24)
-    training_window.update(since=since, until=datetime.now(UTC) + timedelta(seconds=1))
+    training_window.update(since=since, until=datetime.now(UTC) + timedelta(seconds=1), tenant=who)
     run_id = f"run-{uuid.uuid4().hex}"
-    request = {"run_id": run_id, "min_sessions": 10, "epochs": 1, "gate_margin": 0.05,
+    # Training reads the requesting tenant's sessions only (its own model lineage).
+    request = {"run_id": run_id, "tenant": who, "min_sessions": 10, "epochs": 1, "gate_margin": 0.05,
                "since": training_window["since"].isoformat(), "until": training_window["until"].isoformat()}
     started = time.monotonic()
     await publisher.publish("training-requested", request)
@@ -192,6 +193,8 @@ async def test_training_publishes_a_better_model_once(
     metrics = details["metrics"]
     assert metrics["candidate"]["ndcg_at_10"] > metrics["base"]["ndcg_at_10"] + 0.05
     assert details["dataset"]["sessions_with_clicks"] == 24 and details["dataset"]["eval_sessions"] > 0
+    # Negatives mined from the tenant's index by the active (base) model, beside the shown ones.
+    assert details["dataset"]["mined_queries"] > 0 and details["dataset"]["mined_negatives"] > 0, details
     assert task["stage"] == "published" and task["progress"] == 1.0
     assert task["links"]["mlflow_run"].startswith(test_settings.mlflow_uri)
     registry_version = details["registry_version"]
@@ -203,6 +206,7 @@ async def test_training_publishes_a_better_model_once(
     run = client.get_run(version.run_id)
     assert run.data.metrics["candidate_ndcg_at_10"] == pytest.approx(metrics["candidate"]["ndcg_at_10"])
     assert "base_mrr_at_10" in run.data.metrics and "dataset_triples" in run.data.metrics
+    assert run.data.metrics["dataset_mined_negatives"] == details["dataset"]["mined_negatives"]
     assert run.data.params["epochs"] == "1" and run.data.tags["gate"] == "passed"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert "model/modules.json" in artifacts and "model/model.safetensors" in artifacts
@@ -237,7 +241,7 @@ async def test_a_candidate_that_does_not_beat_the_margin_is_rejected(
     versions = len(registered(test_settings))
     run_id = f"run-{uuid.uuid4().hex}"
     await publisher.publish("training-requested", {
-        "run_id": run_id, "min_sessions": 10, "gate_margin": 1.0,
+        "run_id": run_id, "tenant": training_window["tenant"], "min_sessions": 10, "gate_margin": 1.0,
         "since": training_window["since"].isoformat(), "until": training_window["until"].isoformat()})
     task = await finished(task_store, run_id)
     assert task["status"] == "rejected" and task["stage"] == "rejected", task
