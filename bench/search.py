@@ -11,7 +11,8 @@ of the HNSW index against an exact scan, on the same queries in the same run.
 - k-independence: for each query and mode, whether its top k at k are its top k at k=100
   (the share of queries where they are equal, in order). Untimed: the k=100 searches and the
   recall reuse the query vector of the timed search.
-- with `qrels` (BEIR), nDCG@k of the k results of each judged query, vector and hybrid.
+- with `qrels` (BEIR), nDCG@k of the k results of each judged query: vector, hybrid, and the
+  BM25 ranking alone (the store's text_search, as hybrid fuses it).
 Queries run one at a time (latency, not throughput), after a warm-up on every path.
 """
 
@@ -201,7 +202,7 @@ async def run_search(settings: Settings, config: SearchConfig, progress: Progres
             agreement: list[float] = []
             # Per mode: whether the top k at k equal the top k at LARGE_K; nDCG@k when judged.
             same: dict[str, list[bool]] = {"vector": [], "hybrid": []}
-            gains: dict[str, list[float]] = {"vector": [], "hybrid": []}
+            gains: dict[str, list[float]] = {"vector": [], "hybrid": [], "bm25": []}
             task = progress.add_task(f"{len(queries)} queries", total=len(queries))
             for number, text in enumerate(queries):
                 took, timings, function_ids = await paths.search_function(text)
@@ -223,6 +224,8 @@ async def run_search(settings: Settings, config: SearchConfig, progress: Progres
                         gains["hybrid"].append(ndcg(hybrid_ids, judgements[number], config.k))
                 if judgements:
                     gains["vector"].append(ndcg(function_ids, judgements[number], config.k))
+                    lexical = await stack.store.text_search(tenant, text, config.k, {})
+                    gains["bm25"].append(ndcg([item for item, _ in lexical], judgements[number], config.k))
                 recall, exact = await paths.recall(text)
                 recalls.append(recall)
                 exact_ms.append(exact)
