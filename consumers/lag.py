@@ -10,16 +10,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from core.kafka_auth import kafka_client_options
-from core.metrics import CONSUMER_LAG
+from core.metrics import COMMITTED_OFFSET, CONSUMER_LAG, TOPIC_END_OFFSET
 
 log = logging.getLogger(__name__)
 
 
-async def _lag(viewer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
-    """End offset minus the viewer's group's committed offset, per partition of `topic`."""
+async def _offsets(viewer: AIOKafkaConsumer, topic: str) -> dict[int, tuple[int, int]]:
+    """(end offset, the viewer's group's committed offset) per partition of `topic`."""
     partitions = [TopicPartition(topic, p) for p in sorted(viewer.partitions_for_topic(topic) or ())]
     ends = await viewer.end_offsets(partitions)
-    return {tp.partition: ends[tp] - (await viewer.committed(tp) or 0) for tp in partitions}
+    return {tp.partition: (ends[tp], await viewer.committed(tp) or 0) for tp in partitions}
+
+
+async def _lag(viewer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
+    """End offset minus the viewer's group's committed offset, per partition of `topic`."""
+    offsets = await _offsets(viewer, topic)
+    return {partition: end - committed for partition, (end, committed) in offsets.items()}
 
 
 def _viewer(bootstrap: str, group: str, metadata_max_age_s: float = 300.0) -> AIOKafkaConsumer:
@@ -50,8 +56,11 @@ async def report_lag_forever(bootstrap: str, group: str, topic: str, every_s: fl
                 if viewer is None:
                     viewer = _viewer(bootstrap, group, metadata_max_age_s=every_s / 3)
                     await viewer.start()
-                for partition, lag in (await _lag(viewer, topic)).items():
-                    CONSUMER_LAG.labels(group, topic, str(partition)).set(lag)
+                # The offsets too: their rates are the events/s written and consumed.
+                for partition, (end, committed) in (await _offsets(viewer, topic)).items():
+                    CONSUMER_LAG.labels(group, topic, str(partition)).set(end - committed)
+                    TOPIC_END_OFFSET.labels(topic, str(partition)).set(end)
+                    COMMITTED_OFFSET.labels(group, topic, str(partition)).set(committed)
             except (KafkaError, OSError, TimeoutError) as error:
                 log.debug("lag of %s on %s not measured: %r", group, topic, error)
                 if viewer is not None:

@@ -81,6 +81,8 @@ def make_test_settings() -> Settings:
         gateway_port=base + 8,
         connect_port=base + 9,
         services_base_port=base + 10,
+        prometheus_port=base + 19,
+        prometheus_scrape_interval_s=1.0,
         kafka_partitions=3,
         startup_timeout_s=240,
     )
@@ -130,6 +132,15 @@ def triton(test_settings: Settings) -> Iterator[Component]:
     from infra.triton import Triton
 
     yield from _run(Triton(test_settings))
+
+
+@pytest.fixture(scope="session")
+def prometheus(test_settings: Settings) -> Iterator[Component]:
+    """A real Prometheus scraping the test stack every second: whichever of its services, its
+    gateway and Triton are up (infra/prometheus.py)."""
+    from infra.prometheus import Prometheus
+
+    yield from _run(Prometheus(test_settings))
 
 
 @pytest.fixture(scope="session")
