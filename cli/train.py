@@ -9,6 +9,7 @@ import uuid
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.common import Bootstrap, bootstrap_or_default, err, fail, out
@@ -73,6 +74,12 @@ def train(
         str | None, typer.Option("--base-version", help="Start from this version (default: active).")
     ] = None,
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant recorded on the task.")] = "default",
+    datasets: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="Also learn from this uploaded dataset of the tenant (repeat for more).")] = None,
+    eval_dataset: Annotated[str | None, typer.Option(
+        "--eval-dataset", help="Judge the candidate on this uploaded dataset, not on sessions.")] = None,
+    use_sessions: Annotated[bool, typer.Option(
+        "--sessions/--no-sessions", help="Learn from the tenant's click sessions.")] = True,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the run until it ends.")] = False,
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 3600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -83,10 +90,14 @@ def train(
     With --wait: exit status 0 when the candidate passed the gate and was published, 1 when
     the run failed or was rejected.
     """
-    event = TrainingRequested(
-        run_id=f"run-{uuid.uuid4().hex}", base_version=base_version, min_sessions=min_sessions,
-        epochs=epochs, gate_margin=gate_margin, tenant=tenant, source="flywheel-cli",
-    )
+    try:
+        event = TrainingRequested(
+            run_id=f"run-{uuid.uuid4().hex}", base_version=base_version, min_sessions=min_sessions,
+            epochs=epochs, gate_margin=gate_margin, tenant=tenant, source="flywheel-cli",
+            use_sessions=use_sessions, datasets=datasets or [], eval_dataset=eval_dataset,
+        )
+    except ValidationError as error:
+        raise fail(f"invalid training request: {error.errors()[0]['msg']}", 2) from error
     try:
         asyncio.run(_request(bootstrap_or_default(bootstrap), event))
     except PublisherError as error:

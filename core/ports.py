@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from core.improver import ChunkState, ChunkUpdate, ImproverState, Key
     from core.sessions import SessionDoc
     from core.sources import SourceSpec
-    from core.training.dataset import TrainingDataset
+    from core.training.dataset import Judged, TrainingDataset
     from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
 
 
@@ -139,7 +139,17 @@ class PolicyRepository(SessionRepository, PolicyState, Protocol):
 
 # --- training ------------------------------------------------------------------------------
 class Datasets(Protocol):
-    async def build(self, since: Any = None, until: Any = None) -> TrainingDataset: ...
+    async def build(
+        self, since: Any = None, until: Any = None, *, tenant: str = "default", use_sessions: bool = True,
+        judged: Sequence[Judged] = (), held_out: Sequence[Judged] | None = None,
+    ) -> TrainingDataset: ...
+
+
+class Judgments(Protocol):
+    async def judgments_of(self, tenant: str, name: str) -> list[dict[str, Any]] | None:
+        """Every judgment of the tenant's uploaded dataset `name` (query, item_id, grade), in
+        upload order; None when the tenant has no ready dataset of that name."""
+        ...
 
 
 class ModelTrainer(Protocol):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from schemas.envelope import INT64_MAX, reject_nul
+from schemas.training import DatasetName, check_sources
 
 # A model version: a number PostgreSQL's bigint holds (the stores order versions as bigint).
 VERSION_PATTERN = r"^[0-9]{1,18}$"
@@ -98,6 +99,16 @@ class TrainingRunRequest(Strict):
     min_sessions: int = Field(default=100, ge=1, le=INT64_MAX)
     epochs: int = Field(default=1, ge=1, le=100)
     gate_margin: float = Field(default=0.0, ge=0.0, le=1.0)
+    use_sessions: bool = Field(default=True, description="Learn from the tenant's click sessions.")
+    datasets: list[DatasetName] = Field(default_factory=list, max_length=20, description=(
+        "The tenant's uploaded datasets (POST /v1/datasets) to learn from."))
+    eval_dataset: DatasetName | None = Field(default=None, description=(
+        "One of the tenant's datasets held out for the gate, instead of held-out sessions."))
+
+    @model_validator(mode="after")
+    def _sources(self) -> TrainingRunRequest:
+        check_sources(self.use_sessions, self.datasets, self.eval_dataset)
+        return self
 
 
 class TaskAccepted(BaseModel):

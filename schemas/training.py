@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
 from schemas.envelope import INT64_MAX, Envelope
+
+# The name of an uploaded dataset (POST /v1/datasets), matched whole.
+DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 
 
 class TrainingRequested(Envelope):
@@ -27,8 +30,27 @@ class TrainingRequested(Envelope):
         description="Publish only if the candidate beats the base by this much on held-out sessions.",
     )
 
+    use_sessions: bool = Field(default=True, description="Learn from the tenant's click sessions.")
+    datasets: list[DatasetName] = Field(
+        default_factory=list, max_length=20,
+        description="The tenant's uploaded judgment datasets to learn from (graded > 0: positives; "
+                    "0: negatives of the query).")
+    eval_dataset: DatasetName | None = Field(
+        default=None, description="An uploaded dataset held out for the gate's evaluation, instead of "
+                                  "held-out sessions (every session then trains).")
+
     @model_validator(mode="after")
     def _window_in_order(self) -> TrainingRequested:
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise ValueError("since must be before until")
+        check_sources(self.use_sessions, self.datasets, self.eval_dataset)
         return self
+
+
+def check_sources(use_sessions: bool, datasets: list[str], eval_dataset: str | None) -> None:
+    """What a run learns from: sessions, datasets or both, never the set it is judged on."""
+    if not use_sessions and not datasets:
+        raise ValueError("datasets: name at least one dataset when use_sessions is false")
+    if eval_dataset is not None and eval_dataset in datasets:
+        raise ValueError("eval_dataset: a held-out dataset cannot also be trained on; "
+                         "remove it from datasets")

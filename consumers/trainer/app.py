@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from consumers.service import ConsumerService, ServiceContext
 from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
+from core.adapters.dataset_store import DatasetStore
 from core.adapters.index_ranker import IndexRanker
 from core.adapters.item_texts import PgItemTexts
 from core.adapters.pgvector import PgVectorStore
@@ -44,6 +45,7 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
     sessions = ctx.closing(await build_session_store(settings))
     tasks = ctx.closing(await build_task_store(settings))
     embedder = ctx.closing(build_embedder(settings))
+    uploaded = ctx.closing(await DatasetStore.connect(settings.mongo_uri, settings.mongo_db))
 
     async def version_of(tenant: str) -> str | None:
         return await store.active_version(tenant)
@@ -72,7 +74,8 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
     lineage = store.for_tenant(DEFAULT_TENANT)
     return Trainer(TrainerDeps(
         tasks, datasets_of(DEFAULT_TENANT), SentenceTransformersTrainer(), build_model_registry(settings),
-        lineage.active_version, publish_model, config, is_transient=service.policy.is_transient),
+        lineage.active_version, publish_model, config, is_transient=service.policy.is_transient,
+        judgments=uploaded),
         datasets_of, store)
 
 

@@ -34,10 +34,10 @@ from typing import Any
 
 from core.domain import RegisteredModel
 from core.metrics import GATE_DECISIONS, TRAINING_RUNS
-from core.ports import Datasets, DependencyUnavailable, ModelRegistry, ModelTrainer, Tasks
+from core.ports import Datasets, DependencyUnavailable, Judgments, ModelRegistry, ModelTrainer, Tasks
 from core.serving import BASE_SERVING_VERSION, serving_version
 from core.task_control import FINAL_STATUSES, TaskCancelled, cancel_requested, stop_if_cancelled
-from core.training.dataset import DatasetStats, TrainingDataset
+from core.training.dataset import DatasetStats, Judged, TrainingDataset
 from core.training.finetune import FineTuneConfig, FineTuneResult
 from core.training.gate import decide
 from core.training.metrics import prefixed
@@ -79,6 +79,8 @@ class TrainerDeps:
     config: TrainerConfig
     # Errors of a dependency that is down: the request is retried, the task is not final.
     is_transient: Callable[[BaseException], bool] = lambda error: isinstance(error, DependencyUnavailable)
+    # The tenants' uploaded datasets (requests naming none need none).
+    judgments: Judgments | None = None
 
 
 class Rejected(Exception):
@@ -87,7 +89,8 @@ class Rejected(Exception):
 
 def request_details(request: TrainingRequested) -> dict[str, Any]:
     return request.model_dump(mode="json", include={
-        "base_version", "since", "until", "min_sessions", "epochs", "gate_margin"})
+        "base_version", "since", "until", "min_sessions", "epochs", "gate_margin", "use_sessions", "datasets",
+        "eval_dataset"})
 
 
 async def handle_training_request(request: TrainingRequested, deps: TrainerDeps) -> dict[str, Any]:
@@ -153,6 +156,16 @@ class _Run:
         stop_if_cancelled(await self.deps.tasks.update(
             self.request.run_id, status="running", stage=stage, progress=round(progress, 4), **fields))
 
+    async def _judged(self, name: str) -> list[Judged]:
+        """The judgments of the tenant's dataset `name`; a run naming a dataset the tenant
+        does not have is rejected (final: sending it again changes nothing)."""
+        found = None if self.deps.judgments is None else await self.deps.judgments.judgments_of(
+            self.request.tenant, name)
+        if found is None:
+            raise Rejected(f"dataset {name!r}: tenant {self.request.tenant!r} has no such dataset (ready); "
+                           f"upload it with POST /v1/datasets or flywheel datasets upload")
+        return [Judged(row["query"], row["item_id"], float(row.get("grade", 1.0))) for row in found]
+
     async def execute(self) -> dict[str, Any]:
         request, deps, cfg = self.request, self.deps, self.deps.config
         registered = await asyncio.to_thread(deps.registry.registered_version, request.run_id)
@@ -160,11 +173,14 @@ class _Run:
             return await self._announce_registered(registered)
         await self.set_stage("building-dataset", 0.0, error=None)
         base_version = request.base_version or await deps.active_version() or BASE_SERVING_VERSION
-        data = await deps.datasets.build(request.since, request.until)
+        judged = [j for name in request.datasets for j in await self._judged(name)]
+        held_out = await self._judged(request.eval_dataset) if request.eval_dataset else None
+        data = await deps.datasets.build(request.since, request.until, tenant=request.tenant,
+                                         use_sessions=request.use_sessions, judged=judged, held_out=held_out)
         stats = data.stats
         await self.set_stage("building-dataset", PROGRESS["building-dataset"], **{
             "details.dataset": stats.as_dict(), "details.base_version": base_version})
-        _check_enough(stats, data, request.min_sessions)
+        _check_enough(stats, data, request)
 
         base_dir = await asyncio.to_thread(deps.registry.model_dir, base_version, cfg.base_model_dir)
         self.mlflow_run = await asyncio.to_thread(deps.registry.start_run, f"train-{request.run_id}", {
@@ -286,11 +302,14 @@ class _Run:
         shutil.rmtree(self.out_dir, ignore_errors=True)
 
 
-def _check_enough(stats: DatasetStats, data: TrainingDataset, min_sessions: int) -> None:
-    if stats.sessions_with_clicks < min_sessions:
+def _check_enough(stats: DatasetStats, data: TrainingDataset, request: TrainingRequested) -> None:
+    # min_sessions guards learning from clicks alone; uploaded judgments are curated data.
+    if request.use_sessions and not request.datasets and stats.sessions_with_clicks < request.min_sessions:
         raise Rejected(f"too few sessions with clicks: {stats.sessions_with_clicks} < min_sessions "
-                       f"{min_sessions} ({stats.sessions} sessions in the window)")
+                       f"{request.min_sessions} ({stats.sessions} sessions in the window)")
     if data.train_size == 0:
-        raise Rejected("no training examples: no clicked item of a training session has a text")
+        raise Rejected("no training examples: no clicked or judged item has a text in the tenant's index")
     if not data.eval_queries:
-        raise Rejected("no held-out evaluation queries: no clicks in the evaluation sessions")
+        where = (f"no query of dataset {request.eval_dataset!r} has a relevant item in the index"
+                 if request.eval_dataset else "no clicks in the evaluation sessions")
+        raise Rejected(f"no held-out evaluation queries: {where}")

@@ -82,8 +82,12 @@ class DatasetStore:
         removed = await self.datasets.delete_one({"_id": key})
         return removed.deleted_count == 1
 
-    async def judgments_of(self, tenant: str, name: str) -> list[dict[str, Any]]:
-        """Every judgment of a dataset, in upload order (for training)."""
+    async def judgments_of(self, tenant: str, name: str) -> list[dict[str, Any]] | None:
+        """Every judgment of a dataset, in upload order (for training); None when the tenant
+        has no dataset of that name, or one still uploading."""
+        found = await self.datasets.find_one({"_id": f"{tenant}/{name}"}, projection={"status": 1})
+        if found is None or found.get("status") != "ready":
+            return None
         cursor = self.judgments.find({"dataset": f"{tenant}/{name}"}, projection={"_id": 0, "dataset": 0}
                                      ).sort("line", ASCENDING)
         return [row async for row in cursor]

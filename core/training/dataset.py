@@ -7,6 +7,9 @@
 - Deduplicated: one (query, positive) pair, one (query, positive, negative) triple per key.
 - Held-out evaluation by session, never by pair: a deterministic hash of the session id puts
   a session wholly in training or wholly in evaluation.
+- Uploaded judgments (core.datasets) add pairs: grade > 0 a positive, grade 0 a negative of
+  every positive of its query; a held-out uploaded set replaces held-out sessions for the gate
+  (its pool: the judged items and what the active model ranks highest for each query).
 - Streamed: sessions come from a cursor in batches; item texts are fetched per batch; the
   examples and evaluation queries kept are capped, so memory never grows with history.
 """
@@ -14,7 +17,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +45,15 @@ class Example:
 
 
 @dataclass(frozen=True)
+class Judged:
+    """One uploaded judgment: `item_id` is relevant to `query` with `grade` (0: not relevant)."""
+
+    query: str
+    item_id: str
+    grade: float = 1.0
+
+
+@dataclass(frozen=True)
 class EvalQuery:
     tenant: str
     query: str
@@ -60,6 +73,10 @@ class DatasetStats:
     eval_pool_items: int = 0
     missing_items: int = 0
     negatives_clicked_elsewhere: int = 0  # shown-above negatives dropped: clicked for the query elsewhere
+    judged_pairs: int = 0  # positives from uploaded datasets
+    judged_negatives: int = 0  # triples whose negative an uploaded dataset graded 0
+    judged_eval_queries: int = 0  # queries of the held-out uploaded dataset
+    judged_missing_items: int = 0  # judged items the tenant's index does not hold
     mined_queries: int = 0
     mined_negatives: int = 0  # triples whose negative was mined from the index
     mined_skipped_close_to_positive: int = 0  # candidates the false-negative filter dropped
@@ -130,9 +147,28 @@ class DatasetBuilder:
         self.ranker = ranker
         self.mining = mining or MiningConfig()
 
-    async def build(self, since: datetime | None = None, until: datetime | None = None) -> TrainingDataset:
+    async def build(
+        self, since: datetime | None = None, until: datetime | None = None, *, tenant: str = "default",
+        use_sessions: bool = True, judged: Sequence[Judged] = (), held_out: Sequence[Judged] | None = None,
+    ) -> TrainingDataset:
+        """Sessions of the window (unless `use_sessions` is false) and the tenant's `judged`
+        pairs; evaluation on held-out sessions, or on the `held_out` judgments when given."""
         data = TrainingDataset()
-        acc = _Accumulator(data, self.config)
+        config = self.config if held_out is None else replace(self.config, eval_fraction=0.0)
+        acc = _Accumulator(data, config)
+        if use_sessions:
+            await self._sessions(since, until, acc)
+        if judged:
+            await self._judged(tenant, judged, acc)
+        if self.ranker is not None:
+            await self._mine(acc)
+        if held_out is not None:
+            await self._held_out(tenant, held_out, acc)
+        acc.finish()
+        return data
+
+    async def _sessions(self, since: datetime | None, until: datetime | None, acc: _Accumulator) -> None:
+        data = acc.data
         batch: list[SessionDoc] = []
         async for doc in self.source.iter_sessions(since, until, self.config.session_batch):
             batch.append(doc)
@@ -144,10 +180,50 @@ class DatasetBuilder:
                 break
         if batch:
             await self._process(batch, acc)
+
+    async def _judged(self, tenant: str, judged: Sequence[Judged], acc: _Accumulator) -> None:
+        texts = await self.items.texts(tenant, sorted({j.item_id for j in judged}))
+        stats = acc.data.stats
+        stats.judged_missing_items += len({j.item_id for j in judged} - set(texts))
+        by_query: dict[str, list[Judged]] = {}
+        for j in judged:
+            if j.item_id in texts:
+                by_query.setdefault(j.query, []).append(j)
+        for query, found in by_query.items():
+            positives = [j.item_id for j in sorted(found, key=lambda j: -j.grade) if j.grade > 0]
+            negatives = [j.item_id for j in found if j.grade <= 0]
+            acc.clicked.setdefault((tenant, query), set()).update(positives)
+            for item in positives:
+                if acc.add_pair(tenant, query, item, texts[item]):
+                    stats.judged_pairs += 1
+                for negative in negatives[: self.config.max_negatives]:
+                    example = Example(query, texts[item], texts[negative])
+                    if acc.add_triple((tenant, query, item, negative), example):
+                        stats.judged_negatives += 1
+
+    async def _held_out(self, tenant: str, held_out: Sequence[Judged], acc: _Accumulator) -> None:
+        """The gate's evaluation from an uploaded set: relevant = graded > 0; the pool, every
+        judged item and the active model's top candidates for each query (a re-ranking pool,
+        so the candidate is judged among the items a search would really weigh)."""
+        relevant: dict[str, set[str]] = {}
+        for j in held_out:
+            ids = relevant.setdefault(j.query, set())
+            if j.grade > 0:
+                ids.add(j.item_id)
+        queries = [q for q, ids in relevant.items() if ids][: self.config.max_eval_queries]
+        pool_ids = {j.item_id for j in held_out if j.query in set(queries)}
         if self.ranker is not None:
-            await self._mine(acc)
-        acc.finish()
-        return data
+            for query in queries:
+                ranked, _ = await self.ranker.rank(tenant, query, self.mining.depth, {})
+                pool_ids.update(item for item, _ in ranked)
+        texts = await self.items.texts(tenant, sorted(pool_ids)[: self.config.max_pool_items])
+        stats = acc.data.stats
+        stats.judged_missing_items += len({j.item_id for j in held_out} - set(texts))
+        acc.data.pools.setdefault(tenant, {}).update(texts)
+        for query in queries:
+            if kept := {item for item in relevant[query] if item in texts}:
+                acc.eval[(tenant, query)] = kept
+                stats.judged_eval_queries += 1
 
     async def _mine(self, acc: _Accumulator) -> None:
         """Mined negatives for the training pairs, as triples (none for held-out queries)."""
@@ -226,11 +302,18 @@ class _Accumulator:
                 if cid not in texts:
                     self.data.stats.missing_items += 1
                     continue
-                self.pairs.setdefault((tenant, j.query, cid), Example(j.query, texts[cid]))
-                self.train_positives.setdefault((tenant, j.query), {}).setdefault(cid, texts[cid])
+                self.add_pair(tenant, j.query, cid, texts[cid])
                 for neg in hard_negatives(j, rank, self.config.max_negatives):
                     if neg in texts:
                         self.add_triple((tenant, j.query, cid, neg), Example(j.query, texts[cid], texts[neg]))
+
+    def add_pair(self, tenant: str, query: str, item: str, text: str) -> bool:
+        """Keep a (query, positive) pair once; False when it was already kept."""
+        self.train_positives.setdefault((tenant, query), {}).setdefault(item, text)
+        if (tenant, query, item) in self.pairs:
+            return False
+        self.pairs[(tenant, query, item)] = Example(query, text)
+        return True
 
     def add_triple(self, key: tuple[str, str, str, str], example: Example) -> bool:
         """Keep a (query, positive, negative) triple once; False when it was already kept."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from core.adapters.task_store import TaskStore
 from core.rollout import reindex_task_id
 from gateway.bodies import ReindexRequest, TaskAccepted, TrainingRunRequest
-from gateway.deps import Admin, PublisherDep, StoreDep, TasksDep
+from gateway.deps import Admin, PublisherDep, StoreDep, TasksDep, resources
 from gateway.problems import Problem
 from producers.publisher import Delivery, Publisher, PublisherError
 from schemas.reindex import ReindexRequested
@@ -27,12 +27,27 @@ router = APIRouter(prefix="/v1", tags=["training"])
 
 @router.post("/training-runs", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted)
 async def request_training(
-    body: TrainingRunRequest, who: Admin, publisher: PublisherDep, tasks: TasksDep
+    body: TrainingRunRequest, who: Admin, publisher: PublisherDep, tasks: TasksDep, request: Request,
 ) -> TaskAccepted:
+    await _check_datasets(body, who.tenant, request)
     run_id = f"run-{uuid.uuid4().hex}"
     event = TrainingRequested(run_id=run_id, tenant=who.tenant, source="gateway", **body.model_dump())
     await start_training(event, body.model_dump(mode="json"), tasks, publisher)
     return TaskAccepted(task_id=run_id, status_url=f"/v1/tasks/{run_id}")
+
+
+async def _check_datasets(body: TrainingRunRequest, tenant: str, request: Request) -> None:
+    """Every dataset the run names is one of the caller's tenant's (else 422 naming it)."""
+    named = [("datasets", name) for name in body.datasets]
+    named += [("eval_dataset", body.eval_dataset)] if body.eval_dataset else []
+    if not named:
+        return
+    store = await resources(request).datasets()
+    missing = [{"field": field, "reason": f"tenant {tenant!r} has no dataset {name!r}"}
+               for field, name in named if await store.get(tenant, name) is None]
+    if missing:
+        raise Problem(422, "the run names datasets this tenant does not have: upload them first "
+                           "(POST /v1/datasets)", errors=missing)
 
 
 async def start_training(

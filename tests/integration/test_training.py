@@ -18,10 +18,12 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from mlflow.tracking import MlflowClient
 
+from core.adapters.dataset_store import DatasetStore
 from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.config import Settings
+from core.datasets import parse_jsonl
 from core.kafka_auth import kafka_client_options
 from core.serving import REGISTERED_MODEL_NAME
 from core.sessions import fold
@@ -29,7 +31,7 @@ from infra.process import Component
 from producers.publisher import Publisher
 from schemas.codec import validate
 from tests.helpers import wait_for
-from tests.integration.flywheel_data import ITEMS, synthetic_sessions
+from tests.integration.flywheel_data import CODEWORDS, ITEMS, synthetic_sessions
 from tests.integration.kafka_helpers import end_offsets, read_from
 
 pytestmark = pytest.mark.integration
@@ -292,3 +294,41 @@ async def test_cli_train_tasks_and_models(
     assert trained.returncode == 1, trained.stderr
     task = json.loads(trained.stdout)
     assert task["status"] == "rejected" and "too few sessions" in task["error"]
+
+
+async def test_training_on_uploaded_judgments_judged_on_a_held_out_set(
+    trainer_service: Component, publisher: Publisher, task_store: TaskStore, test_settings: Settings,
+    training_window: dict[str, Any],
+) -> None:
+    if "tenant" not in training_window:
+        pytest.skip("needs the items of the training test")
+    who = training_window["tenant"]  # its items are indexed
+    words = sorted(CODEWORDS)
+    train = [{"query": w, "item_id": CODEWORDS[w], "grade": 2} for w in words[:4]]
+    train += [{"query": words[0], "item_id": "rocket", "grade": 0}]  # an explicit negative
+    held = [{"query": f"{w} please", "item_id": CODEWORDS[w]} for w in words[4:]]
+    store = await DatasetStore.connect(test_settings.mongo_uri, test_settings.mongo_db)
+    try:
+        for name, rows in (("judged-train", train), ("judged-eval", held)):
+            await store.create(who, name, "jsonl", parse_jsonl("\n".join(json.dumps(r) for r in rows)))
+    finally:
+        await store.close()
+    run_id = f"run-{uuid.uuid4().hex}"
+    await publisher.publish("training-requested", {
+        "run_id": run_id, "tenant": who, "use_sessions": False, "datasets": ["judged-train"],
+        "eval_dataset": "judged-eval", "min_sessions": 1000, "epochs": 1, "gate_margin": 0.0})
+    task = await finished(task_store, run_id)
+    stats = task["details"]["dataset"]
+    # No session read (min_sessions does not apply to judgments); the uploaded pairs, the graded-0
+    # negative and the held-out queries made the run, and the gate judged it on those queries.
+    assert stats["sessions"] == 0 and stats["judged_pairs"] == 4 and stats["judged_negatives"] == 1, stats
+    assert stats["judged_eval_queries"] == 4 and stats["eval_sessions"] == 0
+    assert task["status"] in ("succeeded", "rejected"), task
+    assert task["details"]["metrics"]["base"]["queries"] == 4.0
+
+    # A dataset the tenant does not have: rejected with the reason, nothing trained.
+    missing = f"run-{uuid.uuid4().hex}"
+    await publisher.publish("training-requested", {"run_id": missing, "tenant": who,
+                                                   "datasets": ["never-uploaded"]})
+    task = await finished(task_store, missing, 120)
+    assert task["status"] == "rejected" and "never-uploaded" in task["error"]

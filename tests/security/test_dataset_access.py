@@ -128,3 +128,31 @@ async def test_an_operator_manages_any_tenants_datasets(gateway: str) -> None:
         removed = await client.delete(f"/v1/datasets/ops?tenant={TB}", headers=auth("operator"))
         assert removed.status_code == 200
         assert (await client.get("/v1/datasets/ops", headers=auth("admin-b"))).status_code == 404
+
+
+async def test_a_training_run_uses_only_its_own_tenants_datasets(gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        made = await client.post("/v1/datasets", headers=auth("admin-b"),
+                                 json={"name": "b-golden", "judgments": JUDGMENTS})
+        assert made.status_code == 201, made.text
+        before = (await client.get("/v1/tasks", headers=auth("admin-a"))).json()
+        # Tenant A names tenant B's dataset: refused, naming the field, and no run starts.
+        asked = await client.post("/v1/training-runs", headers=auth("admin-a"),
+                                  json={"datasets": ["b-golden"], "use_sessions": False})
+        assert asked.status_code == 422, asked.text
+        assert asked.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in asked.json()["errors"]] == ["datasets"]
+        held = await client.post("/v1/training-runs", headers=auth("admin-a"),
+                                 json={"eval_dataset": "b-golden"})
+        assert held.status_code == 422 and held.json()["errors"][0]["field"] == "eval_dataset"
+        # A lower scope may not request training at all.
+        low = await client.post("/v1/training-runs", headers=auth("publish-a"),
+                                json={"datasets": ["b-golden"]})
+        assert low.status_code == 403
+        # Training only on the judged set it is evaluated on is refused before anything is stored.
+        same = await client.post("/v1/training-runs", headers=auth("admin-b"),
+                                 json={"datasets": ["b-golden"], "eval_dataset": "b-golden"})
+        assert same.status_code == 422 and "eval_dataset" in same.text
+        assert (await client.get("/v1/tasks", headers=auth("admin-a"))).json() == before
+        shown = await client.get("/v1/datasets/b-golden", headers=auth("admin-b"))
+        assert shown.status_code == 200 and shown.json()["stats"]["judgments"] == 2

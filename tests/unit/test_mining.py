@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.sessions import SessionEventModel
-from core.training.dataset import DatasetBuilder, DatasetConfig, is_eval_session
+from core.training.dataset import DatasetBuilder, DatasetConfig, Judged, is_eval_session
 from core.training.mining import MiningConfig, select_negatives
 from tests.unit.test_sessions_fold import click, search
 from tests.unit.test_training_data import TEXTS, repo_with
@@ -77,3 +77,33 @@ async def test_mining_off_asks_nothing() -> None:
     data = await DatasetBuilder(repo, FakeItemTexts(TEXTS), DatasetConfig(eval_fraction=0.0), ranker,
                                 MiningConfig(per_pair=0)).build()
     assert ranker.calls == [] and data.stats.mined_negatives == 0 and data.triples == []
+
+
+async def test_judged_pairs_graded_zero_negatives_and_a_held_out_dataset() -> None:
+    sessions: dict[str, list[SessionEventModel]] = {
+        f"s{i}": [search(f"s{i}", "clicked", ["a", "b"]), click(f"s{i}", "b", 2)] for i in range(10)}
+    repo = await repo_with(sessions)
+    ranker = FakeRanker({"e": 0.9, "a": 0.5, "g": 0.2})
+    judged = [Judged("wanted", "c", 2.0), Judged("wanted", "d", 0.0), Judged("wanted", "gone", 1.0)]
+    held_out = [Judged("test", "f", 1.0), Judged("test", "h", 0.0), Judged("empty", "h", 0.0)]
+    data = await DatasetBuilder(repo, FakeItemTexts(TEXTS), DatasetConfig(eval_fraction=0.5), ranker,
+                                MiningConfig(per_pair=0, depth=2)).build(judged=judged, held_out=held_out)
+    s = data.stats
+    # A held-out dataset replaces held-out sessions: every session trains.
+    assert s.eval_sessions == 0 and s.train_sessions == 10
+    assert s.judged_pairs == 1 and s.judged_negatives == 1 and s.judged_missing_items == 1
+    assert ("wanted", "text of c", "text of d") in {(e.anchor, e.positive, e.negative) for e in data.triples}
+    # Evaluated on the uploaded queries with a relevant item; the pool adds the ranker's top 2.
+    assert [(q.query, q.relevant) for q in data.eval_queries] == [("test", frozenset({"f"}))]
+    assert s.judged_eval_queries == 1 and set(data.pools["default"]) == {"f", "h", "e", "a"}
+
+
+async def test_datasets_alone_read_no_session() -> None:
+    class NoSessions:
+        def iter_sessions(self, *args: object) -> object:
+            raise AssertionError("sessions read")
+
+    judged = [Judged("q", "a"), Judged("q", "b")]
+    data = await DatasetBuilder(NoSessions(), FakeItemTexts(TEXTS), DatasetConfig()).build(  # type: ignore[arg-type]
+        use_sessions=False, judged=judged)
+    assert {e.positive for e in data.pairs} == {"text of a", "text of b"} and data.stats.sessions == 0

@@ -222,3 +222,36 @@ async def test_runs_and_gate_decisions_are_counted_once(tmp_path: Path) -> None:
              counted("flywheel_training_runs_total", outcome="rejected"),
              counted("flywheel_training_gate_total", decision="rejected"))
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1]
+
+
+class FakeJudgments:
+    def __init__(self, datasets: dict[tuple[str, str], list[dict[str, object]]]) -> None:
+        self.datasets = datasets
+
+    async def judgments_of(self, tenant: str, name: str) -> list[dict[str, object]] | None:
+        return self.datasets.get((tenant, name))
+
+
+async def test_uploaded_datasets_train_and_evaluate_without_the_sessions_minimum(tmp_path: Path) -> None:
+    deps, _, _, published = make_deps(tmp_path, FakeTrainer(0.4, 0.6), dataset(sessions=0))
+    deps.judgments = FakeJudgments({
+        ("acme", "golden"): [{"query": "q", "item_id": "a", "grade": 2.0}, {"query": "q", "item_id": "b"}],
+        ("acme", "held"): [{"query": "r", "item_id": "c", "grade": 0.0}],
+    })
+    task = await handle_training_request(
+        request(tenant="acme", datasets=["golden"], eval_dataset="held", use_sessions=False), deps)
+    assert task["status"] == "succeeded", task  # 0 sessions, but min_sessions guards sessions only
+    [call] = deps.datasets.calls  # type: ignore[attr-defined]
+    assert call["tenant"] == "acme" and call["use_sessions"] is False
+    assert [(j.query, j.item_id, j.grade) for j in call["judged"]] == [("q", "a", 2.0), ("q", "b", 1.0)]
+    assert [(j.item_id, j.grade) for j in call["held_out"]] == [("c", 0.0)]
+    assert task["details"]["request"]["datasets"] == ["golden"] and len(published.events) == 1
+
+
+async def test_a_dataset_the_tenant_does_not_have_rejects_the_run(tmp_path: Path) -> None:
+    deps, _, registry, published = make_deps(tmp_path, FakeTrainer(0.4, 0.6))
+    # Another tenant's dataset of that name is not this tenant's.
+    deps.judgments = FakeJudgments({("other", "golden"): [{"query": "q", "item_id": "a"}]})
+    task = await handle_training_request(request(tenant="acme", datasets=["golden"]), deps)
+    assert task["status"] == "rejected" and "dataset 'golden'" in task["error"]
+    assert deps.datasets.builds == 0 and published.events == [] and registry.versions == []  # type: ignore[attr-defined]

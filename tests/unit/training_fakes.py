@@ -102,8 +102,11 @@ class FakeDatasets:
         self.data = data
         self.builds = 0
 
-    async def build(self, since: Any = None, until: Any = None) -> TrainingDataset:
+        self.calls: list[dict[str, Any]] = []
+
+    async def build(self, since: Any = None, until: Any = None, **sources: Any) -> TrainingDataset:
         self.builds += 1
+        self.calls.append(sources)
         return self.data
 
 
