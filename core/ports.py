@@ -295,8 +295,9 @@ class AdjustmentStore(Protocol):
         there are updates) and store watermark and metrics. False on a concurrent run."""
         ...
 
-    async def revert(self, version: str) -> int:
-        """Restore every original vector of `version`; returns the chunks restored."""
+    async def revert(self, version: str, tenant: str | None = None) -> int:
+        """Restore every original vector of `version` (of `tenant`'s items only, when given);
+        returns the chunks restored."""
         ...
 
 

@@ -173,10 +173,12 @@ class PgVectorAdjustments:
             )
         return True
 
-    async def revert(self, version: str) -> int:
-        """Restore the originals of `version` (where the chunk is still the one adjusted), drop
-        the adjustments and bump the revision. The watermark stays: clicks already applied are
-        not applied again."""
+    async def revert(self, version: str, tenant: str | None = None) -> int:
+        """Restore the originals of `version` (where the chunk is still the one adjusted), of
+        `tenant`'s items only when given (a tenant undoes its own adjustments, never another's),
+        drop those adjustments and bump the revision. The watermark stays: clicks already
+        applied are not applied again."""
+        mine = sql.SQL(" AND a.tenant = %(tenant)s") if tenant is not None else sql.SQL("")
         await self.ensure_schema()
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.execute(
@@ -188,13 +190,16 @@ class PgVectorAdjustments:
             await cur.execute(
                 sql.SQL(
                     "UPDATE {t} c SET embedding = a.original FROM item_adjustments a "
-                    "WHERE a.version = %s AND c.tenant = a.tenant AND c.item_id = a.item_id "
-                    "AND c.chunk_no = a.chunk_no AND c.item_version = a.item_version"
-                ).format(t=chunk_table(version)),
-                (version,),
+                    "WHERE a.version = %(version)s AND c.tenant = a.tenant AND c.item_id = a.item_id "
+                    "AND c.chunk_no = a.chunk_no AND c.item_version = a.item_version{mine}"
+                ).format(t=chunk_table(version), mine=mine),
+                {"version": version, "tenant": tenant},
             )
             restored = cur.rowcount
-            await cur.execute("DELETE FROM item_adjustments WHERE version = %s", (version,))
+            await cur.execute(
+                sql.SQL("DELETE FROM item_adjustments a WHERE a.version = %(version)s{mine}").format(
+                    mine=mine),
+                {"version": version, "tenant": tenant})
             await cur.execute(
                 "UPDATE improver_state SET revision = revision + 1, "
                 " metrics = jsonb_build_object('revision', revision + 1, 'reverted_chunks', %s::int), "

@@ -174,10 +174,11 @@ async def clear_ab_split(who: Admin, experiments: ExperimentsDep, tenant: Tenant
 @router.delete("/{version}/adjustments", response_model=Reverted)
 async def revert_adjustments(version: str, who: Admin, store: StoreDep, experiments: ExperimentsDep
                              ) -> Reverted:
-    """Undo the improver on `version`: restore the original vectors of every adjusted chunk."""
+    """Undo the improver on `version`: restore the original vectors of every adjusted chunk of
+    the caller's tenant's items (an operator's key: of every tenant's)."""
     if version not in {row["version"] for row in await store.list_versions(who.tenant)}:
         raise Problem(404, f"model version {version!r} has no index")
-    restored = await experiments.adjustments.revert(version)
+    restored = await experiments.adjustments.revert(version, None if who.operator else who.tenant)
     state = await experiments.adjustments.improver_state(version)
     return Reverted(version=version, restored_chunks=restored, revision=state.revision)
 

@@ -237,6 +237,11 @@ async def test_the_improver_moves_a_clicked_item_up_and_revert_restores_the_exac
         assert any(not np.array_equal(moved[k], original[k]) for k in original)
         for key, vector in moved.items():  # bounded drift
             assert float(vector @ original[key]) >= 0.9 - 1e-4
+        # Another tenant's admin undoing the improver restores nothing of this tenant's.
+        assert await adjustments.revert(indexed, tenant="another-tenant") == 0
+        still = await _vectors(store, indexed)
+        assert all(np.array_equal(still[k], moved[k]) for k in moved)
+        revision = (await adjustments.improver_state(indexed)).revision
     finally:
         restored = await adjustments.revert(indexed)
     assert restored >= 2

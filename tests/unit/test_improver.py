@@ -112,7 +112,7 @@ class FakeAdjustments:
         self.state = ImproverState(expected_revision + (1 if updates else 0), watermark, metrics)
         return True
 
-    async def revert(self, version: str) -> int:
+    async def revert(self, version: str, tenant: str | None = None) -> int:
         for (tenant, item, no), original in self.originals.items():
             self.chunks[(tenant, item)][no] = original.copy()
         restored = len(self.originals)
