@@ -54,7 +54,9 @@ class Kafka(Component):
         with os.fdopen(fd, "w") as out:  # it holds the broker's and the controller's passwords
             out.write(self._server_properties())
         if not formatted:
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: "-..." reads as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             # The broker and the operator exist from the start; the services' users come later.
             scram = [] if not uses_sasl(self.settings) else [
                 arg for name in kafka_acls.SUPER_USERS for arg in (
