@@ -119,6 +119,7 @@ class TaskAccepted(BaseModel):
 class Task(BaseModel):
     id: str
     type: str
+    tenant: str | None = None
     status: str
     stage: str | None = None
     progress: float | None = None

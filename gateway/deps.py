@@ -31,7 +31,8 @@ def settings(request: Request) -> Settings:
     return resources(request).settings
 
 
-def require(scope: str) -> Callable[..., Awaitable[Principal]]:
+def require(scope: str | None) -> Callable[..., Awaitable[Principal]]:
+    """A valid key with `scope` (None: any valid key)."""
     async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -45,7 +46,7 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
         principal = res.keyring.authenticate(key)
         if principal is None:
             raise Problem(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
-        if not principal.allows(scope):
+        if scope is not None and not principal.allows(scope):
             raise Problem(403, f"this API key lacks the '{scope}' scope")
         wait = await _acquire(res, principal)
         if wait > 0:
@@ -86,6 +87,7 @@ async def sessions(request: Request) -> MongoSessionStore:
     return await resources(request).sessions()
 
 
+AnyKey = Annotated[Principal, Depends(require(None))]
 Publishing = Annotated[Principal, Depends(require("publish"))]
 Searching = Annotated[Principal, Depends(require("search"))]
 Admin = Annotated[Principal, Depends(require("admin"))]

@@ -27,6 +27,7 @@ from gateway.routes import (
     embeddings,
     events,
     health,
+    identity,
     metrics_history,
     model_versions,
     search,
@@ -65,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for router in (health.router, content.router, events.router, search.router, embeddings.router,
                    clicks.router, training.router, tasks.router, model_versions.router, docs.router,
-                   admin.router, sources.router, console.router, datasets.router, metrics_history.router):
+                   admin.router, sources.router, console.router, datasets.router, metrics_history.router,
+                   identity.router):
         app.include_router(router)
     openapi.install(app, settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)

@@ -18,6 +18,7 @@ from gateway.deps import Admin, PublisherDep, Searching, TasksDep
 from gateway.problems import Problem
 from gateway.security import Principal
 from producers.task_retry import NoSuchTask, retry_task
+from schemas.envelope import TENANT_PATTERN
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -41,8 +42,16 @@ async def list_tasks(
     type: Literal["training", "deploy", "reindex"] | None = None,
     status: Literal["pending", "running", "succeeded", "failed", "rejected", "cancelled"] | None = None,
     limit: int = Query(default=50, ge=1, le=500),
+    tenant: str | None = Query(default=None, pattern=TENANT_PATTERN, max_length=128,
+                               description="Operator keys: one tenant's tasks (default: every tenant's)."),
 ) -> list[Task]:
-    return [Task.model_validate(t) for t in await tasks.list(who.tenant, type, status, limit)]
+    """The key's tenant's tasks, newest first; an operator's key sees every tenant's."""
+    if tenant is not None and tenant != who.tenant and not who.operator:
+        raise Problem(403, f"this API key sees tenant {who.tenant!r}'s tasks only; another tenant's need "
+                           "the 'operator' scope",
+                      errors=[{"field": "tenant", "reason": "not the key's tenant"}])
+    scope = tenant if tenant is not None else _tenant(who)
+    return [Task.model_validate(t) for t in await tasks.list(scope, type, status, limit)]
 
 
 @router.post("/{task_id}/cancel", response_model=Task)

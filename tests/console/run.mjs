@@ -131,17 +131,19 @@ try {
     document.querySelector(`tr.task[data-task-id="${id}"]`)?.dataset.status), [taskId, FINAL],
   { timeout: options.trainingTimeoutS * 1000, polling: 500 });
   const training = { task_id: taskId, status: await row.getAttribute("data-status"),
-    stage: await row.locator("td:nth-child(4)").textContent(), error: await row.locator("td:nth-child(7)").textContent(),
+    stage: await row.locator("td.task-stage").textContent(), error: await row.locator("td.task-error").textContent(),
     mlflow_link: await row.getByRole("link", { name: "MLflow run" }).getAttribute("href").catch(() => null) };
   step("training finished", training);
   report.training = training;
   await shot("tasks");
   if (training.status === "succeeded") {
-    const reindexRow = page.locator('tr.task[data-task-id^="reindex-"]');
-    await page.waitForFunction((final) => [...document.querySelectorAll('tr.task[data-task-id^="reindex-"]')]
-      .some((r) => final.includes(r.dataset.status)), FINAL, { timeout: options.rolloutTimeoutS * 1000, polling: 500 });
+    // The tenant's reindex task is reindex-<version>-<tenant> (core.rollout.reindex_task_id).
+    const mine = `tr.task[data-task-id^="reindex-"][data-task-id$="-${options.tenant}"]`;
+    const reindexRow = page.locator(mine);
+    await page.waitForFunction(([sel, final]) => [...document.querySelectorAll(sel)]
+      .some((r) => final.includes(r.dataset.status)), [mine, FINAL], { timeout: options.rolloutTimeoutS * 1000, polling: 500 });
     const reindexId = await reindexRow.first().getAttribute("data-task-id");
-    const version = reindexId.replace("reindex-", "");
+    const version = reindexId.split("-")[1];
     report.rollout = {
       version,
       deploy: await page.locator(`tr.task[data-task-id="deploy-${version}"]`).getAttribute("data-status"),

@@ -149,7 +149,8 @@ def test_console_in_headless_chromium(
 ) -> None:
     clicks_end = _seed(console_gateway, test_settings.bootstrap_servers)
     shots = tmp_path / "screenshots"
-    options = {"query": "cats", "minSessions": 10, "trainingTimeoutS": 420, "rolloutTimeoutS": 420,
+    options = {"query": "cats", "tenant": TENANT, "minSessions": 10, "trainingTimeoutS": 420,
+               "rolloutTimeoutS": 420,
                "dlqTopic": "clicks.dlq", "letterKey": "console-bad"}
     try:
         done = subprocess.run(

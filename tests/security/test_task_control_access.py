@@ -133,3 +133,32 @@ async def test_a_reindex_is_retried_as_the_same_task_reopened(gateway: str, task
     assert task is not None and task["status"] == "pending" and task["details"]["retries"] == 1
     # No reindexer runs here: the task is left as it was found.
     await task_store.update(failed["id"], status="failed", stage="failed")
+
+
+async def test_task_lists_are_the_tenants_own_and_an_operators_span_tenants(
+    gateway: str, task_store: TaskStore
+) -> None:
+    mine = await a_task(task_store, TA, "pending")
+    theirs = await a_task(task_store, TB, "failed")
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        async def listed(key: str, query: str = "") -> set[str]:
+            response = await client.get(f"/v1/tasks?limit=500{query}", headers=auth(key))
+            assert response.status_code == 200, response.text
+            return {t["id"] for t in response.json()}
+
+        assert mine["id"] in await listed("publish-a") and theirs["id"] not in await listed("publish-a")
+        assert theirs["id"] in await listed("admin-b") and mine["id"] not in await listed("admin-b")
+        assert {mine["id"], theirs["id"]} <= await listed("operator")
+        only_b = await listed("operator", f"&tenant={TB}")
+        assert theirs["id"] in only_b and mine["id"] not in only_b
+        # Naming another tenant needs the operator scope; the key's own tenant may be named.
+        refused = await client.get(f"/v1/tasks?tenant={TB}", headers=auth("admin-a"))
+        assert refused.status_code == 403 and refused.json()["errors"][0]["field"] == "tenant"
+        assert mine["id"] in await listed("admin-a", f"&tenant={TA}")
+        # Who a key is: itself only.
+        me = (await client.get("/v1/whoami", headers=auth("publish-a"))).json()
+        assert (me["key_id"], me["tenant"], me["operator"]) == ("publish-a", TA, False)
+        assert (await client.get("/v1/whoami", headers=auth("operator"))).json()["operator"] is True
+        assert (await client.get("/v1/whoami")).status_code == 401
+    assert unchanged(mine, await task_store.get(mine["id"]))
+    assert unchanged(theirs, await task_store.get(theirs["id"]))

@@ -111,6 +111,28 @@ async function api(path, { method = "GET", body } = {}) {
   return data;
 }
 
+// --- who the key is (GET /v1/whoami), asked once per sign-in ---
+let identity = null;
+async function whoami() {
+  identity = identity || api("/v1/whoami").catch((error) => { identity = null; throw error; });
+  return identity;
+}
+
+// An operator's tenant selector (null for a tenant's key: it sees only its own tenant).
+// `allLabel`: the choice that names no tenant ("every tenant", or the key's own).
+async function tenantPicker(id, allLabel, onChange) {
+  let me;
+  try { me = await whoami(); } catch { return null; }
+  if (!me.operator) return null;
+  const select = h("select", { id }, h("option", { value: "" }, allLabel));
+  try {
+    const counts = await api("/v1/admin/tenants");
+    for (const c of counts) select.append(h("option", { value: c.tenant }, `${c.tenant} (${fmt.num(c.items)} items)`));
+  } catch { /* the key's own tenant still works */ }
+  select.addEventListener("change", () => onChange(select.value));
+  return h("div", { class: "field" }, h("label", { for: id }, "Tenant"), select);
+}
+
 // --- session ---
 function showSignedIn(signedIn) {
   $("#login").hidden = signedIn;
@@ -125,6 +147,7 @@ function showSignedIn(signedIn) {
 
 function signOut(reason = "") {
   sessionStorage.removeItem(KEY_STORAGE);
+  identity = null;
   stopPage();
   $("#page").replaceChildren();
   showSignedIn(false);
@@ -379,32 +402,72 @@ function tasksPage(root) {
     h("option", { value: t === "all" ? "" : t }, t)));
   const list = h("div", { "aria-live": "polite" }, h("p", { class: "muted" }, "Loading…"));
   const updated = h("span", { class: "muted" });
-  root.append(h("h2", {}, "Tasks"), h("section", { class: "card" },
-    h("div", { class: "row" }, h("div", { class: "field" }, h("label", { for: "task-type" }, "Type"), typeSelect),
-      updated), list));
+  const filters = h("div", { class: "row" }, h("div", { class: "field" }, h("label", { for: "task-type" }, "Type"), typeSelect),
+    updated);
+  root.append(h("h2", {}, "Tasks"), h("section", { class: "card" }, filters, list));
+  let tenant = "";
+  let operator = false;
   const load = async () => {
     try {
       const type = typeSelect.value;
-      const tasks = await api(`/v1/tasks?limit=50${type ? `&type=${type}` : ""}`);
+      const tasks = await api(`/v1/tasks?limit=50${type ? `&type=${type}` : ""}${tenant ? `&tenant=${encodeURIComponent(tenant)}` : ""}`);
       updated.textContent = `updated ${new Date().toLocaleTimeString("en-GB", { hour12: false })}, every 2 s`;
-      list.replaceChildren(table(["Task", "Type", "Status", "Stage", "Progress", ["Updated", "hide-narrow"], "Error", "Links"],
+      list.replaceChildren(table(["Task", "Type", ...(operator ? ["Tenant"] : []), "Status", "Stage", "Progress",
+        ["Updated", "hide-narrow"], "Error", "Links", "Action"],
         tasks.map((t) => {
           // A finished task is done whatever stage it stopped at (a rejection can come early).
           const progress = FINAL.has(t.status) ? 1 : (typeof t.progress === "number" ? t.progress : 0);
           return h("tr", { class: "task", "data-task-id": t.id, "data-status": t.status },
-            h("td", { class: "mono" }, t.id), h("td", {}, t.type), h("td", {}, badge(t.status)),
-            h("td", {}, t.stage || "–"),
+            h("td", { class: "mono" }, t.id), h("td", {}, t.type), operator ? h("td", {}, t.tenant || "–") : null,
+            h("td", {}, badge(t.status)),
+            h("td", { class: "task-stage" }, t.stage || "–"),
             h("td", {}, h("progress", { max: 1, value: progress, "aria-label": `progress of ${t.id}` }),
               ` ${Math.round(progress * 100)}%`),
             h("td", { class: "hide-narrow" }, fmt.time(t.updated_at)),
-            h("td", { class: t.error ? "error" : "muted" }, t.error || "–"),
-            h("td", {}, taskLinks(t)));
+            h("td", { class: `task-error ${t.error ? "error" : "muted"}` }, t.error || "–"),
+            h("td", {}, taskLinks(t)), h("td", {}, taskAction(t)));
         }), { empty: "No tasks yet: request a training run on the Models page." }));
     } catch (error) {
       list.replaceChildren(errorBox(error));
     }
   };
+
+  // Cancel a task that has not ended; retry one that failed or was cancelled (both confirmed).
+  function taskAction(t) {
+    if (!FINAL.has(t.status)) {
+      return h("button", { type: "button", class: "small", disabled: Boolean(t.cancel_requested_at),
+        "aria-label": `Cancel task ${t.id}`, onclick: () => act(t, "cancel") },
+      t.cancel_requested_at ? "Cancelling…" : "Cancel");
+    }
+    if (t.status === "failed" || t.status === "cancelled") {
+      return h("button", { type: "button", class: "small", "aria-label": `Retry task ${t.id}`,
+        onclick: () => act(t, "retry") }, "Retry");
+    }
+    return "–";
+  }
+
+  async function act(t, action) {
+    const cancel = action === "cancel";
+    const ok = await confirmAction(cancel ? `Cancel ${t.type} task ${t.id}?` : `Retry ${t.type} task ${t.id}?`,
+      cancel ? (t.status === "pending" ? "It will not run." : "It stops at its next step; a training run registers nothing.")
+        : "Its request runs again from the start (a training run as a new run linked to this one).",
+      cancel ? "Cancel task" : "Retry task");
+    if (!ok) return;
+    try {
+      const done = await api(`/v1/tasks/${encodeURIComponent(t.id)}/${action}`, { method: "POST" });
+      toast(cancel ? `Task ${t.id}: ${done.status === "cancelled" ? "cancelled" : "stopping at its next step"}.`
+        : `Retry requested: task ${done.task_id}.`);
+      await load();
+    } catch (error) {
+      toast(`${cancel ? "Cancel" : "Retry"} failed: ${error.message}`, true);
+    }
+  }
+
   typeSelect.addEventListener("change", load);
+  (async () => {
+    const picker = await tenantPicker("task-tenant", "every tenant", (value) => { tenant = value; load(); });
+    if (picker) { operator = true; filters.insertBefore(picker, updated); load(); }
+  })();
   every(2000, load);
 }
 
@@ -480,10 +543,24 @@ function modelsPage(root) {
       h("div", {}, h("section", { class: "card", "aria-labelledby": "h-train" }, h("h3", { id: "h-train" }, "Training"), trainForm),
         h("section", { class: "card", "aria-labelledby": "h-reindex" }, h("h3", { id: "h-reindex" }, "Reindex"), reindexForm))));
 
+  // An operator may look at and act on another tenant's lineage (?tenant=); training and
+  // reindex requests act on the key's own tenant.
+  let tenant = "";
+  const forTenant = (path) => (tenant ? `${path}${path.includes("?") ? "&" : "?"}tenant=${encodeURIComponent(tenant)}` : path);
+  (async () => {
+    const picker = await tenantPicker("models-tenant", "this key's tenant", (value) => {
+      tenant = value;
+      for (const b of root.querySelectorAll("#train-form button, #reindex-form button")) b.disabled = Boolean(tenant);
+      load();
+    });
+    if (picker) overview.before(h("div", { class: "row" }, picker,
+      h("span", { class: "muted" }, "Training and reindex requests act on this key's own tenant.")));
+  })();
+
   async function load() {
     let data;
     try {
-      data = await api("/v1/models");
+      data = await api(forTenant("/v1/models"));
     } catch (error) {
       overview.replaceChildren(h("h3", { id: "h-versions" }, "Versions"), errorBox(error));
       return;
@@ -548,7 +625,7 @@ function modelsPage(root) {
       `Activate v${version}`);
     if (!ok) return;
     try {
-      const done = await api(`/v1/models/${encodeURIComponent(version)}/activate`, { method: "POST" });
+      const done = await api(forTenant(`/v1/models/${encodeURIComponent(version)}/activate`), { method: "POST" });
       toast(`Version ${done.active_version} is active (was ${done.previous_version ?? "none"}).`);
       await load();
     } catch (error) {
