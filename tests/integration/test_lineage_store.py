@@ -126,3 +126,32 @@ async def test_two_tenants_lineages_never_touch_each_other(fresh_dsn: str) -> No
         assert [i.id for i in await b.missing_items("5")] == ["y", "y2"]
     finally:
         await store.close()
+
+
+async def test_a_failed_or_cancelled_build_drops_what_it_wrote_of_its_tenant_only(fresh_dsn: str) -> None:
+    store = await PgVectorStore.connect(fresh_dsn)
+    try:
+        new = store.for_tenant(NEW_TENANTS)
+        await new.ensure_version("1", DIM)
+        await new.activate("1")
+        a, b = store.for_tenant("tenant-a"), store.for_tenant("tenant-b")
+        await store.apply({"1": [chunks("tenant-a", "x"), chunks("tenant-b", "y")]}, [])
+        await a.ensure_version("6", DIM)
+        await store.apply({"6": [chunks("tenant-a", "x")]}, [])
+
+        async def rows(version: str, tenant: str) -> int:
+            async with store.pool.connection() as conn:
+                found = await (await conn.execute(
+                    f"SELECT count(*) FROM chunks_v{version} WHERE tenant = %s", (tenant,))).fetchone()
+            assert found is not None
+            return int(found[0])
+
+        assert await rows("6", "tenant-a") == 1
+        assert await a.fail_version("6", "reindexing: cancelled")
+        assert await rows("6", "tenant-a") == 0  # the half-built index is gone
+        assert await a.active_version() == "1" and await rows("1", "tenant-a") == 1  # still serving
+        assert await rows("1", "tenant-b") == 1 and await b.active_version() == "1"
+        assert "6" not in await a.writable_versions()
+        assert not await a.fail_version("6", "again")  # only a version being built
+    finally:
+        await store.close()

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from core.adapters.pgvector.base import PoolBound
-from core.adapters.pgvector.schema import ROLLOUT_LOCK, chunk_table_ddl
+from core.adapters.pgvector.schema import ROLLOUT_LOCK, chunk_table, chunk_table_ddl
 from core.domain import NEW_TENANTS, ConcurrentChange, Expected
 
 # The tenant's lineage, or NEW_TENANTS' while it has none of its own.
@@ -211,8 +211,9 @@ class VersionLifecycle(PoolBound):
 
     async def fail_version(self, tenant: str, version: str, reason: str) -> bool:
         """Mark a version whose reindex failed or was abandoned `failed`, with the reason: none of
-        the tenant's content is written to it any more and it cannot be activated. Only a version
-        still being built; False otherwise."""
+        the tenant's content is written to it any more and it cannot be activated; what its
+        reindex had written of the tenant's items is dropped (a retry builds it again). Only a
+        version still being built; False otherwise."""
         async with self.pool.connection() as conn, conn.transaction():
             await lock_state(conn, tenant)
             cur = await conn.execute(
@@ -220,7 +221,13 @@ class VersionLifecycle(PoolBound):
                 "WHERE tenant = %s AND version = %s AND status = 'building'",
                 (reason[:2000], tenant, version),
             )
-            return cur.rowcount > 0
+            if cur.rowcount == 0:
+                return False
+            exists = await (await conn.execute("SELECT to_regclass(%s)", (f"chunks_v{version}",))).fetchone()
+            if exists and exists[0] is not None:
+                await conn.execute(sql.SQL("DELETE FROM {} WHERE tenant = %s").format(chunk_table(version)),
+                                   (tenant,))
+            return True
 
     async def dimensions(self) -> dict[str, int]:
         """The vector dimension of every version in the catalogue (any tenant's)."""
