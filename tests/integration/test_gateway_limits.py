@@ -35,7 +35,8 @@ def two_gateways(test_settings: Settings, postgres: Component, mongodb: Componen
     first = test_settings.model_copy(update={"api_keys_json": json.dumps(records)})
     second = first.model_copy(update={"gateway_port": first.gateway_port + 1})
     for _ in _run(gateway_service(first)):
-        for _ in _run(AsgiService(second, "gateway-2", "gateway.main:app", second.gateway_port, "/healthz")):
+        for _ in _run(AsgiService(second, "gateway-2", "gateway.main:app", second.gateway_port, "/healthz",
+                                  service="gateway")):
             urls = [first.gateway_url, second.gateway_url]
             # Until a gateway's PostgreSQL pool is open its requests are limited in memory:
             # open both pools (another key) before the limited key is measured.
