@@ -30,6 +30,7 @@ from infra import stack
 from infra.process import Component, pid_alive
 from producers.publisher import Publisher
 from schemas.topics import CONTENT_UPSERTED
+from tests.helpers import share_kafka_credentials
 from tests.integration.kafka_helpers import end_offsets
 from tests.reliability.test_indexer_faults import all_indexed, doc, integrity
 
@@ -53,6 +54,7 @@ async def scaled(
         "supervisor_backoff_s": 300.0,
         "supervisor_max_backoff_s": 300.0,
     })
+    share_kafka_credentials(test_settings, settings)
     # The new group starts at the topic's end: nothing published before this test is re-indexed.
     await start_group_at_end(settings)
     yield settings

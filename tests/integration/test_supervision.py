@@ -21,6 +21,7 @@ from infra import stack
 from infra.process import Component, ProcessIdentity, pid_alive
 from infra.services import consumer_service
 from infra.supervisor import SupervisorComponent, read_state, restarts
+from tests.helpers import share_kafka_credentials
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +78,7 @@ def supervised(kafka: Component, mongodb: Component, test_settings: Settings) ->
         "services_base_port": test_settings.kafka_port + 40,
         "supervisor_backoff_s": 0.5,
     })
+    share_kafka_credentials(test_settings, settings)
     yield settings
     stack.down(settings)
 
