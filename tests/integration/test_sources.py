@@ -106,7 +106,8 @@ async def test_a_table_is_snapshotted_then_follows_updates_deletes_and_a_worker_
         return "zebra" in (await item_text(store, tenant, "5") or "")
 
     await wait_for(updated, timeout_s=120, what="the update indexed")
-    result = await search(SearchQuery("zebra escaped from the zoo", 3, tenant), store, embedder)
+    result = await search(SearchQuery("zebra escaped from the zoo", 3, tenant), store.for_tenant(tenant),
+                          embedder)
     assert result.hits[0].id == "5"
 
     # A DELETE removes the item.
