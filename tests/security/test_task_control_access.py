@@ -109,7 +109,11 @@ async def test_the_tenants_admin_cancels_and_retries_its_own_tasks(
 
         # The operator may act on any tenant's task (and frees A's turn here).
         by_operator = await client.post(f"/v1/tasks/{new_id}/cancel", headers=auth("operator"))
-        assert by_operator.status_code == 200 and by_operator.json()["status"] == "cancelled"
+        assert by_operator.status_code == 200, by_operator.text
+        # Pending: cancelled at once; already taken by a trainer an earlier test started: asked to stop.
+        cancelled_now = by_operator.json()
+        assert cancelled_now["status"] == "cancelled" or (
+            cancelled_now["status"] == "running" and cancelled_now["cancel_requested_at"])
         running = await a_task(task_store, TB, "running")
         asked = await client.post(f"/v1/tasks/{running['id']}/cancel", headers=auth("operator"))
         assert asked.status_code == 200, asked.text
