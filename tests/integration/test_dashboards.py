@@ -124,15 +124,25 @@ async def test_every_dashboard_query_returns_series(
         await asyncio.sleep(5)
 
 
-async def test_the_console_history_has_lag_and_events_per_topic(prometheus: Component, gateway: str) -> None:
+async def test_the_console_history_has_lag_and_events_per_topic(
+    prometheus: Component, gateway: str, indexer_service: Component, sessions_service: Component,
+    publisher: Publisher,
+) -> None:
+    await drive_traffic(gateway, publisher)
+    # History needs samples: the lag reporters measure every 15 s, a rate two samples.
+    deadline = time.monotonic() + 240
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
-        response = await client.get("/v1/admin/metrics/history", params={"window": "15m"},
-                                    headers={"Authorization": f"Bearer {OPERATOR_KEY}"})
-    assert response.status_code == 200, response.text
-    history: dict[str, Any] = response.json()
-    assert history["available"] and history["window"] == "15m" and history["step_s"] >= 1
-    lag_topics = {s["labels"]["topic"] for s in history["series"]["lag"]}
-    assert "content-upserted" in lag_topics
-    events = {s["labels"]["topic"]: s["points"] for s in history["series"]["events_per_s"]}
-    assert events["content-upserted"] and all(len(p) == 2 for p in events["content-upserted"])
-    assert history["series"]["searches_per_s"]
+        while True:
+            response = await client.get("/v1/admin/metrics/history", params={"window": "15m"},
+                                        headers={"Authorization": f"Bearer {OPERATOR_KEY}"})
+            assert response.status_code == 200, response.text
+            history: dict[str, Any] = response.json()
+            assert history["available"] and history["window"] == "15m" and history["step_s"] >= 1, history
+            lag_topics = {s["labels"]["topic"] for s in history["series"]["lag"]}
+            events = {s["labels"]["topic"]: s["points"] for s in history["series"]["events_per_s"]}
+            if ("content-upserted" in lag_topics and events.get("content-upserted")
+                    and history["series"]["searches_per_s"]):
+                break
+            assert time.monotonic() < deadline, {k: len(v) for k, v in history["series"].items()}
+            await asyncio.sleep(5)
+    assert all(len(p) == 2 for p in events["content-upserted"])
