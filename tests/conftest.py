@@ -7,6 +7,7 @@ tests fail.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -21,6 +22,7 @@ from core.adapters.pgvector import PgVectorStore
 from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
+from core.api_keys import hash_key
 from core.bootstrap import build_embedder, build_session_store, build_store, build_task_store
 from core.config import REPO_ROOT, Settings, get_settings
 from infra.ferretdb import FerretDB
@@ -28,7 +30,7 @@ from infra.kafka import Kafka
 from infra.mlflow_server import MLflowServer
 from infra.postgres import Postgres
 from infra.process import Component
-from infra.services import consumer_service
+from infra.services import consumer_service, gateway_service
 from infra.stack import all_components
 from producers.publisher import Publisher
 
@@ -105,6 +107,18 @@ def _run(component: Component) -> Iterator[Component]:
         yield component
     finally:
         component.stop()
+
+
+def gateway_with_keys(
+    test_settings: Settings, keys: dict[str, tuple[str, list[str]]], secret: dict[str, str]
+) -> Iterator[str]:
+    """A gateway (its URL) that knows exactly `keys`: key id -> (tenant, scopes), with the
+    plaintext of each in `secret`."""
+    records = [{"key_id": name, "key_sha256": hash_key(secret[name]), "tenant": tenant, "scopes": scopes}
+               for name, (tenant, scopes) in keys.items()]
+    settings = test_settings.model_copy(update={"api_keys_json": json.dumps(records)})
+    for _ in _run(gateway_service(settings)):
+        yield settings.gateway_url
 
 
 @pytest.fixture(scope="session")

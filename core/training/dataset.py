@@ -211,7 +211,8 @@ class DatasetBuilder:
             if j.grade > 0:
                 ids.add(j.item_id)
         queries = [q for q, ids in relevant.items() if ids][: self.config.max_eval_queries]
-        pool_ids = {j.item_id for j in held_out if j.query in set(queries)}
+        kept = set(queries)
+        pool_ids = {j.item_id for j in held_out if j.query in kept}
         if self.ranker is not None:
             for query in queries:
                 ranked, _ = await self.ranker.rank(tenant, query, self.mining.depth, {})

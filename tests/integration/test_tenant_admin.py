@@ -15,13 +15,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core.adapters.kafka_admin import connect_kafka
-from core.api_keys import hash_key
 from core.config import Settings
 from core.kafka_auth import kafka_client_options
 from infra.process import Component
-from infra.services import gateway_service
 from producers.publisher import Publisher
-from tests.conftest import _run
+from tests.conftest import gateway_with_keys
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +39,7 @@ def auth(name: str) -> dict[str, str]:
 def gateway(
     test_settings: Settings, kafka: Component, postgres: Component, mongodb: Component
 ) -> Iterator[str]:
-    records = [{"key_id": name, "key_sha256": hash_key(SECRET[name]), "tenant": tenant, "scopes": scopes}
-               for name, (tenant, scopes) in KEYS.items()]
-    settings = test_settings.model_copy(update={"api_keys_json": json.dumps(records)})
-    for _ in _run(gateway_service(settings)):
-        yield settings.gateway_url
+    yield from gateway_with_keys(test_settings, KEYS, SECRET)
 
 
 def click(tenant: str) -> dict[str, Any]:

@@ -297,22 +297,25 @@ async def test_cli_train_tasks_and_models(
 
 
 async def test_training_on_uploaded_judgments_judged_on_a_held_out_set(
-    trainer_service: Component, publisher: Publisher, task_store: TaskStore, test_settings: Settings,
-    training_window: dict[str, Any],
+    indexer_service: Component, trainer_service: Component, publisher: Publisher, store: PgVectorStore,
+    task_store: TaskStore, test_settings: Settings,
 ) -> None:
-    if "tenant" not in training_window:
-        pytest.skip("needs the items of the training test")
-    who = training_window["tenant"]  # its items are indexed
+    who = tenant()
+    await publish_items(publisher, who)
+
+    async def indexed() -> bool:
+        return await store.count_items(who) == len(ITEMS)
+    await wait_for(indexed, 120)
     words = sorted(CODEWORDS)
     train = [{"query": w, "item_id": CODEWORDS[w], "grade": 2} for w in words[:4]]
     train += [{"query": words[0], "item_id": "rocket", "grade": 0}]  # an explicit negative
     held = [{"query": f"{w} please", "item_id": CODEWORDS[w]} for w in words[4:]]
-    store = await DatasetStore.connect(test_settings.mongo_uri, test_settings.mongo_db)
+    uploads = await DatasetStore.connect(test_settings.mongo_uri, test_settings.mongo_db)
     try:
         for name, rows in (("judged-train", train), ("judged-eval", held)):
-            await store.create(who, name, "jsonl", parse_jsonl("\n".join(json.dumps(r) for r in rows)))
+            await uploads.create(who, name, "jsonl", parse_jsonl("\n".join(json.dumps(r) for r in rows)))
     finally:
-        await store.close()
+        await uploads.close()
     run_id = f"run-{uuid.uuid4().hex}"
     await publisher.publish("training-requested", {
         "run_id": run_id, "tenant": who, "use_sessions": False, "datasets": ["judged-train"],

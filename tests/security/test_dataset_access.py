@@ -12,11 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from core.api_keys import hash_key
 from core.config import Settings
 from infra.process import Component
-from infra.services import gateway_service
-from tests.conftest import _run
+from tests.conftest import gateway_with_keys
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +39,7 @@ def auth(name: str) -> dict[str, str]:
 def gateway(
     test_settings: Settings, kafka: Component, postgres: Component, mongodb: Component
 ) -> Iterator[str]:
-    records = [{"key_id": name, "key_sha256": hash_key(SECRET[name]), "tenant": tenant, "scopes": scopes}
-               for name, (tenant, scopes) in KEYS.items()]
-    settings = test_settings.model_copy(update={"api_keys_json": json.dumps(records)})
-    for _ in _run(gateway_service(settings)):
-        yield settings.gateway_url
+    yield from gateway_with_keys(test_settings, KEYS, SECRET)
 
 
 async def test_a_tenant_admin_uploads_and_reads_its_own_judgments(gateway: str) -> None:
