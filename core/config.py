@@ -83,10 +83,11 @@ class Settings(BaseSettings):
     triton_instance_count: int = Field(default=0, ge=0)
     triton_intra_op_threads: int = Field(default=0, ge=0)
     # The form each model version serves (written into the model's config): `auto` measures
-    # fp32 against the device's fast form (bf16 autocast on a CPU, fp16 on a GPU) on a check
-    # set when Triton loads the version and serves the fastest whose quality holds (within
-    # 0.005 nDCG@10 of fp32, min cosine >= deploy_min_cosine); `fp32` always serves fp32.
-    triton_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # fp32 against the device's fast forms (on a CPU bf16 autocast, ONNX Runtime `onnx` and
+    # int8-quantized `onnx-int8`; fp16 on a GPU) on a check set when Triton loads the version
+    # and serves the fastest whose quality holds (within 0.005 nDCG@10 of fp32, min cosine >=
+    # deploy_min_cosine); a named form is checked alone; `fp32` always serves fp32.
+    triton_precision: Literal["auto", "fp32", "bf16", "fp16", "onnx", "onnx-int8"] = "auto"
 
     gateway_port: int = 8080
     # Consumer services expose /health and /metrics on consecutive ports from here.
