@@ -16,7 +16,7 @@ from core.adapters.vector_adjustments import PgVectorAdjustments
 from core.bootstrap import build_embedder, build_session_store, build_store
 from core.config import get_settings
 from core.domain import ConcurrentChange
-from core.improver import improve, improver_config
+from core.improver import improve_tenants, improver_config
 from schemas.envelope import DEFAULT_TENANT
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -62,38 +62,48 @@ def ab_split(
         out.print(f"version {split['candidate_version']} serves {split['percent']:g}% of sessions")
 
 
-async def _improve() -> dict[str, Any]:
+async def _improve(tenant: str | None) -> list[dict[str, Any]]:
     settings = get_settings()
     store = await build_store(settings)
     sessions = await build_session_store(settings)
     embedder = build_embedder(settings)
     try:
-        report = await improve(PgVectorAdjustments(store.pool), sessions, embedder, improver_config(settings))
-        return asdict(report)
+        only = None if tenant is None else [tenant]
+        reports = await improve_tenants(PgVectorAdjustments(store.pool), sessions, embedder,
+                                        improver_config(settings), tenants=only)
+        return [asdict(report) for report in reports]
     finally:
         await embedder.close()
         await sessions.close()
         await store.close()
 
 
-def improve_now(as_json: AsJson = False) -> None:
-    """Run the improver once now on the active version (also when the service is disabled)."""
-    report = asyncio.run(_improve())
+def improve_now(
+    as_json: AsJson = False,
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", help="Only this tenant (default: every tenant with recent sessions).")] = None,
+) -> None:
+    """Run the improver once now (also when the service is disabled): for each tenant with sessions
+    in the evaluation window, on that tenant's active version, from its own sessions."""
+    reports = asyncio.run(_improve(tenant))
     if as_json:
-        print(json.dumps(report, default=str))
-    else:
-        out.print(f"version {report['version']}: revision {report['revision']}, {report['clicks']} clicks, "
-                  f"{report['items']} items adjusted; metrics {report['metrics']}")
+        print(json.dumps({"runs": reports}, default=str))
+        return
+    if not reports:
+        out.print("no tenant with recent sessions: nothing to adjust")
+    for report in reports:
+        out.print(f"tenant {report['tenant']}, version {report['version']}: revision {report['revision']}, "
+                  f"{report['clicks']} clicks, {report['items']} items adjusted; metrics {report['metrics']}")
 
 
-async def _revert(version: str) -> tuple[int, int]:
+async def _revert(version: str, tenant: str | None) -> tuple[int, int]:
     store = await build_store(get_settings())
     try:
         if version not in await store.dimensions():
             raise LookupError(f"model version {version!r} has no index")
         adjustments = PgVectorAdjustments(store.pool)
-        restored = await adjustments.revert(version)
-        return restored, (await adjustments.improver_state(version)).revision
+        restored = await adjustments.revert(version, tenant)
+        return restored, (await adjustments.improver_state(version, tenant or DEFAULT_TENANT)).revision
     finally:
         await store.close()
 
@@ -101,10 +111,13 @@ async def _revert(version: str) -> tuple[int, int]:
 def improver_revert(
     version: Annotated[str, typer.Argument(help="The model version whose adjustments to undo.")],
     as_json: AsJson = False,
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", help="Only this tenant's items (default: every tenant's).")] = None,
 ) -> None:
-    """Restore the original vectors of every chunk the improver adjusted in VERSION."""
+    """Restore the original vectors of every chunk the improver adjusted in VERSION (of every tenant,
+    or of `--tenant`'s items only). The revision shown is that tenant's (default: the default tenant's)."""
     try:
-        restored, revision = asyncio.run(_revert(version))
+        restored, revision = asyncio.run(_revert(version, tenant))
     except LookupError as error:
         raise fail(str(error)) from error
     if as_json:

@@ -17,6 +17,10 @@ embedding of the query, and the items shown above it but skipped move away from 
   searches' items by their original vectors and by the adjusted ones.
 
 Clicks are taken by their time (`at`) in [watermark, now - settle_s): each click counts once.
+
+Per tenant: a run is one tenant's, on that tenant's active version, from its own sessions only,
+moving only its own items' vectors; revision, watermark and metrics are kept per (version,
+tenant). :func:`improve_tenants` runs every tenant with sessions in the evaluation window.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from core.ports import AdjustmentStore, Embedder, SessionSource
+from core.ports import AdjustmentStore, Embedder, SessionSource, TenantSessionSource
 from core.sessions import SessionDoc
 from core.training.dataset import is_eval_session, judgements
 from core.training.metrics import mean_metrics, prefixed
+from schemas.envelope import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 K = 10
@@ -199,6 +204,7 @@ def evaluate_vectors(
 class ImproveReport:
     version: str | None
     revision: int
+    tenant: str = DEFAULT_TENANT
     items: int = 0
     chunks: int = 0
     clicks: int = 0
@@ -218,14 +224,15 @@ async def _embed_all(embedder: Embedder, texts: list[str], version: str) -> dict
 
 async def improve(
     store: AdjustmentStore, sessions: SessionSource, embedder: Embedder, config: ImproverConfig,
-    now: datetime | None = None,
+    now: datetime | None = None, *, tenant: str = DEFAULT_TENANT,
 ) -> ImproveReport:
-    """One run over the clicks since the last run, on the active version."""
-    version = await store.active_version()
+    """One run of `tenant` over its clicks since its last run, on its active version.
+    `sessions` are the tenant's (a document of another tenant is ignored all the same)."""
+    version = await store.active_version(tenant)
     if version is None:
-        return ImproveReport(None, 0, committed=False)
+        return ImproveReport(None, 0, tenant, committed=False)
     now = now or datetime.now(UTC)
-    state = await store.improver_state(version)
+    state = await store.improver_state(version, tenant)
     until = now - timedelta(seconds=config.settle_s)
     since = state.watermark
     eval_since = now - config.eval_window
@@ -236,6 +243,8 @@ async def improve(
     read = 0
     truncated = False
     async for doc in sessions.iter_sessions(read_from, None, 256):
+        if doc.get("tenant") != tenant:
+            continue
         read += 1
         if is_eval_session(doc["_id"], config.eval_fraction):
             if len(held_out) < config.max_eval_queries:
@@ -279,12 +288,34 @@ async def improve(
                     "chunks_adjusted_last_run": float(len(updates)),
                     "clicks_last_run": float(feedback.clicks),
                     "truncated_last_run": float(truncated)})
-    committed = await store.commit_run(version, state.revision, updates, until, metrics)
+    committed = await store.commit_run(version, tenant, state.revision, updates, until, metrics)
     if committed and updates:
-        log.info("improver: version %s revision %d: %d clicks adjusted %d items (%d chunks); %s",
-                 version, revision, feedback.clicks, items, len(updates), metrics)
-    return ImproveReport(version, revision if committed else state.revision, items, len(updates),
+        log.info("improver: tenant %s version %s revision %d: %d clicks adjusted %d items (%d chunks); %s",
+                 tenant, version, revision, feedback.clicks, items, len(updates), metrics)
+    return ImproveReport(version, revision if committed else state.revision, tenant, items, len(updates),
                          feedback.clicks, metrics, committed)
+
+
+async def improve_tenants(
+    store: AdjustmentStore, sessions: TenantSessionSource, embedder: Embedder, config: ImproverConfig,
+    now: datetime | None = None, tenants: Sequence[str] | None = None,
+) -> list[ImproveReport]:
+    """One run for each tenant with sessions in the evaluation window (or each of `tenants`),
+    one after the other; a tenant whose run fails is logged and the next one still runs."""
+    now = now or datetime.now(UTC)
+    if tenants is None:
+        tenants = await sessions.tenants_since(now - config.eval_window)
+    reports: list[ImproveReport] = []
+    for tenant in sorted(set(tenants)):
+        try:
+            reports.append(await improve(store, sessions.for_tenant(tenant), embedder, config, now,
+                                         tenant=tenant))
+        except Exception:
+            log.exception("improver: the run of tenant %s failed; it is retried at the next run", tenant)
+    return reports
+
+
+
 
 
 def improver_config(settings: Any) -> ImproverConfig:

@@ -278,27 +278,40 @@ class RolloutStore(Protocol):
 
 # --- the improver --------------------------------------------------------------------------
 class AdjustmentStore(Protocol):
-    async def active_version(self) -> str | None: ...
+    """The improver's state and vectors; every run is one tenant's (its items only)."""
 
-    async def improver_state(self, version: str) -> ImproverState: ...
+    async def active_version(self, tenant: str) -> str | None: ...
+
+    async def improver_state(self, version: str, tenant: str) -> ImproverState: ...
 
     async def chunk_vectors(self, version: str, keys: Sequence[Key]) -> dict[Key, list[ChunkState]]:
         """Each existing item's chunks: the stored vector and the original one."""
         ...
 
     async def commit_run(
-        self, version: str, expected_revision: int, updates: Sequence[ChunkUpdate],
+        self, version: str, tenant: str, expected_revision: int, updates: Sequence[ChunkUpdate],
         watermark: datetime, metrics: dict[str, float],
     ) -> bool:
-        """In one transaction, if the revision still is `expected_revision`: keep the originals,
-        write the adjusted vectors (only over the same item version), bump the revision (when
-        there are updates) and store watermark and metrics. False on a concurrent run."""
+        """In one transaction, if `tenant`'s revision of `version` still is `expected_revision`:
+        keep the originals, write the adjusted vectors (only over the same item version; only
+        the tenant's items), bump the revision (when there are updates) and store watermark and
+        metrics. False on a concurrent run."""
         ...
 
     async def revert(self, version: str, tenant: str | None = None) -> int:
         """Restore every original vector of `version` (of `tenant`'s items only, when given);
         returns the chunks restored."""
         ...
+
+
+class TenantSessionSource(Protocol):
+    """Every tenant's sessions, read one tenant at a time (the improver's source)."""
+
+    async def tenants_since(self, since: datetime) -> list[str]:
+        """The tenants with a session active at or after `since`."""
+        ...
+
+    def for_tenant(self, tenant: str) -> SessionSource: ...
 
 
 # --- A/B split -----------------------------------------------------------------------------

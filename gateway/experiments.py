@@ -64,8 +64,9 @@ class Experiments:
             metrics, read = await collect_online_metrics(sessions.for_tenant(tenant), since, limit)
             self._metrics[tenant] = (time.monotonic(), metrics, read)
 
-    async def improver_states(self) -> dict[str, dict[str, Any]]:
-        return await self.adjustments.all_states()
+    async def improver_states(self, tenant: str) -> dict[str, dict[str, Any]]:
+        """The improver's state of `tenant`'s adjustments, per version."""
+        return await self.adjustments.all_states(tenant)
 
     async def close(self) -> None:
         """Nothing of its own to close: it borrows the store's pool."""

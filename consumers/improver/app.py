@@ -2,11 +2,13 @@
 
 Run: `uvicorn consumers.improver.app:app`. It always runs (so `make up` and probes treat every
 service alike) but changes nothing unless `FLYWHEEL_IMPROVER_ENABLED=true`. When enabled, a
-run (core.improver.improve) happens every `improver_interval_s`, and also shortly after new
-clicks arrive on `clicks` (its own consumer group `improver`; the records only wake it up:
-the clicks themselves are read from the session documents the sessions service writes, so
-this subscriber has no effects to protect and needs no error policy).
-Runs never overlap; a failed run is logged and retried at the next wake-up.
+run (core.improver.improve_tenants: for each tenant with recent sessions, on that tenant's
+active version, from its own sessions, moving only its own items) happens every
+`improver_interval_s`, and also shortly after new clicks arrive on `clicks` (its own consumer
+group `improver`; the records only wake it up: the clicks themselves are read from the session
+documents the sessions service writes, so this subscriber has no effects to protect and needs
+no error policy). Runs never overlap; a failed run (of one tenant) is logged and retried at the
+next wake-up; the other tenants' runs go on.
 Undo with `flywheel models improver-revert VERSION` (or DELETE /v1/models/{version}/adjustments).
 """
 
@@ -22,7 +24,7 @@ from core.adapters.session_store import MongoSessionStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.adapters.vector_adjustments import PgVectorAdjustments
 from core.bootstrap import build_embedder, build_session_store, build_store
-from core.improver import improve, improver_config
+from core.improver import improve_tenants, improver_config
 from schemas.topics import CLICKS
 
 
@@ -48,13 +50,15 @@ wakeup = asyncio.Event()
 
 
 async def run_once(improver: Improver) -> None:
-    report = await improve(
+    reports = await improve_tenants(
         improver.adjustments, improver.sessions, improver.embedder, improver_config(settings)
     )
-    service.log.info(
-        "improver run: version %s revision %d, %d clicks, %d items, committed=%s, metrics %s",
-        report.version, report.revision, report.clicks, report.items, report.committed, report.metrics,
-    )
+    for report in reports:
+        service.log.info(
+            "improver run: tenant %s version %s revision %d, %d clicks, %d items, committed=%s, metrics %s",
+            report.tenant, report.version, report.revision, report.clicks, report.items, report.committed,
+            report.metrics,
+        )
 
 
 async def loop() -> None:

@@ -87,6 +87,11 @@ class MongoSessionStore:
             query["tenant"] = tenant
         return await self.sessions.count_documents(query)
 
+    async def tenants_since(self, since: datetime) -> list[str]:
+        """The tenants with a session whose last event is at or after `since`."""
+        found = await self.sessions.distinct("tenant", {"last_event_at": {"$gte": since}})
+        return sorted(str(tenant) for tenant in found if tenant)
+
     def for_tenant(self, tenant: str) -> TenantSessions:
         """The sessions of one tenant (what its training, metrics and policy read)."""
         return TenantSessions(self, tenant)

@@ -5,9 +5,12 @@
   counts while the chunk still has the same `item_version`: when the indexer rewrites an item
   (a newer version of it), the new chunks are fresh embeddings and the old row lapses (it is
   replaced on the next adjustment and ignored by a revert).
-- `improver_state(version, revision, watermark, metrics)`: per model version, the revision of
-  its adjustments (bumped by each run that changed vectors and by each revert), the session
-  time up to which clicks were applied, and the last run's evaluation.
+- `improver_tenant_state(version, tenant, revision, watermark, metrics)`: per model version and
+  tenant, the revision of the tenant's adjustments (bumped by each of its runs that changed
+  vectors and by each revert of its items), the session time up to which its clicks were
+  applied, and its last run's evaluation. It replaces the global `improver_state` of one row
+  per version, migrated in place once: each of its rows goes to the default tenant and to every
+  tenant with adjustments in that version.
 
 The vectors themselves are updated in place in `chunks_v<version>`, so search needs no change.
 """
@@ -26,7 +29,6 @@ from psycopg_pool import AsyncConnectionPool
 from core.adapters.pgvector import chunk_table
 from core.domain import NEW_TENANTS
 from core.improver import ChunkState, ChunkUpdate, ImproverState, Key
-from schemas.envelope import DEFAULT_TENANT
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS item_adjustments (
@@ -40,13 +42,27 @@ CREATE TABLE IF NOT EXISTS item_adjustments (
     adjusted_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (version, tenant, item_id, chunk_no)
 );
-CREATE TABLE IF NOT EXISTS improver_state (
-    version text PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS improver_tenant_state (
+    version text NOT NULL,
+    tenant text NOT NULL,
     revision bigint NOT NULL DEFAULT 0,
     watermark timestamptz,
     metrics jsonb NOT NULL DEFAULT '{}',
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (version, tenant)
 );
+DO $$ BEGIN
+    IF to_regclass('improver_state') IS NOT NULL THEN
+        INSERT INTO improver_tenant_state (version, tenant, revision, watermark, metrics, updated_at)
+        SELECT s.version, t.tenant, s.revision, s.watermark, s.metrics, s.updated_at
+        FROM improver_state s CROSS JOIN LATERAL (
+            SELECT 'default' AS tenant
+            UNION SELECT DISTINCT a.tenant FROM item_adjustments a WHERE a.version = s.version
+        ) t
+        ON CONFLICT (version, tenant) DO NOTHING;
+        DROP TABLE improver_state;
+    END IF;
+END $$;
 """
 
 
@@ -71,34 +87,37 @@ class PgVectorAdjustments:
                 await conn.execute(SCHEMA)
             self._ready = True
 
-    async def active_version(self) -> str | None:
-        """The default tenant's active version (its own lineage's, else new tenants'): the one
-        the improver adjusts. Each click moves only its own tenant's item vectors."""
+    async def active_version(self, tenant: str) -> str | None:
+        """`tenant`'s active version (its own lineage's, else what new tenants serve): the one
+        its improver run adjusts."""
         async with self.pool.connection() as conn:
             row = await (await conn.execute(
                 "SELECT version FROM tenant_active WHERE tenant IN (%s, %s) "
                 "ORDER BY tenant = %s DESC LIMIT 1",
-                (DEFAULT_TENANT, NEW_TENANTS, DEFAULT_TENANT))).fetchone()
+                (tenant, NEW_TENANTS, tenant))).fetchone()
         return row[0] if row else None
 
-    async def improver_state(self, version: str) -> ImproverState:
+    async def improver_state(self, version: str, tenant: str) -> ImproverState:
         await self.ensure_schema()
         async with self.pool.connection() as conn:
             row = await (await conn.execute(
-                "SELECT revision, watermark, metrics FROM improver_state WHERE version = %s", (version,)
+                "SELECT revision, watermark, metrics FROM improver_tenant_state "
+                "WHERE version = %s AND tenant = %s", (version, tenant),
             )).fetchone()
         if row is None:
             return ImproverState()
         return ImproverState(int(row[0]), row[1], {k: float(v) for k, v in dict(row[2]).items()})
 
-    async def all_states(self) -> dict[str, dict[str, Any]]:
-        """Every version's revision, adjusted chunk count and last metrics (for GET /v1/models)."""
+    async def all_states(self, tenant: str) -> dict[str, dict[str, Any]]:
+        """Each version's revision, adjusted chunk count and last metrics for `tenant` (for
+        GET /v1/models)."""
         await self.ensure_schema()
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
                 "SELECT s.version, s.revision, s.metrics, s.updated_at, "
-                " (SELECT count(*) FROM item_adjustments a WHERE a.version = s.version) "
-                "FROM improver_state s"
+                " (SELECT count(*) FROM item_adjustments a WHERE a.version = s.version "
+                "  AND a.tenant = s.tenant) "
+                "FROM improver_tenant_state s WHERE s.tenant = %s", (tenant,)
             )).fetchall()
         return {r[0]: {"revision": int(r[1]), "metrics": dict(r[2]), "updated_at": r[3],
                        "adjusted_chunks": int(r[4])} for r in rows}
@@ -129,18 +148,22 @@ class PgVectorAdjustments:
         return result
 
     async def commit_run(
-        self, version: str, expected_revision: int, updates: Sequence[ChunkUpdate],
+        self, version: str, tenant: str, expected_revision: int, updates: Sequence[ChunkUpdate],
         watermark: datetime, metrics: dict[str, float],
     ) -> bool:
+        others = sorted({u.tenant for u in updates} - {tenant})
+        if others:
+            raise ValueError(f"a run of tenant {tenant!r} cannot adjust items of {others}")
         await self.ensure_schema()
         revision = expected_revision + (1 if updates else 0)
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.execute(
-                "INSERT INTO improver_state (version) VALUES (%s) ON CONFLICT (version) DO NOTHING",
-                (version,),
+                "INSERT INTO improver_tenant_state (version, tenant) VALUES (%s, %s) "
+                "ON CONFLICT (version, tenant) DO NOTHING", (version, tenant),
             )
             await cur.execute(
-                "SELECT revision FROM improver_state WHERE version = %s FOR UPDATE", (version,))
+                "SELECT revision FROM improver_tenant_state WHERE version = %s AND tenant = %s "
+                "FOR UPDATE", (version, tenant))
             row = await cur.fetchone()
             if row is None or int(row[0]) != expected_revision:
                 return False
@@ -167,26 +190,39 @@ class PgVectorAdjustments:
                       u.item_version) for u in updates],
                 )
             await cur.execute(
-                "UPDATE improver_state SET revision = %s, watermark = %s, metrics = %s, "
-                " updated_at = now() WHERE version = %s",
-                (revision, watermark, Jsonb(metrics), version),
+                "UPDATE improver_tenant_state SET revision = %s, watermark = %s, metrics = %s, "
+                " updated_at = now() WHERE version = %s AND tenant = %s",
+                (revision, watermark, Jsonb(metrics), version, tenant),
             )
         return True
 
     async def revert(self, version: str, tenant: str | None = None) -> int:
         """Restore the originals of `version` (where the chunk is still the one adjusted), of
         `tenant`'s items only when given (a tenant undoes its own adjustments, never another's),
-        drop those adjustments and bump the revision. The watermark stays: clicks already
-        applied are not applied again."""
+        drop those adjustments and bump the revision of each tenant concerned (every tenant's,
+        when no tenant is given). The watermark stays: clicks already applied are not applied
+        again."""
         mine = sql.SQL(" AND a.tenant = %(tenant)s") if tenant is not None else sql.SQL("")
+        states = sql.SQL(" AND s.tenant = %(tenant)s") if tenant is not None else sql.SQL("")
         await self.ensure_schema()
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            if tenant is not None:
+                await cur.execute(
+                    "INSERT INTO improver_tenant_state (version, tenant) VALUES (%s, %s) "
+                    "ON CONFLICT (version, tenant) DO NOTHING", (version, tenant))
             await cur.execute(
-                "INSERT INTO improver_state (version) VALUES (%s) ON CONFLICT (version) DO NOTHING",
-                (version,),
-            )
-            await cur.execute("SELECT revision FROM improver_state WHERE version = %s FOR UPDATE",
-                              (version,))
+                sql.SQL("SELECT s.tenant FROM improver_tenant_state s WHERE s.version = %(version)s"
+                        "{states} ORDER BY s.tenant FOR UPDATE").format(states=states),
+                {"version": version, "tenant": tenant})
+            await cur.execute(
+                sql.SQL(
+                    "SELECT a.tenant, count(*) FROM {t} c JOIN item_adjustments a "
+                    "ON a.version = %(version)s AND c.tenant = a.tenant AND c.item_id = a.item_id "
+                    "AND c.chunk_no = a.chunk_no AND c.item_version = a.item_version{mine} "
+                    "GROUP BY a.tenant"
+                ).format(t=chunk_table(version), mine=mine),
+                {"version": version, "tenant": tenant})
+            restored_of = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
             await cur.execute(
                 sql.SQL(
                     "UPDATE {t} c SET embedding = a.original FROM item_adjustments a "
@@ -201,9 +237,12 @@ class PgVectorAdjustments:
                     mine=mine),
                 {"version": version, "tenant": tenant})
             await cur.execute(
-                "UPDATE improver_state SET revision = revision + 1, "
-                " metrics = jsonb_build_object('revision', revision + 1, 'reverted_chunks', %s::int), "
-                " updated_at = now() WHERE version = %s",
-                (restored, version),
+                sql.SQL(
+                    "UPDATE improver_tenant_state s SET revision = revision + 1, "
+                    " metrics = jsonb_build_object('revision', revision + 1, 'reverted_chunks', "
+                    "  COALESCE((%(restored)s::jsonb ->> s.tenant)::int, 0)), "
+                    " updated_at = now() WHERE s.version = %(version)s{states}"
+                ).format(states=states),
+                {"version": version, "tenant": tenant, "restored": Jsonb(restored_of)},
             )
         return restored

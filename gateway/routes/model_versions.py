@@ -106,7 +106,7 @@ async def list_models(
         online, read = await experiments.online_metrics(await resources(request).sessions(), tenant)
     except Problem as error:  # MongoDB down: the list still answers, without online metrics
         log.warning("online metrics unavailable: %s", error.detail)
-    states = await experiments.improver_states()
+    states = await experiments.improver_states(tenant)
     evaluated: dict[str, dict[str, float]] = {}
     try:
         evaluated = await (await resources(request).tasks()).evaluation_metrics()
@@ -175,11 +175,12 @@ async def clear_ab_split(who: Admin, experiments: ExperimentsDep, tenant: Tenant
 async def revert_adjustments(version: str, who: Admin, store: StoreDep, experiments: ExperimentsDep
                              ) -> Reverted:
     """Undo the improver on `version`: restore the original vectors of every adjusted chunk of
-    the caller's tenant's items (an operator's key: of every tenant's)."""
+    the caller's tenant's items (an operator's key: of every tenant's). `revision` is the
+    caller's tenant's improver revision of `version` afterwards."""
     if version not in {row["version"] for row in await store.list_versions(who.tenant)}:
         raise Problem(404, f"model version {version!r} has no index")
     restored = await experiments.adjustments.revert(version, None if who.operator else who.tenant)
-    state = await experiments.adjustments.improver_state(version)
+    state = await experiments.adjustments.improver_state(version, who.tenant)
     return Reverted(version=version, restored_chunks=restored, revision=state.revision)
 
 

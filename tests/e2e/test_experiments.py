@@ -2,8 +2,10 @@
 
 - A second version with a complete index: the base model placed in Triton under a new number,
   its chunk table filled from version 1 (the same model, so the same vectors) and marked complete.
-- The improver runs its handler (core.improver.improve) over the real PostgreSQL, FerretDB and
-  Triton; session documents are written straight to MongoDB; everything is reverted afterwards.
+- The improver runs its handler (core.improver.improve_tenants) over the real PostgreSQL, FerretDB
+  and Triton, per tenant: the test tenant's clicks move its items on its active version, another
+  tenant's clicks on the same version move nothing of it, and each tenant's state is its own;
+  session documents are written straight to MongoDB; everything is reverted afterwards.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from core.base_model import default_base_model_dir
 from core.bootstrap import build_model_control
 from core.config import Settings
 from core.domain import SearchQuery
-from core.improver import ImproverConfig, improve
+from core.improver import ImproverConfig, improve_tenants
 from core.search import search
 from core.training.dataset import is_eval_session
 from infra.process import Component
@@ -214,25 +216,37 @@ async def test_the_improver_moves_a_clicked_item_up_and_revert_restores_the_exac
     before = await ranking()
     target = before[1]  # users click the second result, skipping the first
     config = ImproverConfig(alpha=0.2, min_cosine=0.9, settle_s=0.0)
+    other = f"imp-other-{uuid.uuid4().hex[:6]}"  # serves the same version; none of the items are its
+    assert await store.active_version(other) == indexed
     try:
-        revision = (await adjustments.improver_state(indexed)).revision
+        revision = (await adjustments.improver_state(indexed, TENANT)).revision
         rounds = 0
         for _ in range(6):
             rounds += 1
             sid = next(s for s in (f"imp-{uuid.uuid4().hex[:8]}" for _ in range(100))
                        if not is_eval_session(f"{TENANT}/{s}", config.eval_fraction))
-            assert await session_store.save(_session(sid, query, await ranking(), target, indexed), None)
+            shown = await ranking()
+            assert await session_store.save(_session(sid, query, shown, target, indexed), None)
+            # The other tenant's users click the first result, against this tenant's clicks.
+            theirs = {**_session(sid, query, shown, shown[0], indexed),
+                      "_id": f"{other}/{sid}", "tenant": other}
+            assert await session_store.save(theirs, None)
             await asyncio.sleep(0.05)
-            report = await improve(adjustments, session_store, embedder, config)
+            reports = {r.tenant: r for r in await improve_tenants(
+                adjustments, session_store, embedder, config, tenants=[TENANT, other])}
+            report = reports[TENANT]
             assert report.committed and report.version == indexed
-            assert report.clicks >= 1 and report.revision > revision
+            assert report.clicks == 1 and report.revision > revision
+            assert reports[other].version == indexed and reports[other].items == 0
             revision = report.revision
             if (await ranking())[0] == target:
                 break
         now = await ranking()
         assert now[0] == target and now.index(before[0]) > 0, (before, now, rounds)
-        state = await adjustments.improver_state(indexed)
+        state = await adjustments.improver_state(indexed, TENANT)
         assert "items_adjusted_last_run" in state.metrics and state.metrics["revision"] == revision
+        assert (await adjustments.improver_state(indexed, other)).revision == 0  # its own state
+        assert (await adjustments.all_states(other))[indexed]["adjusted_chunks"] == 0
         moved = await _vectors(store, indexed)
         assert any(not np.array_equal(moved[k], original[k]) for k in original)
         for key, vector in moved.items():  # bounded drift
@@ -241,7 +255,7 @@ async def test_the_improver_moves_a_clicked_item_up_and_revert_restores_the_exac
         assert await adjustments.revert(indexed, tenant="another-tenant") == 0
         still = await _vectors(store, indexed)
         assert all(np.array_equal(still[k], moved[k]) for k in moved)
-        revision = (await adjustments.improver_state(indexed)).revision
+        revision = (await adjustments.improver_state(indexed, TENANT)).revision
     finally:
         restored = await adjustments.revert(indexed)
     assert restored >= 2
@@ -249,4 +263,33 @@ async def test_the_improver_moves_a_clicked_item_up_and_revert_restores_the_exac
     assert after.keys() == original.keys()
     assert all(np.array_equal(after[k], original[k]) for k in original)
     assert await ranking() == before
-    assert (await adjustments.improver_state(indexed)).revision == revision + 1
+    assert (await adjustments.improver_state(indexed, TENANT)).revision == revision + 1
+
+
+async def test_the_improvers_global_state_migrates_to_each_tenant_in_place(store: PgVectorStore) -> None:
+    """The old one-row-per-version state goes to the default tenant and to each tenant with
+    adjustments in that version; the old table is gone afterwards."""
+    version, tenant = f"mig{uuid.uuid4().hex[:6]}", f"mig-{uuid.uuid4().hex[:6]}"
+    adjustments = PgVectorAdjustments(store.pool)
+    await adjustments.ensure_schema()
+    async with store.pool.connection() as conn:
+        await conn.execute("CREATE TABLE improver_state (version text PRIMARY KEY, revision bigint NOT NULL "
+                           "DEFAULT 0, watermark timestamptz, metrics jsonb NOT NULL DEFAULT '{}', "
+                           "updated_at timestamptz NOT NULL DEFAULT now())")
+        await conn.execute("INSERT INTO improver_state (version, revision, watermark, metrics) "
+                           "VALUES (%s, 7, now(), '{\"revision\": 7}')", (version,))
+        await conn.execute("INSERT INTO item_adjustments (version, tenant, item_id, chunk_no, "
+                           "item_version, original, revision) VALUES (%s, %s, 'doc', 0, 1, '[1,0,0]', 7)",
+                           (version, tenant))
+    try:
+        await PgVectorAdjustments(store.pool).ensure_schema()  # what a service does as it starts
+        for owner in ("default", tenant):
+            state = await adjustments.improver_state(version, owner)
+            assert state.revision == 7 and state.metrics == {"revision": 7.0} and state.watermark is not None
+        assert (await adjustments.improver_state(version, "someone-else")).revision == 0
+        async with store.pool.connection() as conn:
+            assert (await (await conn.execute("SELECT to_regclass('improver_state')")).fetchone()) == (None,)
+    finally:
+        async with store.pool.connection() as conn:
+            await conn.execute("DELETE FROM item_adjustments WHERE version = %s", (version,))
+            await conn.execute("DELETE FROM improver_tenant_state WHERE version = %s", (version,))

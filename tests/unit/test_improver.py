@@ -18,6 +18,7 @@ from core.improver import (
     adjust_vector,
     cap_drift,
     improve,
+    improve_tenants,
 )
 from core.sessions import SessionDoc
 from core.training.dataset import is_eval_session
@@ -86,56 +87,81 @@ class FakeEmbedder:
 
 
 class FakeAdjustments:
-    def __init__(self, version: str, chunks: dict[Key, list[np.ndarray]]) -> None:
+    """Every tenant on `version` (unless `versions` names its own); state per (version, tenant)."""
+
+    def __init__(self, version: str, chunks: dict[Key, list[np.ndarray]],
+                 versions: dict[str, str] | None = None) -> None:
         self.version = version
+        self.versions = versions or {}
         self.chunks = {key: [v.copy() for v in vs] for key, vs in chunks.items()}
         self.originals: dict[tuple[str, str, int], np.ndarray] = {}
-        self.state = ImproverState()
+        self.states: dict[tuple[str, str], ImproverState] = {}
+        self.commits: list[tuple[str, str, list[Key]]] = []  # (version, tenant, items adjusted)
+        self.fail_for: set[str] = set()
 
-    async def active_version(self) -> str | None:
-        return self.version
+    @property
+    def state(self) -> ImproverState:
+        return self.states.get((self.version, "default"), ImproverState())
 
-    async def improver_state(self, version: str) -> ImproverState:
-        return self.state
+    async def active_version(self, tenant: str) -> str | None:
+        if tenant in self.fail_for:
+            raise RuntimeError(f"{tenant}: the store is down")
+        return self.versions.get(tenant, self.version)
+
+    async def improver_state(self, version: str, tenant: str) -> ImproverState:
+        return self.states.get((version, tenant), ImproverState())
 
     async def chunk_vectors(self, version: str, keys: Sequence[Key]) -> dict[Key, list[ChunkState]]:
         return {key: [ChunkState(i, 1, v.copy(), self.originals.get((*key, i), v).copy())
                       for i, v in enumerate(self.chunks[key])] for key in keys if key in self.chunks}
 
-    async def commit_run(self, version: str, expected_revision: int, updates: Sequence[ChunkUpdate],
-                         watermark: datetime, metrics: dict[str, float]) -> bool:
-        if expected_revision != self.state.revision:
+    async def commit_run(self, version: str, tenant: str, expected_revision: int,
+                         updates: Sequence[ChunkUpdate], watermark: datetime,
+                         metrics: dict[str, float]) -> bool:
+        assert all(u.tenant == tenant for u in updates), "a run adjusted another tenant's items"
+        if expected_revision != (await self.improver_state(version, tenant)).revision:
             return False
         for u in updates:
             self.originals.setdefault((u.tenant, u.item_id, u.chunk_no), u.original.copy())
             self.chunks[(u.tenant, u.item_id)][u.chunk_no] = u.vector.copy()
-        self.state = ImproverState(expected_revision + (1 if updates else 0), watermark, metrics)
+        self.states[(version, tenant)] = ImproverState(
+            expected_revision + (1 if updates else 0), watermark, metrics)
+        self.commits.append((version, tenant, sorted({(u.tenant, u.item_id) for u in updates})))
         return True
 
     async def revert(self, version: str, tenant: str | None = None) -> int:
-        for (tenant, item, no), original in self.originals.items():
-            self.chunks[(tenant, item)][no] = original.copy()
-        restored = len(self.originals)
-        self.originals.clear()
-        self.state = ImproverState(self.state.revision + 1, self.state.watermark, {})
-        return restored
+        mine = {k: v for k, v in self.originals.items() if tenant is None or k[0] == tenant}
+        for (owner, item, no), original in mine.items():
+            self.chunks[(owner, item)][no] = original.copy()
+            del self.originals[(owner, item, no)]
+        for (v, t), state in list(self.states.items()):
+            if v == version and (tenant is None or t == tenant):
+                self.states[(v, t)] = ImproverState(state.revision + 1, state.watermark, {})
+        return len(mine)
 
 
 class FakeSessions:
-    def __init__(self, docs: list[SessionDoc]) -> None:
+    def __init__(self, docs: list[SessionDoc], tenant: str | None = None) -> None:
         self.docs = docs
+        self.tenant = tenant
 
     async def iter_sessions(self, since: datetime | None = None, until: datetime | None = None,
                             batch_size: int = 256) -> AsyncIterator[SessionDoc]:
         for doc in sorted(self.docs, key=lambda d: d["_id"]):
-            if since is None or doc["last_event_at"] >= since:
+            if (since is None or doc["last_event_at"] >= since) and self.tenant in (None, doc["tenant"]):
                 yield doc
 
+    async def tenants_since(self, since: datetime) -> list[str]:
+        return sorted({doc["tenant"] for doc in self.docs if doc["last_event_at"] >= since})
 
-def session_id(held_out: bool, n: int = 0) -> str:
+    def for_tenant(self, tenant: str) -> FakeSessions:
+        return FakeSessions(self.docs, tenant)
+
+
+def session_id(held_out: bool, n: int = 0, tenant: str = "default") -> str:
     found = 0
     for i in range(10_000):
-        if is_eval_session(f"default/s{i}", 0.2) == held_out:
+        if is_eval_session(f"{tenant}/s{i}", 0.2) == held_out:
             if found == n:
                 return f"s{i}"
             found += 1
@@ -143,10 +169,11 @@ def session_id(held_out: bool, n: int = 0) -> str:
 
 
 def session(
-    sid: str, query: str, shown: list[str], clicked: str, at: datetime, version: str = "1"
+    sid: str, query: str, shown: list[str], clicked: str, at: datetime, version: str = "1",
+    tenant: str = "default",
 ) -> SessionDoc:
     return {
-        "_id": f"default/{sid}", "tenant": "default", "session_id": sid, "last_event_at": at,
+        "_id": f"{tenant}/{sid}", "tenant": tenant, "session_id": sid, "last_event_at": at,
         "searches": [{"event_id": f"e-{sid}", "query": query, "model_version": version, "at": at,
                       "results": [{"id": i, "rank": r, "score": 0.0} for r, i in enumerate(shown, 1)],
                       "clicks": [{"event_id": f"c-{sid}", "content_id": clicked,
@@ -233,7 +260,86 @@ async def test_clicks_on_another_version_or_too_recent_are_ignored(
 
 
 async def test_nothing_happens_without_an_active_version() -> None:
-    store = FakeAdjustments("1", {})
-    store.version = None  # type: ignore[assignment]
+    store = FakeAdjustments("1", {}, versions={"default": None})  # type: ignore[dict-item]
     report = await improve(store, FakeSessions([]), FakeEmbedder({}), ImproverConfig(), now=NOW)
     assert report.version is None and not report.committed
+
+
+# --- per tenant ----------------------------------------------------------------------------------
+def two_tenants() -> tuple[FakeAdjustments, FakeEmbedder]:
+    """Tenants "a" (on version 1) and "b" (on its own version 2), each with items x, y, z."""
+    chunks = {(t, i): [unit(v)] for t in ("a", "b") for i, v in (
+        ("x", [0.9, 0.4, 0, 0, 0, 0, 0, 0]), ("y", [0.85, 0, 0.5, 0, 0, 0, 0, 0]),
+        ("z", [0.7, 0, 0, 0.7, 0, 0, 0, 0]))}
+    return (FakeAdjustments("1", chunks, versions={"b": "2"}),
+            FakeEmbedder({"q": unit([1, 0, 0, 0, 0, 0, 0, 0])}))
+
+
+def clicks_of(tenant: str, version: str, n: int, at: datetime) -> list[SessionDoc]:
+    return [session(session_id(False, k, tenant), "q", ["x", "y", "z"], "z", at, version, tenant)
+            for k in range(n)]
+
+
+async def test_each_tenant_is_improved_on_its_own_version_from_its_own_sessions() -> None:
+    store, embedder = two_tenants()
+    before = {k: [v.copy() for v in vs] for k, vs in store.chunks.items()}
+    at = NOW - timedelta(minutes=5)
+    sessions = FakeSessions(clicks_of("a", "1", 3, at) + clicks_of("b", "2", 2, at))
+    reports = await improve_tenants(store, sessions, embedder, ImproverConfig(settle_s=0), now=NOW)
+    assert [(r.tenant, r.version, r.clicks, r.revision) for r in reports] == [
+        ("a", "1", 3, 1), ("b", "2", 2, 1)]
+    # Each run wrote only its own tenant's items, into its own active version.
+    assert [(v, t, {owner for owner, _ in items}) for v, t, items in store.commits] == [
+        ("1", "a", {"a"}), ("2", "b", {"b"})]
+    assert set(store.states) == {("1", "a"), ("2", "b")}
+    assert store.states[("1", "a")].watermark == store.states[("2", "b")].watermark == NOW
+    assert all(not np.array_equal(store.chunks[(t, "z")][0], before[(t, "z")][0]) for t in ("a", "b"))
+
+
+async def test_a_tenants_clicks_never_move_another_tenants_items() -> None:
+    store, embedder = two_tenants()
+    before = {k: [v.copy() for v in vs] for k, vs in store.chunks.items()}
+    # Tenant a's clicks name items also called x, y, z, and version 2 (tenant b's) is also served to it.
+    sessions = FakeSessions(clicks_of("a", "2", 5, NOW - timedelta(minutes=5)))
+    report = await improve(store, sessions, embedder, ImproverConfig(settle_s=0), now=NOW, tenant="b")
+    assert report.tenant == "b" and report.clicks == 0 and report.items == 0
+    reports = await improve_tenants(store, sessions, embedder, ImproverConfig(settle_s=0), now=NOW)
+    assert [(r.tenant, r.version, r.clicks) for r in reports] == [("a", "1", 0)]  # a serves 1, not 2
+    assert all(np.array_equal(store.chunks[k][0], before[k][0]) for k in before)
+
+
+async def test_state_is_per_tenant_and_a_tenants_revert_restores_only_its_items() -> None:
+    store, embedder = two_tenants()
+    store.versions = {}  # both tenants on version 1: one version, two tenants' states
+    before = {k: [v.copy() for v in vs] for k, vs in store.chunks.items()}
+    at = NOW - timedelta(minutes=5)
+    sessions = FakeSessions(clicks_of("a", "1", 2, at) + clicks_of("b", "1", 2, at))
+    await improve_tenants(store, sessions, embedder, ImproverConfig(settle_s=0), now=NOW)
+    assert store.states[("1", "a")].revision == store.states[("1", "b")].revision == 1
+    # Later clicks of b only: a's state does not move.
+    later = NOW + timedelta(minutes=10)
+    sessions.docs += [session(session_id(False, 9, "b"), "q", ["x", "y", "z"], "z",
+                              later - timedelta(minutes=1), "1", "b")]
+    reports = await improve_tenants(store, sessions, embedder, ImproverConfig(settle_s=0), now=later)
+    assert {(r.tenant, r.clicks, r.revision) for r in reports} == {("a", 0, 1), ("b", 1, 2)}
+    assert await store.revert("1", tenant="a") == 3
+    assert all(np.array_equal(store.chunks[("a", i)][0], before[("a", i)][0]) for i in "xyz")
+    assert not np.array_equal(store.chunks[("b", "z")][0], before[("b", "z")][0])
+    assert store.states[("1", "a")].revision == 2 and store.states[("1", "b")].revision == 2
+
+
+async def test_one_tenants_failed_run_does_not_stop_the_others() -> None:
+    store, embedder = two_tenants()
+    store.fail_for = {"a"}
+    at = NOW - timedelta(minutes=5)
+    sessions = FakeSessions(clicks_of("a", "1", 2, at) + clicks_of("b", "2", 2, at))
+    reports = await improve_tenants(store, sessions, embedder, ImproverConfig(settle_s=0), now=NOW)
+    assert [(r.tenant, r.clicks, r.committed) for r in reports] == [("b", 2, True)]
+
+
+async def test_tenants_without_sessions_in_the_window_are_not_run() -> None:
+    store, embedder = two_tenants()
+    old = NOW - ImproverConfig().eval_window - timedelta(days=1)
+    sessions = FakeSessions(clicks_of("a", "1", 1, old) + clicks_of("b", "2", 1, NOW - timedelta(minutes=5)))
+    reports = await improve_tenants(store, sessions, embedder, ImproverConfig(settle_s=0), now=NOW)
+    assert [r.tenant for r in reports] == ["b"]

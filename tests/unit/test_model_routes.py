@@ -82,7 +82,7 @@ class Experiments:
     async def online_metrics(self, sessions: Any, tenant: str) -> tuple[dict[str, Any], int]:
         return {}, 0
 
-    async def improver_states(self) -> dict[str, Any]:
+    async def improver_states(self, tenant: str) -> dict[str, Any]:
         return {}
 
 
