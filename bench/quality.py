@@ -2,7 +2,8 @@
 gateway, on a BEIR dataset with train and test judgements:
 
 1. the corpus is published through the gateway (to Kafka) and indexed by the indexer;
-2. the test queries are searched (k=100): nDCG@10 and Recall@100 of the serving model;
+2. the test queries are searched as users send them, in vector and hybrid mode: nDCG@10 from
+   k=10 requests, Recall@100 from k=100 requests;
 3. each train query is searched in a session and a relevant result among those shown is
    clicked, as a user would; the sessions service folds the clicks into sessions;
 4. a training run is requested; the trainer fine-tunes, gates and registers a version, the
@@ -34,6 +35,7 @@ from schemas.topics import CLICKS
 
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
 PUBLISH_BATCH = 200
+SEARCH_MODES = ("vector", "hybrid")
 
 
 class QualityError(RuntimeError):
@@ -149,23 +151,34 @@ class QualityRun:
 
     # --- evaluation through the search API ---------------------------------------------------
     async def evaluate(self, label: str, qrels: Qrels) -> dict[str, Any]:
+        """Each test query as users send it: nDCG@10 from a k=10 request and Recall@100 from a
+        k=100 request, in vector and in hybrid mode."""
         began = time.monotonic()
-        rankings: dict[str, list[str]] = {}
+        rankings: dict[tuple[str, int], dict[str, list[str]]] = {
+            (mode, k): {} for mode in SEARCH_MODES for k in (10, 100)}
         versions: Counter[str] = Counter()
-        bar = self.progress.add_task(f"evaluate {label} (search k=100)", total=len(qrels))
+        bar = self.progress.add_task(f"evaluate {label} (vector and hybrid, k=10 and k=100)",
+                                     total=len(qrels) * len(rankings))
 
-        def ask(qid: str) -> Callable[[], Awaitable[None]]:
+        def ask(qid: str, mode: str, k: int) -> Callable[[], Awaitable[None]]:
             async def call() -> None:
-                body = await self.api.json("POST", "/v1/search",
-                                           json={"query": self.data.queries[qid], "k": 100})
-                rankings[qid] = [hit["id"] for hit in body["results"]]
+                body = await self.api.json("POST", "/v1/search", json={
+                    "query": self.data.queries[qid], "k": k, "mode": mode})
+                rankings[mode, k][qid] = [hit["id"] for hit in body["results"]]
                 versions[body["model_version"]] += 1
                 self.progress.advance(bar)
             return call
 
-        await run_bounded([ask(q) for q in qrels], self.config.concurrency)
+        await run_bounded([ask(q, mode, k) for q in qrels for (mode, k) in rankings],
+                          self.config.concurrency)
         self.timings.phase(f"evaluate_{label}", began)
-        return {**judged_metrics(rankings, qrels), "queries": len(qrels),
+        report: dict[str, Any] = {}
+        for mode in SEARCH_MODES:
+            at_10 = judged_metrics(rankings[mode, 10], qrels)
+            at_100 = judged_metrics(rankings[mode, 100], qrels)
+            report[mode] = {"ndcg@10": at_10["ndcg@10"], "recall@100": at_100["recall@100"],
+                            "ndcg@10_at_k100": at_100["ndcg@10"]}
+        return {**report["vector"], "modes": report, "queries": len(qrels),
                 "model_version": versions.most_common(1)[0][0], "answered_by": dict(versions)}
 
     # --- sessions from the train judgements ---------------------------------------------------
@@ -310,4 +323,9 @@ async def run_quality(
     if report["fine_tuned"]:
         report["change"] = {name: round(report["fine_tuned"][name] - report["base"][name], 5)
                             for name in ("ndcg@10", "recall@100")}
+        report["change_by_mode"] = {
+            mode: {name: round(report["fine_tuned"]["modes"][mode][name]
+                               - report["base"]["modes"][mode][name], 5)
+                   for name in ("ndcg@10", "recall@100")}
+            for mode in SEARCH_MODES}
     return report

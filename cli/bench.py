@@ -327,22 +327,23 @@ def quality(
 
 def _print_quality(report: dict[str, Any]) -> None:
     data = report["dataset"]
-    table = Table("model", "version", "nDCG@10", "Recall@100", title=(
+    table = Table("model", "version", "mode", "nDCG@10 (k=10)", "Recall@100 (k=100)", title=(
         f"bench quality: {data['name']}, {data['documents']} documents, {data['test_queries']} test queries, "
         f"{report['sessions'].get('sessions_with_clicks', 0)} click sessions from {data['train_queries']} "
         "train queries"))
     for name in ("base", "fine_tuned"):
         row = report[name]
-        if row:
-            table.add_row(name.replace("_", "-"), row["model_version"], f"{row['ndcg@10']:.4f}",
-                          f"{row['recall@100']:.4f}")
+        for mode, scores in (row or {}).get("modes", {}).items():
+            table.add_row(name.replace("_", "-"), row["model_version"], mode, f"{scores['ndcg@10']:.4f}",
+                          f"{scores['recall@100']:.4f}")
     out.print(table)
     training = report["training"]
     if report["fine_tuned"] is None:
         out.print(f"[yellow]no rollout[/]: training {training['status']}: {training.get('error')}")
     else:
-        change = report["change"]
-        out.print(f"change: nDCG@10 {change['ndcg@10']:+.4f}, Recall@100 {change['recall@100']:+.4f}")
+        for mode, change in report["change_by_mode"].items():
+            out.print(f"change ({mode}): nDCG@10 {change['ndcg@10']:+.4f}, "
+                      f"Recall@100 {change['recall@100']:+.4f}")
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_s"].items())
     out.print(f"timings: {timings}; {_machine_line(report['machine'])}")
 

@@ -6,12 +6,14 @@ import asyncio
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from rich.progress import Progress
 
 from bench.beir import clicks_for, judged_metrics, ndcg, read_dataset, read_qrels, recall
-from bench.quality import Api, QualityError
+from bench.quality import Api, QualityConfig, QualityError, QualityRun
 
 
 def write_beir(root: Path, docs: int = 8) -> Path:
@@ -87,3 +89,32 @@ def test_the_client_waits_out_429_and_names_other_errors() -> None:
                 await api.call("POST", "/v1/search")
 
     asyncio.run(scenario())
+
+
+def test_evaluation_asks_as_users_do_k10_for_ndcg_and_k100_for_recall_in_both_modes(tmp_path: Path) -> None:
+    """nDCG@10 comes from the k=10 answer and Recall@100 from the k=100 answer, per mode: a
+    search that finds the relevant document only when asked for 100 scores 0 nDCG@10."""
+    data = read_dataset(write_beir(tmp_path))
+    asked: list[tuple[str, int]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        asked.append((body["mode"], body["k"]))
+        found = body["k"] == 100 or body["mode"] == "hybrid"
+        results = [{"id": "d5"}] if found and body["query"] == "query 3" else [{"id": "d0"}]
+        return httpx.Response(200, json={"results": results, "model_version": "1"})
+
+    async def scenario() -> dict[str, Any]:
+        transport = httpx.MockTransport(answer)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            run = QualityRun(Api(client), data, "t", QualityConfig(), Progress(disable=True))
+            return await run.evaluate("base", data.test)
+
+    report = asyncio.run(scenario())
+    assert sorted(set(asked)) == [("hybrid", 10), ("hybrid", 100), ("vector", 10), ("vector", 100)]
+    assert report["modes"]["vector"]["ndcg@10"] == 0.0
+    assert report["modes"]["vector"]["ndcg@10_at_k100"] == 1.0
+    assert report["modes"]["vector"]["recall@100"] == 1.0
+    assert report["modes"]["hybrid"]["ndcg@10"] == 1.0
+    assert report["ndcg@10"] == report["modes"]["vector"]["ndcg@10"]
+    assert report["answered_by"] == {"1": 4}
