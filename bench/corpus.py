@@ -86,6 +86,9 @@ def _sentence(rng: random.Random, words: dict[str, tuple[str, ...]]) -> str:
     return clause[0].upper() + clause[1:] + "."
 
 
+synthetic_sentence = _sentence  # one sentence of a topic's vocabulary (bench.fill_texts)
+
+
 def synthetic_corpus(n: int, seed: int = SYNTHETIC_SEED, start: int = 0) -> list[Doc]:
     """n documents (ids `syn-<number>` from `start`), the same for the same seed on any machine.
 

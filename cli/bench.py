@@ -14,16 +14,20 @@ import typer
 from rich.table import Table
 
 from bench.beir import read_dataset
+from bench.corpus import SYNTHETIC_SEED
 from bench.embeddings import EmbeddingsConfig, run_embeddings
 from bench.embeddings import requests_of_a_run as embeddings_requests
+from bench.fill import FillConfig, run_fill
 from bench.gateway import GatewayConfig, run_gateway
 from bench.gateway import requests_of_a_run as gateway_requests
+from bench.gpu import GpuConfig, NoCuda, run_gpu
 from bench.ingest import IngestConfig, IngestTimeout, run_ingest
 from bench.progress import make_progress
 from bench.quality import QualityConfig, QualityError, run_quality
 from bench.runtime import StackUnavailable
 from bench.search import SearchConfig, run_search
 from bench.sources import SourcesConfig, SourcesTimeout, run_sources
+from bench.under_ingest import UnderIngestConfig, run_under_ingest
 from cli.common import fail, out
 from core.api_keys import SCOPES, create_key
 from core.config import Settings, get_settings
@@ -69,6 +73,8 @@ def _run(coroutine: Any) -> Any:
         return asyncio.run(coroutine)
     except StackUnavailable as error:
         raise fail(str(error), 1) from error
+    except NoCuda as error:
+        raise fail(str(error), 3) from error
     except (IngestTimeout, SourcesTimeout, QualityError, NoActiveModel, ValueError,
             FileNotFoundError) as error:
         raise fail(str(error), 1) from error
@@ -154,11 +160,22 @@ def search(
         Path | None,
         typer.Option("--qrels", exists=True, help="BEIR qrels of --queries-file: judged queries, nDCG@k."),
     ] = None,
+    under_ingest: Annotated[
+        bool, typer.Option("--under-ingest", help="Instead: p99 idle, then while another tenant's bulk "
+                           "load is indexed beside it, and their ratio (see docs/benchmarks.md).")
+    ] = False,
+    load_n: Annotated[
+        int, typer.Option("--load-n", min=1, help="With --under-ingest: documents of the bulk load.")
+    ] = 3000,
     as_json: AsJson = False,
     progress: ShowProgress = True,
 ) -> None:
     """p50/p99 of the search function vs the bare path; recall@k of HNSW vs an exact scan; whether
     the top k depend on k."""
+    if under_ingest:
+        loaded = UnderIngestConfig(tenant, corpus, n, load_n, queries, k, warmup, timeout_s)
+        _print_under_ingest(_run(run_under_ingest(get_settings(), loaded, make_progress(progress))), as_json)
+        return
     config = SearchConfig(
         tenant, corpus, n, queries, queries_file, k, warmup, hybrid, timeout_s=timeout_s, threads=threads,
         qrels=qrels,
@@ -186,6 +203,105 @@ def search(
     if report[f"ndcg_at_{report['k']}"]:
         out.print(f"nDCG@{report['k']}: " + ", ".join(
             f"{mode} {value:.4f}" for mode, value in report[f"ndcg_at_{report['k']}"].items()))
+
+
+def _print_under_ingest(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    load = report["load"]
+    table = Table("phase", "p50 ms", "p99 ms", "max ms", title=(
+        f"bench search --under-ingest: {report['queries']} queries over {report['items']} items of "
+        f"{report['tenant']}; load: {load['documents']} documents of {load['tenant']}"))
+    for name, key in (("idle", "idle"), ("under ingest", "under_ingest")):
+        row = report[key]
+        table.add_row(name, f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", f"{row['max_ms']:.1f}")
+    table.caption = _machine_line(report["machine"])
+    out.print(table)
+    out.print(f"p99 under ingest / idle: {report['ratio_p99_under_ingest_to_idle']} (target at most "
+              f"{report['target_ratio_p99']}); indexer lag {load['indexer_lag_at_start']} at the start of "
+              f"the loaded phase, {load['indexer_lag_at_end']} at its end ({load['loaded_phase_s']:.1f} s, "
+              f"{load['docs_per_s_during_phase']:.1f} docs/s indexed meanwhile)", highlight=False)
+
+
+@app.command("fill")
+def fill(
+    tenant: Annotated[str, typer.Option("--tenant", help="The one tenant to fill.")],
+    n: Annotated[int, typer.Option("--n", min=1, max=10_000_000, help="Items to import.")] = 100_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic texts.")] = SYNTHETIC_SEED,
+    corpus: Annotated[
+        Path | None,
+        typer.Option("--corpus", exists=True, help="A BEIR directory or corpus file, repeated to --n "
+                     "(default: short synthetic texts from --seed)."),
+    ] = None,
+    replace_items: Annotated[
+        bool, typer.Option("--replace", help="Delete the tenant's items first (refused without it).")
+    ] = False,
+    index: Annotated[
+        str, typer.Option("--index", help="HNSW: insert (into the indexed table), rebuild (drop, copy, "
+                          "build once; only when the version's table holds no other tenant), auto."),
+    ] = "auto",
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for Triton on each slice of texts.")
+    ] = 600,
+    as_json: AsJson = False,
+    progress: ShowProgress = True,
+) -> None:
+    """Import N items (vectors by Triton's bulk lane, one pass) into one tenant with COPY."""
+    if index not in ("auto", "insert", "rebuild"):
+        raise fail(f"--index must be auto, insert or rebuild, not {index!r}", 2)
+    config = FillConfig(tenant, n, seed, corpus, replace_items, index, timeout_s)  # type: ignore[arg-type]
+    report = _run(run_fill(get_settings(), config, make_progress(progress)))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table("measure", "value", title=f"bench fill: {report['items']} items of {report['tenant']} "
+                  f"(model version {report['model_version']}, index {report['index_strategy']})")
+    for name, seconds in report["seconds"].items():
+        table.add_row(name, f"{seconds:.1f}")
+    table.add_row("embed texts/s", f"{report['texts_per_s_embed']:.1f}")
+    table.add_row("import + index rows/s", f"{report['rows_per_s_import_and_index']:.1f}")
+    table.caption = _machine_line(report["machine"])
+    out.print(table)
+    out.print(f"measure it: flywheel bench search --tenant {report['tenant']} --no-hybrid", highlight=False)
+
+
+@app.command("gpu")
+def gpu(
+    texts: Annotated[int, typer.Option("--texts", min=1, help="Texts encoded per measurement.")] = 4096,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Texts per encode batch.")] = 128,
+    train_steps: Annotated[int, typer.Option("--train-steps", min=2, help="Training steps timed.")] = 50,
+    train_batch: Annotated[int, typer.Option("--train-batch", min=2, help="Triples per training step.")] = 32,
+    triton: Annotated[
+        bool, typer.Option("--triton/--no-triton", help="Also measure the running stack's Triton.")
+    ] = True,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Model version Triton serves (default: the base).")
+    ] = None,
+    timeout_s: RequestTimeout = 120,
+    as_json: AsJson = False,
+    progress: ShowProgress = True,
+) -> None:
+    """On a CUDA GPU: texts/s through Triton vs in-process torch (fp32, fp16); training steps/s."""
+    config = GpuConfig(texts, batch, train_steps, train_batch, triton, version, timeout_s)
+    report = _run(run_gpu(get_settings(), config, make_progress(progress)))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table("measure", "value", title=f"bench gpu: {report['gpu']}, {report['texts']} texts, "
+                  f"batch {report['batch']}, model version {report['model_version']}")
+    local, served, training = report["in_process"], report["triton"], report["training"]
+    table.add_row("in-process torch fp32", f"{local['fp32_texts_per_s']:.1f} texts/s")
+    table.add_row("in-process torch fp16", f"{local['fp16_texts_per_s']:.1f} texts/s")
+    if served:
+        table.add_row(f"Triton bulk lane ({served['instance_kind'] or 'kind chosen by Triton'})",
+                      f"{served['texts_per_s']:.1f} texts/s")
+    else:
+        table.add_row("Triton", f"skipped: {report.get('triton_skipped', '--no-triton')}")
+    table.add_row(f"training ({training['device']}, batch {training['batch_size']})",
+                  f"{training['steps_per_s']:.2f} steps/s")
+    table.caption = f"{report['seconds']:.0f} s in all"
+    out.print(table)
 
 
 @app.command("gateway")
