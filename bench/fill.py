@@ -161,6 +161,49 @@ async def build_index(store: PgVectorStore, version: str, dim: int) -> None:
         await conn.execute(chunk_table_ddl(version, dim)[1])
 
 
+async def compare_index_builds(store: PgVectorStore, version: str, tenant: str) -> dict[str, Any]:
+    """The tenant's vectors of `version` copied twice into temporary tables: into one that
+    already has its HNSW index (rows inserted into the graph one by one), and into a bare one
+    whose index is built afterwards (what `--index rebuild` does). Seconds of each."""
+    source = chunk_table(version)
+    timings: dict[str, float] = {}
+    async with store.pool.connection() as conn, conn.transaction():
+        await conn.execute("SET LOCAL statement_timeout = 0")
+        await conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(BUILD_MEMORY)))
+        for name in ("insert_into_indexed", "copy_then_build"):
+            table = sql.Identifier(f"probe_{name}")
+            await conn.execute(sql.SQL("CREATE TEMP TABLE {p} ON COMMIT DROP AS SELECT embedding FROM {t} "
+                                       "WITH NO DATA").format(p=table, t=source))
+            index = sql.SQL("CREATE INDEX ON {p} USING hnsw (embedding vector_cosine_ops)").format(p=table)
+            fill = sql.SQL("INSERT INTO {p} SELECT embedding FROM {t} WHERE tenant = %s").format(
+                p=table, t=source)
+            began = time.perf_counter()
+            if name == "insert_into_indexed":
+                await conn.execute(index)
+                rows = (await conn.execute(fill, (tenant,))).rowcount
+            else:
+                rows = (await conn.execute(fill, (tenant,))).rowcount
+                await conn.execute(index)
+            timings[f"{name}_s"] = round(time.perf_counter() - began, 2)
+    slower = timings["insert_into_indexed_s"]
+    return {"rows": rows, **timings,
+            "ratio_insert_to_build": round(slower / timings["copy_then_build_s"], 2)
+            if timings["copy_then_build_s"] else None}
+
+
+async def run_compare_index(settings: Settings, tenant: str) -> dict[str, Any]:
+    machine = machine_info()
+    async with open_stack(settings, ingest=False) as stack:
+        version = await stack.store.active_version(tenant)
+        if version is None:
+            raise NoActiveModel("no model version is active yet")
+        if not await stack.store.count_items(tenant):
+            raise FillRefused(f"tenant {tenant!r} has no items: fill it first (`flywheel bench fill`)")
+        result = await compare_index_builds(stack.store, version, tenant)
+    return {"bench": "fill-compare-index", "tenant": tenant, "model_version": version, **result,
+            "machine": machine}
+
+
 async def run_fill(settings: Settings, config: FillConfig, progress: Progress) -> dict[str, Any]:
     validate(config)
     machine = machine_info()  # before the run: its load average is the other work's

@@ -17,7 +17,7 @@ from bench.beir import read_dataset
 from bench.corpus import SYNTHETIC_SEED
 from bench.embeddings import EmbeddingsConfig, run_embeddings
 from bench.embeddings import requests_of_a_run as embeddings_requests
-from bench.fill import FillConfig, run_fill
+from bench.fill import FillConfig, run_compare_index, run_fill
 from bench.gateway import GatewayConfig, run_gateway
 from bench.gateway import requests_of_a_run as gateway_requests
 from bench.gpu import GpuConfig, NoCuda, run_gpu
@@ -244,12 +244,25 @@ def fill(
     timeout_s: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds to wait for Triton on each slice of texts.")
     ] = 600,
+    compare_index: Annotated[
+        bool, typer.Option("--compare-index", help="Import nothing: time HNSW insert-into-indexed against "
+                           "copy-then-build on temporary copies of the tenant's vectors.")
+    ] = False,
     as_json: AsJson = False,
     progress: ShowProgress = True,
 ) -> None:
     """Import N items (vectors by Triton's bulk lane, one pass) into one tenant with COPY."""
     if index not in ("auto", "insert", "rebuild"):
         raise fail(f"--index must be auto, insert or rebuild, not {index!r}", 2)
+    if compare_index:
+        compared = _run(run_compare_index(get_settings(), tenant))
+        if as_json:
+            print(json.dumps(compared, indent=2))
+        else:
+            out.print(f"HNSW over {compared['rows']} vectors of {tenant}: insert into the indexed table "
+                      f"{compared['insert_into_indexed_s']:.1f} s, copy then build "
+                      f"{compared['copy_then_build_s']:.1f} s", highlight=False)
+        return
     config = FillConfig(tenant, n, seed, corpus, replace_items, index, timeout_s)  # type: ignore[arg-type]
     report = _run(run_fill(get_settings(), config, make_progress(progress)))
     if as_json:
