@@ -42,6 +42,11 @@ class SearchHit:
     score: float
     title: str
     metadata: dict[str, Any]
+    # The text of the item's chunk closest to the query, trimmed (core.snippets); None: not asked.
+    snippet: str | None = None
+    # Hybrid: the `vector` and `keyword` rankings' score and rank of the item (None where a
+    # ranking does not hold it), whose reciprocal ranks sum to `score`.
+    score_parts: dict[str, dict[str, float | int] | None] | None = None
 
 
 @dataclass(frozen=True)

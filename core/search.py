@@ -7,6 +7,7 @@ import time
 from core.domain import SearchHit, SearchQuery, SearchResult
 from core.fusion import reciprocal_rank_fusion
 from core.ports import Embedder, VectorStore
+from core.snippets import BestChunks, Snippets, score_parts
 
 # Candidates of each ranking that hybrid search fuses (reciprocal rank fusion).
 FUSION_DEPTH = 100
@@ -16,7 +17,12 @@ class NoActiveModel(RuntimeError):
     """Nothing has been indexed yet: there is no active model version to search."""
 
 
-async def search(query: SearchQuery, store: VectorStore, embedder: Embedder) -> SearchResult:
+async def search(
+    query: SearchQuery, store: VectorStore, embedder: Embedder, snippets: Snippets | None = None
+) -> SearchResult:
+    """The query's top k items. With `snippets` (a store that can tell each item's best chunk),
+    each hit also carries the text of its chunk closest to the query, read in the same query
+    as titles and metadata, for the top k only; hybrid hits carry the parts of their score."""
     timings: dict[str, float] = {}
     began = time.perf_counter()
     version = query.version or await store.active_version()
@@ -30,15 +36,25 @@ async def search(query: SearchQuery, store: VectorStore, embedder: Embedder) -> 
     # the first results do not depend on k; vector search does the same inside the store.
     depth = query.k if query.mode == "vector" else max(query.k, FUSION_DEPTH)
     ranked = await store.vector_search(version, query.tenant, embedded.vectors[0], depth, query.filters)
+    parts: dict[str, dict[str, dict[str, float | int] | None]] = {}
     if query.mode == "hybrid":
         lexical = await store.text_search(query.tenant, query.text, depth, query.filters)
+        parts = score_parts(ranked, lexical)
         ranked = reciprocal_rank_fusion(ranked, lexical)
     ranked = ranked[: query.k]
-    described = await store.describe(query.tenant, [item_id for item_id, _ in ranked])
+    ids = [item_id for item_id, _ in ranked]
+    texts: dict[str, str] = {}
+    if snippets is not None and isinstance(store, BestChunks):
+        views = await store.describe_best(version, query.tenant, embedded.vectors[0], ids, 6 * snippets.chars)
+        described = {item_id: (view.title, view.metadata) for item_id, view in views.items()}
+        texts = await snippets.of(views, query.text)
+    else:
+        described = await store.describe(query.tenant, ids)
     timings["search_ms"] = (time.perf_counter() - began) * 1000
 
     hits = [
-        SearchHit(item_id, score, *described[item_id])
+        SearchHit(item_id, score, *described[item_id], snippet=texts.get(item_id),
+                  score_parts=parts.get(item_id))
         for item_id, score in ranked
         if item_id in described  # deleted between the two reads
     ]

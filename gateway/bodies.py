@@ -66,11 +66,29 @@ class SearchRequest(Strict):
     )
 
 
+class ScorePart(BaseModel):
+    score: float = Field(description="The item's score in this ranking (cosine similarity of its best "
+                                     "chunk, or BM25).")
+    rank: int = Field(ge=1, description="Its rank in this ranking (of up to 100 candidates).")
+
+
+class ScoreParts(BaseModel):
+    vector: ScorePart | None = Field(description="The vector ranking's part; null: not among its candidates.")
+    keyword: ScorePart | None = Field(description="The keyword (BM25) ranking's part; null: not among its "
+                                                  "candidates (no query term in the item).")
+
+
 class SearchResultItem(BaseModel):
     id: str
-    score: float
+    score: float = Field(description="Vector mode: cosine similarity of the item's best chunk. Hybrid: the "
+                                     "reciprocal rank fusion of both rankings, sum of 1 / (60 + rank).")
     title: str
     metadata: dict[str, Any]
+    snippet: str | None = Field(
+        default=None, description="The text of the item's chunk closest to the query (without the title "
+                                  "header), whitespace collapsed, at most 300 characters.")
+    score_parts: ScoreParts | None = Field(
+        default=None, description="Hybrid only: the vector and keyword rankings' score and rank of the item.")
 
 
 class SearchResponse(BaseModel):
@@ -156,6 +174,10 @@ class ModelVersionInfo(BaseModel):
         "why: each candidate's texts/s and quality on the check set against fp32 (nDCG@10 against labels and "
         "against fp32's ranking, min cosine), the weights' size, the setting and device. Measured by the "
         "version when Triton loaded it; null when it wrote no decision.")
+    lineage: dict[str, Any] | None = Field(
+        default=None, description="Where a fine-tuned version comes from: `training_run` (its task id), "
+        "`tenant`, `base_version`, `dataset` (the training data's statistics), `gate` (`decision`, `margin`, "
+        "`reason`), `mlflow_run` (a link to the MLflow run), `trained_at`. Null for the base model.")
 
 
 class ABSplitInfo(BaseModel):

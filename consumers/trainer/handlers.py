@@ -238,7 +238,8 @@ class _Run:
         # Recorded before it is sent: a crash in between re-sends this very event.
         await self.deps.tasks.update(run_id, **{
             "details.published_event": event.model_dump(mode="json"),
-            "details.registry_version": event.registry_version, "details.model_version": event.model_version})
+            "details.registry_version": event.registry_version, "details.model_version": event.model_version,
+            "details.reason": reason})
         await self.end_mlflow("FINISHED")
         await self.deps.publish(event)
         log.info("training run %s published model version %s (%s)", run_id, event.model_version, reason)

@@ -185,6 +185,29 @@ class TaskStore:
                 as_base.setdefault(str(details["base_version"]), dict(scores.get("base") or {}))
         return {**as_base, **produced}
 
+    async def lineage(self) -> dict[str, dict[str, Any]]:
+        """Per model version a training run produced, where it comes from: the run (`training_run`),
+        the tenant whose data trained it, its base version, the dataset's statistics, the gate's
+        decision (margin and reason) and the MLflow run's link."""
+        found: dict[str, dict[str, Any]] = {}
+        cursor = self.tasks.find(
+            {"type": "training", "status": "succeeded", "details.model_version": {"$exists": True}},
+            projection={"tenant": 1, "details.model_version": 1, "details.base_version": 1,
+                        "details.dataset": 1, "details.reason": 1, "details.metrics.gate_margin": 1,
+                        "links.mlflow_run": 1, "updated_at": 1},
+        ).sort("created_at", ASCENDING)
+        async for task in cursor:
+            details = task.get("details") or {}
+            found[str(details["model_version"])] = {
+                "training_run": task["_id"], "tenant": task.get("tenant"),
+                "base_version": details.get("base_version"), "dataset": details.get("dataset") or {},
+                "gate": {"decision": "passed", "reason": details.get("reason"),
+                         "margin": (details.get("metrics") or {}).get("gate_margin")},
+                "mlflow_run": (task.get("links") or {}).get("mlflow_run"),
+                "trained_at": task.get("updated_at"),
+            }
+        return found
+
 
 def _public(task: dict[str, Any]) -> dict[str, Any]:
     task = dict(task)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from gateway.bodies import Accepted, ContentBatch, ContentItem, Deleted
 from gateway.deps import PublisherDep, Publishing, Searching, SettingsDep, StoreDep
 from gateway.problems import Problem, batch_too_large
+from gateway.tenancy import TenantQuery, acting_tenant
 from schemas.content import ContentUpserted
 from schemas.topics import CONTENT_UPSERTED
 
@@ -60,13 +61,16 @@ async def upsert_content(
 
 # `:path`: an id may hold "/" (an upsert accepts it), so it must be addressable too.
 @router.get("/{item_id:path}", response_model=ContentRecord)
-async def get_content(item_id: ItemId, who: Searching, store: StoreDep) -> ContentRecord:
+async def get_content(item_id: ItemId, who: Searching, store: StoreDep, tenant: TenantQuery = None
+                      ) -> ContentRecord:
     """The item as stored in the caller's tenant: version, title, text, metadata, when it was
     indexed, and by which model versions it is searchable (chunks of its current version in that
-    version's table). Another tenant's item, a deleted one or one not indexed yet answers 404."""
-    record = await store.item_record(who.tenant, item_id)
+    version's table). Another tenant's item, a deleted one or one not indexed yet answers 404.
+    An operator key reads another tenant's item with `?tenant=`."""
+    tenant = acting_tenant(who, tenant, "items")
+    record = await store.item_record(tenant, item_id)
     if record is None:
-        raise Problem(404, f"no item {item_id!r} in tenant {who.tenant!r} (not indexed yet, or deleted)")
+        raise Problem(404, f"no item {item_id!r} in tenant {tenant!r} (not indexed yet, or deleted)")
     indexes = [ItemIndex(**index) for index in record.pop("indexes")]
     searchable = [i.version for i in indexes if i.chunks and i.item_version == record["version"]]
     return ContentRecord(**record, searchable_in=searchable, indexes=indexes)

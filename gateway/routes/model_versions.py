@@ -91,7 +91,8 @@ async def list_models(
     who: Searching, store: StoreDep, experiments: ExperimentsDep, request: Request, settings: SettingsDep,
     tenant: TenantParam = None,
 ) -> ModelsResponse:
-    """Versions with their held-out scores from training (nDCG@10, MRR@10, Recall@10), A/B
+    """Versions with their held-out scores from training (nDCG@10, MRR@10, Recall@10), their
+    lineage (the training run, base version, dataset statistics, gate decision, MLflow run), A/B
     traffic share, click-through rate and MRR from the session documents (searches credited
     to the version that served them), improver adjustments, and the form Triton serves it in
     (`serving`: fp32, bf16 or fp16, with the measurements that chose it)."""
@@ -108,8 +109,10 @@ async def list_models(
         log.warning("online metrics unavailable: %s", error.detail)
     states = await experiments.improver_states(tenant)
     evaluated: dict[str, dict[str, float]] = {}
+    lineages: dict[str, dict[str, Any]] = {}
     try:
         evaluated = await (await resources(request).tasks()).evaluation_metrics()
+        lineages = await (await resources(request).tasks()).lineage()
     except (Problem, PyMongoError) as error:  # MongoDB down: the list answers without them
         log.warning("training scores unavailable: %r", error)
     rows = await lineage.list_versions()
@@ -134,6 +137,7 @@ async def list_models(
                      **({f"improver_{k}": float(v) for k, v in state["metrics"].items()} if state else {})},
             adjustments={k: state[k] for k in ("revision", "adjusted_chunks", "updated_at")} if state else {},
             serving=serving.get(str(version)),
+            lineage=lineages.get(str(version)),
         ))
     return ModelsResponse(
         tenant=tenant, active_version=active, versions=versions,

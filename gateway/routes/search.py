@@ -8,12 +8,16 @@ import time
 from fastapi import APIRouter
 
 from core.ab import choose_version
+from core.bootstrap import build_chunker
+from core.config import Settings
 from core.domain import SearchQuery
 from core.metrics import SEARCH_SECONDS
 from core.search import NoActiveModel, search
+from core.snippets import Snippets
 from gateway.bodies import SearchRequest, SearchResponse, SearchResultItem
 from gateway.deps import EmbedderDep, ExperimentsDep, PublisherDep, Searching, SettingsDep, StoreDep
 from gateway.problems import Problem
+from gateway.tenancy import TenantQuery, acting_tenant
 from schemas.clicks import SearchEvent, ShownResult
 from schemas.topics import CLICKS
 
@@ -59,30 +63,48 @@ def _filter_mistake(value: object, path: str) -> tuple[str, str] | None:
     return None
 
 
+_snippets: list[tuple[Settings, Snippets]] = []
+
+
+def snippets_for(settings: Settings) -> Snippets:
+    """One Snippets per gateway's settings (its chunker, as the indexer's, built on first need)."""
+    for known, found in _snippets:
+        if known is settings:
+            return found
+    made = Snippets(lambda: build_chunker(settings))
+    _snippets[:] = [*_snippets[-3:], (settings, made)]
+    return made
+
+
 @router.post("/search", response_model=SearchResponse)
 async def search_items(
     body: SearchRequest, who: Searching, store: StoreDep, embedder: EmbedderDep,
     publisher: PublisherDep, settings: SettingsDep, experiments: ExperimentsDep,
+    tenant: TenantQuery = None,
 ) -> SearchResponse:
+    """The tenant's top k items, each with its title, metadata and the snippet of its chunk
+    closest to the query; hybrid results also with the vector and keyword parts of their score.
+    An operator key searches as another tenant with `?tenant=`."""
     check_request(body, settings.gateway_max_k, settings.gateway_max_query_chars)
-    # The caller's tenant's lineage: its active version, or for a session its A/B split's
-    # candidate when the session's bucket picks it (core.ab).
-    lineage = store.for_tenant(who.tenant)
-    split = await experiments.split(who.tenant)
+    tenant = acting_tenant(who, tenant, "items")
+    # The tenant's lineage: its active version, or for a session its A/B split's candidate
+    # when the session's bucket picks it (core.ab).
+    lineage = store.for_tenant(tenant)
+    split = await experiments.split(tenant)
     version = choose_version(await lineage.active_version(), split, body.session_id) if split else None
     started = time.perf_counter()
     try:
         result = await search(
-            SearchQuery(body.query, body.k, who.tenant, dict(body.filters), body.mode, version),
-            lineage, embedder,
+            SearchQuery(body.query, body.k, tenant, dict(body.filters), body.mode, version),
+            lineage, embedder, snippets_for(settings),
         )
     except NoActiveModel as error:
         raise Problem(409, str(error)) from error
     SEARCH_SECONDS.labels(body.mode).observe(time.perf_counter() - started)
-    hits = [SearchResultItem(id=h.id, score=h.score, title=h.title, metadata=h.metadata) for h in result.hits]
+    hits = [SearchResultItem.model_validate(vars(h)) for h in result.hits]
     if body.session_id:
         await publisher.publish(CLICKS, SearchEvent(
-            tenant=who.tenant, source="gateway", session_id=body.session_id, query=body.query,
+            tenant=tenant, source="gateway", session_id=body.session_id, query=body.query,
             model_version=result.model_version,
             results=[ShownResult(id=h.id, rank=rank, score=h.score) for rank, h in enumerate(hits, 1)],
         ))

@@ -106,6 +106,30 @@ def test_content_published_is_found_by_search(gateway: str) -> None:
             time.sleep(0.3)
 
 
+def test_results_explain_themselves_with_the_matching_chunk_and_score_parts(gateway: str) -> None:
+    """A long item's snippet is the text of its chunk closest to the query (a later chunk here,
+    not the start of the text); a hybrid hit names its vector and keyword parts."""
+    baking = "Bakers knead dough from flour, water, salt and yeast, then let it rise for hours. " * 20
+    lighthouse = "The lighthouse keeper trimmed the lamp wick each evening before the storm. " * 3
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        item = {"id": "g-long", "title": "A long story", "text": baking + lighthouse, "version": 1,
+                "metadata": {"kind": "story"}}
+        assert client.post("/v1/content", json=item, headers=auth("admin-a")).status_code == 202
+        body = wait_for_search(client, "search-a", "lighthouse keeper lamp", "g-long", mode="hybrid")
+        hit = next(r for r in body["results"] if r["id"] == "g-long")
+        assert hit["title"] == "A long story" and hit["metadata"] == {"kind": "story"}
+        assert "lighthouse keeper" in hit["snippet"] and not hit["snippet"].startswith("A long story")
+        assert len(hit["snippet"]) <= 300
+        parts = hit["score_parts"]
+        assert parts["vector"]["rank"] >= 1 and parts["keyword"]["rank"] >= 1
+        fused = 1 / (60 + parts["vector"]["rank"]) + 1 / (60 + parts["keyword"]["rank"])
+        assert abs(hit["score"] - fused) < 1e-9
+        plain = client.post("/v1/search", json={"query": "kneading bread dough", "k": 5},
+                            headers=auth("search-a"))
+        first = next(r for r in plain.json()["results"] if r["id"] == "g-long")
+        assert "knead dough" in first["snippet"] and first["score_parts"] is None
+
+
 async def test_search_and_clicks_with_a_session_id_end_as_one_session_document(
     gateway: str, session_store: MongoSessionStore
 ) -> None:

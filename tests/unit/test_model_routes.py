@@ -94,6 +94,11 @@ def client(store: Store) -> Iterator[TestClient]:
         async def evaluation_metrics(self) -> dict[str, Any]:
             return {}
 
+        async def lineage(self) -> dict[str, Any]:
+            return {"2": {"training_run": "run-7", "base_version": "1", "dataset": {"pairs": 40},
+                          "gate": {"decision": "passed", "margin": 0.0, "reason": "0.71 > 0.62"},
+                          "mlflow_run": "http://mlflow/#/experiments/1/runs/abc"}}
+
         async def list(self, **query: Any) -> list[dict[str, Any]]:
             assert query["type"] == "deploy" and query["status"] == "succeeded"
             return [{"details": {"model_version": "2", "serving": {"form": "bf16", "reason": "1.9x fp32"}}}]
@@ -162,3 +167,12 @@ def test_model_routes_act_on_the_key_s_tenant_and_another_tenant_needs_the_opera
         listed = c.get("/v1/models?tenant=other", headers=OPERATOR)
         assert listed.status_code == 200 and listed.json()["tenant"] == "other"
     assert store.tenants == ["t", "other"]
+
+
+def test_the_list_shows_each_trained_versions_lineage() -> None:
+    with client(Store()) as c:
+        listed = {v["version"]: v for v in c.get("/v1/models", headers=ADMIN).json()["versions"]}
+    assert listed["1"]["lineage"] is None  # not produced by a training run
+    lineage = listed["2"]["lineage"]
+    assert lineage["base_version"] == "1" and lineage["gate"]["decision"] == "passed"
+    assert lineage["dataset"] == {"pairs": 40} and lineage["mlflow_run"].startswith("http://mlflow/")

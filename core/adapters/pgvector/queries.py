@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from core.adapters.pgvector.bm25 import Bm25Queries
 from core.adapters.pgvector.schema import chunk_table
 from core.domain import NEW_TENANTS
+from core.snippets import ItemView
 
 # Candidates of every vector search (items, and chunks per item asked of the index) and the
 # least HNSW candidate list (`hnsw.ef_search`): a query for k <= CANDIDATE_ITEMS runs the same
@@ -81,6 +82,27 @@ class Queries(Bm25Queries):
                 (tenant, list(ids)),
             )).fetchall()
         return {row[0]: (row[1], row[2]) for row in rows}
+
+    async def describe_best(
+        self, version: str, tenant: str, query: np.ndarray, ids: Sequence[str], chars: int
+    ) -> dict[str, ItemView]:
+        """Title, metadata and best chunk of each item, in one query over the chunks of these
+        items only (their primary key, no index scan): core.snippets.BestChunks."""
+        rows = await self._fetch(sql.SQL(
+            "SELECT i.id, i.title, i.metadata, coalesce(b.chunk_no, 0) AS chunk_no, "
+            " CASE WHEN coalesce(b.chunk_no, 0) = 0 THEN left(i.text, %(chars)s) ELSE i.text END "
+            "FROM items i LEFT JOIN ("
+            " SELECT DISTINCT ON (item_id) item_id, chunk_no FROM {t} "
+            " WHERE tenant = %(tenant)s AND item_id = ANY(%(ids)s) "
+            " ORDER BY item_id, embedding <=> %(q)s) b ON b.item_id = i.id "
+            "WHERE i.tenant = %(tenant)s AND i.id = ANY(%(ids)s)"
+        ).format(t=chunk_table(version)), {
+            "tenant": tenant, "ids": list(ids), "q": np.asarray(query, dtype=np.float32), "chars": chars})
+        return {row[0]: ItemView(row[1], row[2], int(row[3]), row[4]) for row in rows}
+
+    async def _fetch(self, statement: sql.Composed, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        async with self.pool.connection() as conn:
+            return await (await conn.execute(statement, params)).fetchall()
 
     async def count_items(self, tenant: str | None = None) -> int:
         async with self.pool.connection() as conn:

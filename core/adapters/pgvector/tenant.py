@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from core.domain import ChunkVectors, Expected, Item
+from core.snippets import ItemView
 
 if TYPE_CHECKING:
     from core.adapters.pgvector.store import PgVectorStore
@@ -80,3 +81,6 @@ class TenantStore:
 
     async def describe(self, *args: Any, **kwargs: Any) -> dict[str, tuple[str, dict[str, Any]]]:
         return await self.store.describe(*args, **kwargs)
+
+    async def describe_best(self, *args: Any, **kwargs: Any) -> dict[str, ItemView]:
+        return await self.store.describe_best(*args, **kwargs)
