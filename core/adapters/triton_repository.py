@@ -2,11 +2,12 @@
 
 Layout: `<repo>/<model_name>/config.pbtxt` and one numeric directory per model version,
 `<repo>/<model_name>/<version>/model.py` with the sentence-transformers files in
-`<version>/model/`, and beside model.py the serving-form chooser (forms.py) and its check set
-(check_set.json): the version measures its candidate forms when Triton loads it and writes
-its decision to `<version>/serving.json` (read_serving_decision). A version directory
+`<version>/model/`, and beside model.py the serving-form chooser (forms.py), the ONNX Runtime
+forms (onnx_form.py) and the check set (check_set.json): the version measures its candidate
+forms when Triton loads it and writes its decision to `<version>/serving.json`
+(read_serving_decision), and its ONNX files once to `<version>/onnx/`. A version directory
 appears atomically (built aside, then renamed) and is never rewritten by the platform (only
-the model's own serving.json), so Triton never loads a half-copied version.
+by the model itself: serving.json and onnx/), so Triton never loads a half-copied version.
 
 `python -m core.adapters.triton_repository <repo>` writes the base version and the config (the
 `triton-models` init job of compose.yaml). Its instance group names no kind unless told: Triton
@@ -28,9 +29,9 @@ from core.serving import BULK_PRIORITY, PRIORITY_LEVELS, TRITON_INPUT, TRITON_OU
 
 MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
 # Copied beside model.py into each version (forms.py: the choice of the served form).
-MODEL_FILES = ("model.py", "forms.py", "check_set.json")
+MODEL_FILES = ("model.py", "forms.py", "onnx_form.py", "check_set.json")
 DECISION_FILE = "serving.json"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "onnx-int8")
 INPUT_NAME = TRITON_INPUT
 OUTPUT_NAME = TRITON_OUTPUT
 MAX_QUEUE_DELAY_US = 2000
@@ -65,8 +66,8 @@ def model_config(
     precision: str = "auto",
     min_cosine: float = 0.999,
 ) -> str:
-    """`precision` (auto, fp32, bf16, fp16) is the form each version may serve: `auto` lets the
-    version measure fp32 against the device's fast form and serve the fastest whose quality
+    """`precision` (auto, fp32, bf16, fp16, onnx, onnx-int8) is the form each version may serve:
+    `auto` lets the version measure fp32 against the device's fast forms and serve the fastest whose quality
     holds, `fp32` serves fp32; `min_cosine` is the smallest cosine to fp32 a form may have.
     `intra_op_threads` 0: each instance takes the cores of the machine Triton runs on divided
     by `instance_count` (triton_model/model.py). Queries are sent with priority 1 and bulk work

@@ -52,13 +52,24 @@ def _ndcg_at_10(queries: np.ndarray, docs: np.ndarray, relevant: list[list[int]]
 def test_the_served_version_reports_its_form_and_check(triton: Component, test_settings: Settings) -> None:
     decision = read_serving_decision(test_settings.triton_repository, test_settings.triton_model_name, 1)
     assert decision is not None, "version 1 wrote no serving.json when Triton loaded it"
-    assert decision["form"] in ("fp32", "bf16", "fp16") and decision["reason"].startswith(decision["form"])
+    assert decision["form"] in ("fp32", "bf16", "fp16", "onnx", "onnx-int8")
+    assert decision["reason"].startswith(decision["form"])
     assert decision["precision"] == test_settings.triton_precision
     assert decision["device"] == "cpu" or decision["device"].startswith("cuda")
     measured = set(decision["texts_per_s"])
     assert "fp32" in measured and decision["form"] in measured
-    if test_settings.triton_precision == "auto":
-        assert len(measured) == 2  # fp32 and the device's fast form were both measured
+    if test_settings.triton_precision == "auto" and decision["device"] == "cpu":
+        # fp32, bf16 and both ONNX Runtime forms, exported once into the version directory
+        assert measured == {"fp32", "bf16", "onnx", "onnx-int8"}, decision["refused"]
+        onnx_dir = test_settings.triton_repository / test_settings.triton_model_name / "1" / "onnx"
+        assert (onnx_dir / "model.onnx").is_file() and (onnx_dir / "model_int8.onnx").is_file()
+        assert decision["onnx_build"]["size_bytes"]["onnx"] == (onnx_dir / "model.onnx").stat().st_size
+        assert decision["size_bytes_by_form"]["onnx-int8"] < decision["size_bytes_by_form"]["onnx"]
+        assert decision["quality"]["onnx"]["min_cosine_to_fp32"] >= 0.99999  # the same model, in ONNX Runtime
+    elif test_settings.triton_precision == "auto":
+        assert len(measured) == 2  # fp32 and the GPU's fp16
+    # every form refused says why (the guard, the speed rule, or what kept it from running)
+    assert set(decision["refused"]) == {form for form, ok in decision["passed"].items() if not ok}
     assert all(speed > 0 for speed in decision["texts_per_s"].values())
     served = decision["quality"][decision["form"]]
     reference = decision["quality"]["fp32"]
@@ -66,6 +77,8 @@ def test_the_served_version_reports_its_form_and_check(triton: Component, test_s
     assert served["min_cosine_to_fp32"] >= test_settings.deploy_min_cosine
     assert decision["passed"][decision["form"]] is True
     assert decision["size_bytes"] > 1_000_000 and decision["check_set"]["documents"] >= 40
+    assert decision["size_bytes"] == decision["size_bytes_by_form"][decision["form"]]
+    assert decision["format"] == ("onnx" if decision["form"].startswith("onnx") else "pytorch")
 
 
 def test_what_triton_serves_is_within_the_guard_of_fp32(triton: Component, test_settings: Settings) -> None:

@@ -104,14 +104,46 @@ def test_only_fp32_or_a_form_that_cannot_run() -> None:
 
 
 def test_candidates_follow_the_setting_and_the_device() -> None:
-    assert forms.candidates("auto", "cpu") == ["fp32", "bf16"]
+    assert forms.candidates("auto", "cpu") == ["fp32", "bf16", "onnx", "onnx-int8"]
     assert forms.candidates("auto", "cuda:0") == ["fp32", "fp16"]
     assert forms.candidates("fp32", "cuda:0") == ["fp32"]
     assert forms.candidates("bf16", "cuda") == ["fp32", "bf16"]
     assert forms.candidates("fp16", "cpu") == ["fp32"]  # never measured where it cannot pay
-    assert forms.candidates("auto", "cpu", bf16_supported=False) == ["fp32"]
+    assert forms.candidates("auto", "cpu", bf16_supported=False) == ["fp32", "onnx", "onnx-int8"]
+    assert forms.candidates("onnx", "cpu") == ["fp32", "onnx"]
+    assert forms.candidates("onnx-int8", "cpu") == ["fp32", "onnx-int8"]
+    assert forms.candidates("onnx-int8", "cuda:0") == ["fp32"]  # ONNX Runtime's CPU provider only
+    assert set(forms.FORMATS) == set(forms.WEIGHTS_DTYPES) == set(forms.PRECISIONS) - {"auto"}
     with pytest.raises(ValueError):
         forms.candidates("int4", "cpu")
+
+
+def test_the_onnx_forms_compete_with_the_others() -> None:
+    speeds = {"fp32": 50.0, "bf16": 60.0, "onnx": 100.0, "onnx-int8": 140.0}
+    qualities = {"fp32": REF, "bf16": q(), "onnx": q(0.95, 1.0, 0.99999), "onnx-int8": q(0.95, 0.99, 0.965)}
+    decision = forms.choose(speeds, qualities, min_cos=0.999)
+    # int8 is the fastest but its cosine and its ranking fail the guard: onnx (fp32) is served
+    assert decision.form == "onnx" and decision.reason.startswith("onnx: 2.00x")
+    assert decision.passed == {"fp32": True, "bf16": True, "onnx": True, "onnx-int8": False}
+    assert decision.refused == {"onnx-int8": "onnx-int8: nDCG@10 against fp32's ranking 0.9900 < 0.995; "
+                                             "min cosine to fp32 0.96500 < 0.999"}
+    int8_only = {"fp32": REF, "onnx-int8": qualities["onnx-int8"]}
+    alone = forms.choose({"fp32": 50.0, "onnx-int8": 140.0}, int8_only, min_cos=0.999)
+    assert alone.form == "fp32" and alone.reason == (
+        "fp32: onnx-int8: nDCG@10 against fp32's ranking 0.9900 < 0.995; min cosine to fp32 0.96500 < 0.999")
+    # where the int8 form's quality holds, it wins
+    holds = {**qualities, "onnx-int8": q(0.95, 0.999, 0.99)}
+    assert forms.choose(speeds, holds, min_cos=0.98).form == "onnx-int8"
+    # named: served whenever its quality holds, even no faster; refused with the reason otherwise
+    named = forms.choose({"fp32": 50.0, "onnx-int8": 45.0}, {"fp32": REF, "onnx-int8": q(cosine=0.99)},
+                         precision="onnx-int8", min_cos=0.98)
+    assert named.form == "onnx-int8"
+    refused = forms.choose({"fp32": 50.0, "onnx-int8": 140.0}, {"fp32": REF, "onnx-int8": q(cosine=0.99)},
+                           precision="onnx-int8", min_cos=1.0)
+    assert refused.form == "fp32" and "onnx-int8: min cosine to fp32 0.99000 < 1.0" in refused.reason
+    missing = forms.choose({"fp32": 50.0}, {"fp32": REF}, precision="onnx",
+                           errors={"onnx": "RuntimeError('onnxruntime is not installed where Triton runs')"})
+    assert missing.form == "fp32" and "onnx failed to run" in missing.reason
 
 
 # --- the quality measures --------------------------------------------------------------------
@@ -230,6 +262,11 @@ def test_the_model_measures_once_per_server_and_writes_its_decision(
 
     decision = module.decide(FakeSentenceModel(), "cpu", "auto", 0.999, 64)
     assert decision["form"] in ("fp32", "bf16") and set(decision["texts_per_s"]) == {"fp32", "bf16"}
+    # a model that is not Transformer -> Pooling [-> Normalize] has no ONNX form, and says so
+    assert decision["passed"]["onnx"] is False and decision["passed"]["onnx-int8"] is False
+    assert decision["refused"]["onnx"].startswith("onnx failed to run: RuntimeError(")
+    assert "ONNX form reproduces" in decision["refused"]["onnx-int8"]
+    assert decision["format"] == "pytorch" and decision["size_bytes_by_form"]["fp32"] == 1000
     assert decision["quality"]["bf16"]["min_cosine_to_fp32"] > 0.99
     assert decision["size_bytes"] == 1000 and decision["check_set"]["documents"] == 53
     assert [len(decision["pass_seconds"][form]) for form in ("fp32", "bf16")] == [4, 4]

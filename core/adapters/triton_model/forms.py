@@ -1,8 +1,10 @@
 """Which form of the model a Triton version serves: the choice, pure (numpy only).
 
 Copied beside model.py into every version directory, with check_set.json. When Triton loads
-a version, model.py embeds the check set with each candidate form (fp32; bf16 autocast on a
-CPU; fp16 on a GPU), times it, and hands the measurements to `choose`: the fastest form whose
+a version, model.py embeds the check set with each candidate form (fp32; on a CPU bf16
+autocast and the ONNX Runtime forms `onnx` (fp32, every graph optimisation) and `onnx-int8`
+(int8 dynamic quantization), see onnx_form.py; fp16 on a GPU), times it, and hands the
+measurements to `choose`: the fastest form whose
 quality holds is served, else fp32, and the decision (with why) is written to
 `<version>/serving.json`, which the deployer logs to MLflow and `GET /v1/models` shows.
 
@@ -15,8 +17,9 @@ Quality of a form, against fp32 on the check set:
   `min_cosine` (the deployer's smoke-test threshold, so what is served passes the smoke test).
 Speed (setting `auto`): a faster form is served only when it beats fp32 by `min_speedup`
 (1.05x): timing noise never trades exactness for nothing. A setting that names the form
-(`bf16`, `fp16`) serves it whenever its quality holds, whatever this measurement's speed (the
-operator knows the machine better than a few passes on a busy one); its speed is recorded.
+(`bf16`, `fp16`, `onnx`, `onnx-int8`) serves it whenever its quality holds, whatever this
+measurement's speed (the operator knows the machine better than a few passes on a busy
+one); its speed is recorded.
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ from typing import Any
 import numpy as np
 
 REFERENCE = "fp32"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "onnx-int8")
+ONNX_FORMS = ("onnx", "onnx-int8")  # ONNX Runtime on a CPU
+# How each form is stored and run, for the record (serving.json, MLflow, GET /v1/models).
+FORMATS = {"fp32": "pytorch", "bf16": "pytorch", "fp16": "pytorch", "onnx": "onnx", "onnx-int8": "onnx"}
+WEIGHTS_DTYPES = {  # autocast computes in the form's dtype from fp32 weights
+    "fp32": "float32", "bf16": "float32", "fp16": "float32", "onnx": "float32",
+    "onnx-int8": "int8 (MatMul weights, per channel)",
+}
 MAX_NDCG_DROP = 0.005
 MIN_SPEEDUP = 1.05
 DEFAULT_MIN_COSINE = 0.999
@@ -40,20 +50,24 @@ CHECK_SET_FILE = "check_set.json"
 
 def candidates(precision: str, device: str, bf16_supported: bool = True) -> list[str]:
     """The forms to measure for the setting `precision` on `device` ("cpu", "cuda..."); fp32
-    always comes first (the reference). `fp32` measures nothing else; `bf16`/`fp16` name the
-    one fast form to check; `auto` takes the fast form of the device."""
+    always comes first (the reference). `fp32` measures nothing else; `bf16`, `fp16`, `onnx`,
+    `onnx-int8` name the one fast form to check; `auto` takes every fast form of the device
+    (a CPU: bf16 where supported, onnx, onnx-int8; a GPU: fp16)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    gpu = device.startswith("cuda")
     if precision == "fp32":
         return [REFERENCE]
-    fast = "fp16" if device.startswith("cuda") else "bf16"
-    if precision != "auto":
-        fast = precision
-    if fast == "bf16" and not bf16_supported:
+    if precision == "auto":
+        fast = ["fp16"] if gpu else [*(["bf16"] if bf16_supported else []), *ONNX_FORMS]
+        return [REFERENCE, *fast]
+    if precision == "bf16" and not bf16_supported:
         return [REFERENCE]
-    if fast == "fp16" and not device.startswith("cuda"):
+    if precision == "fp16" and not gpu:
         return [REFERENCE]  # fp16 matmuls on a CPU are emulated: never faster
-    return [REFERENCE, fast]
+    if precision in ONNX_FORMS and gpu:
+        return [REFERENCE]  # the ONNX forms run on ONNX Runtime's CPU provider
+    return [REFERENCE, precision]
 
 
 def ndcg_at_k(ranking: Sequence[int], gains: Mapping[int, float], k: int = K) -> float:
@@ -123,11 +137,12 @@ def quality(
 class Decision:
     form: str
     reason: str
-    precision: str  # the setting: auto, fp32, bf16 or fp16
+    precision: str  # the setting: auto, fp32, bf16, fp16, onnx or onnx-int8
     device: str
     texts_per_s: dict[str, float] = field(default_factory=dict)
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     passed: dict[str, bool] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # each form not served: why
     max_ndcg_drop: float = MAX_NDCG_DROP
     min_cosine: float = DEFAULT_MIN_COSINE
     min_speedup: float = MIN_SPEEDUP
@@ -171,10 +186,10 @@ def choose(
         raise ValueError("fp32 (the reference) must be measured")
     ref = qualities[REFERENCE]
     passed: dict[str, bool] = {REFERENCE: True}
-    reasons: list[str] = []
+    refused: dict[str, str] = {}
     for form, error in (errors or {}).items():
         passed[form] = False
-        reasons.append(f"{form} failed to run: {error}")
+        refused[form] = f"{form} failed to run: {error}"
     eligible: list[str] = []
     for form, q in qualities.items():
         if form == REFERENCE or form not in speeds:
@@ -185,7 +200,7 @@ def choose(
             why.append(f"{speedup:.2f}x fp32's speed, below the {min_speedup}x that justifies it")
         passed[form] = not why
         if why:
-            reasons.append(f"{form}: " + "; ".join(why))
+            refused[form] = f"{form}: " + "; ".join(why)
         else:
             eligible.append(form)
     if eligible:
@@ -198,10 +213,10 @@ def choose(
     elif len(speeds) == 1 and not errors:
         form, reason = REFERENCE, f"fp32: the setting is {precision!r}, no other form measured on {device}"
     else:
-        form, reason = REFERENCE, "fp32: " + ("; ".join(reasons) or "no faster form")
+        form, reason = REFERENCE, "fp32: " + ("; ".join(refused.values()) or "no faster form")
     return Decision(
         form=form, reason=reason, precision=precision, device=device,
         texts_per_s={f: round(s, 2) for f, s in speeds.items()},
-        quality={f: asdict(q) for f, q in qualities.items()}, passed=passed,
+        quality={f: asdict(q) for f, q in qualities.items()}, passed=passed, refused=refused,
         max_ndcg_drop=max_ndcg_drop, min_cosine=min_cos, min_speedup=min_speedup,
     )

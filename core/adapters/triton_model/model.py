@@ -5,11 +5,14 @@ Runs inside triton_python_backend_stub: locally in the environment infra.triton_
 makes (the platform's venv, with NumPy 1 first), under compose in the image of infra/Dockerfile.triton.
 On a GPU when Triton placed the instance there (kind GPU, or MODEL when torch sees one).
 
-The form it serves (fp32, bf16 autocast on a CPU, fp16 on a GPU) is chosen when the version
-loads, on this machine: forms.py measures each candidate's speed and its quality against fp32
-on check_set.json (both shipped beside this file) and picks; the decision is written to
-serving.json in the version directory. The config parameter `precision` (auto, fp32, bf16,
-fp16) restricts the candidates; `min_cosine` is the deployer's smoke-test threshold.
+The form it serves (fp32; on a CPU bf16 autocast, ONNX Runtime `onnx` and `onnx-int8`; fp16
+on a GPU) is chosen when the version loads, on this machine: forms.py measures each
+candidate's speed and its quality against fp32 on check_set.json (both shipped beside this
+file) and picks; the decision is written to serving.json in the version directory. The ONNX
+forms are exported once per version into `<version>/onnx/` by onnx_form.py (also beside this
+file); tokenization, pooling and normalisation stay here, so clients still send text. The
+config parameter `precision` (auto, fp32, bf16, fp16, onnx, onnx-int8) restricts the
+candidates; `min_cosine` is the deployer's smoke-test threshold.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ HERE = Path(__file__).resolve().parent
 TIMED_ROUNDS = 4
 
 
-def _load_forms() -> Any:
-    """forms.py of this version directory (beside this file), by path: no sys.path games."""
-    spec = importlib.util.spec_from_file_location(f"flywheel_forms_{abs(hash(str(HERE)))}", HERE / "forms.py")
+def _load_beside(name: str) -> Any:
+    """`name`.py of this version directory (beside this file), by path: no sys.path games."""
+    unique = f"flywheel_{name}_{abs(hash(str(HERE)))}"
+    spec = importlib.util.spec_from_file_location(unique, HERE / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up while defined
@@ -49,7 +53,8 @@ def _load_forms() -> Any:
     return module
 
 
-forms = _load_forms()
+forms = _load_beside("forms")
+onnx_form = _load_beside("onnx_form")
 
 
 def parameter(config: dict[str, Any], name: str, default: str) -> str:
@@ -82,6 +87,24 @@ def weights_bytes(model_dir: Path) -> int:
                if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".onnx"))
 
 
+def onnx_encoder(model: Any, form: str) -> Any:
+    """The ONNX Runtime encoder of `form`, its files built into <version>/onnx/ first if missing
+    (callers hold the version's lock, or run after the instance that measured built them)."""
+    why = onnx_form.unsupported(model)
+    if why:
+        raise RuntimeError(why)
+    onnx_form.build(model, HERE)
+    return onnx_form.OnnxEncoder(model, HERE, form, torch.get_num_threads())
+
+
+def form_sizes(model_dir: Path, build: dict[str, Any] | None) -> dict[str, int]:
+    """Bytes on disk of what each form loads: the torch forms the weights, an ONNX form its graph."""
+    weights = weights_bytes(model_dir)
+    sizes = {form: weights for form in forms.FORMATS if forms.FORMATS[form] == "pytorch"}
+    sizes.update({form: int(size) for form, size in ((build or {}).get("size_bytes") or {}).items()})
+    return sizes
+
+
 def measure_and_choose(model: Any, device: str, precision: str, min_cosine: float, batch_size: int) -> Any:
     """Embed the check set with each candidate form: speed (texts/s of its fastest of
     TIMED_ROUNDS passes, the forms taking turns, after one warm-up pass each) and quality
@@ -97,9 +120,23 @@ def measure_and_choose(model: Any, device: str, precision: str, min_cosine: floa
     vectors: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
     forms_to_time: list[str] = []
+    encoders: dict[str, Any] = {}
+    build: dict[str, Any] | None = None
     for form in forms.candidates(precision, device):
         try:
-            vectors[form] = encode(model, texts, form, device, batch_size)  # warm-up, and its output
+            if form in forms.ONNX_FORMS:
+                if build is None:  # once for both ONNX forms: export and quantize, or find them
+                    began = time.perf_counter()
+                    why = onnx_form.unsupported(model)
+                    if why:
+                        raise RuntimeError(why)
+                    build = onnx_form.build(model, HERE)
+                    build["ready_seconds"] = round(time.perf_counter() - began, 3)
+                runner = onnx_form.OnnxEncoder(model, HERE, form, torch.get_num_threads())
+                encoders[form] = lambda t, runner=runner: runner.encode(t, batch_size)
+            else:
+                encoders[form] = lambda t, form=form: encode(model, t, form, device, batch_size)
+            vectors[form] = encoders[form](texts)  # warm-up, and its output
             forms_to_time.append(form)
         except Exception as exc:  # a form this machine cannot run is not a candidate
             if form == forms.REFERENCE:
@@ -111,7 +148,7 @@ def measure_and_choose(model: Any, device: str, precision: str, min_cosine: floa
     for _ in range(TIMED_ROUNDS):
         for form in forms_to_time:
             began = time.perf_counter()
-            encode(model, texts, form, device, batch_size)
+            encoders[form](texts)
             passes[form].append(round(time.perf_counter() - began, 4))
     speeds = {form: len(texts) / max(min(seconds), 1e-9) for form, seconds in passes.items()}
     n = len(queries)
@@ -119,15 +156,24 @@ def measure_and_choose(model: Any, device: str, precision: str, min_cosine: floa
     qualities = {form: forms.quality(v[:n], v[n:], ref[:n], ref[n:], relevant) for form, v in vectors.items()}
     decision = forms.choose(speeds, qualities, precision=precision, device=device, min_cos=min_cosine,
                             errors=errors)
+    sizes = {f: size for f, size in form_sizes(HERE / MODEL_SUBDIR, build).items() if f in decision.passed}
     decision.extra.update({
         "check_set": {"queries": n, "documents": len(docs), "timed_rounds": TIMED_ROUNDS,
                       "batch_size": batch_size},
         "pass_seconds": passes,  # every timed pass, for whoever doubts the choice
-        "size_bytes": weights_bytes(HERE / MODEL_SUBDIR),
-        "weights_dtype": "float32",  # autocast computes in the form's dtype from fp32 weights
+        **served_record(decision.form, sizes),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     })
+    if build is not None:
+        decision.extra["onnx_build"] = build  # export/quantize seconds, cached or not, versions
     return decision
+
+
+def served_record(form: str, sizes: dict[str, int]) -> dict[str, Any]:
+    """What the decision says of the served form: its format, weights' dtype and size on disk
+    (and every measured form's size)."""
+    return {"format": forms.FORMATS[form], "weights_dtype": forms.WEIGHTS_DTYPES[form],
+            "size_bytes": sizes.get(form, 0), "size_bytes_by_form": sizes}
 
 
 def decide(model: Any, device: str, precision: str, min_cosine: float, batch_size: int) -> dict[str, Any]:
@@ -204,6 +250,13 @@ class TritonPythonModel:
             self.decision = {"form": "fp32", "reason": f"fp32: the measurement failed: {exc!r}"[:500],
                              "precision": precision, "device": device, "texts_per_s": {}}
         self.form = str(self.decision["form"])
+        self.onnx: Any = None
+        if self.form in forms.ONNX_FORMS:
+            try:
+                self.onnx = onnx_encoder(self.model, self.form)
+            except Exception as exc:  # the files went missing or broke: fp32 serves
+                pb_utils.Logger.log_warn(f"{self.form} could not be loaded, serving fp32: {exc!r}")
+                self.form = "fp32"
         pb_utils.Logger.log_info(
             f"serving form {self.form} ({self.decision['reason']}); texts/s {self.decision['texts_per_s']}"
         )
@@ -223,7 +276,10 @@ class TritonPythonModel:
             texts.extend(decoded)
             counts.append(len(decoded))
         try:
-            vectors = encode(self.model, texts, self.form, self.device, self.batch_size)
+            if self.onnx is not None:
+                vectors = self.onnx.encode(texts, self.batch_size)
+            else:
+                vectors = encode(self.model, texts, self.form, self.device, self.batch_size)
         except Exception as exc:  # one bad batch must not kill the stub
             error = pb_utils.TritonError(f"embedding failed: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
@@ -236,4 +292,5 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
+        self.onnx = None
         del self.model
