@@ -42,7 +42,9 @@ from core.config import Settings
 from core.search import NoActiveModel
 
 IndexStrategy = Literal["auto", "insert", "rebuild"]
-EMBED_SLICE = 1024
+# Texts per embed call: a few requests of Triton's batch size in flight keep it busy; many more
+# would wait past the request timeout on a slow CPU (the last of 16 requests waits for 15 batches).
+EMBED_SLICE = 256
 IMPORT_SLICE = 5000
 ITEM_VERSION = 1
 # Memory for one HNSW build: the graph of 100,000 384-dimensional vectors fits.
