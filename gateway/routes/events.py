@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Request, status
 from gateway.bodies import Published
 from gateway.deps import PublisherDep, Publishing, resources
 from gateway.problems import Problem
-from gateway.routes.training import start_training
+from gateway.routes.training import check_base_version, start_training
 from schemas import codec
 from schemas.topics import (
     CLICKS,
@@ -57,6 +57,7 @@ async def publish_event(
     if isinstance(validated, TrainingRequested):
         # The run id names a task: another tenant's is not the caller's to continue, and a
         # tenant has one unfinished training run at a time (409 otherwise).
+        await check_base_version(validated.base_version, who.tenant, request)
         fields = {"base_version", "since", "until", "min_sessions", "epochs", "gate_margin"}
         details = {"request": validated.model_dump(mode="json", include=fields)}
         delivery = await start_training(validated, details, await resources(request).tasks(), publisher)

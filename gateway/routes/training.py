@@ -12,8 +12,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, status
 
+from core.adapters.pgvector import PgVectorStore
 from core.adapters.task_store import TaskStore
 from core.rollout import reindex_task_id
+from core.serving import BASE_SERVING_VERSION
 from gateway.bodies import ReindexRequest, TaskAccepted, TrainingRunRequest
 from gateway.deps import Admin, PublisherDep, StoreDep, TasksDep, resources
 from gateway.problems import Problem
@@ -30,6 +32,7 @@ async def request_training(
     body: TrainingRunRequest, who: Admin, publisher: PublisherDep, tasks: TasksDep, request: Request,
 ) -> TaskAccepted:
     await _check_datasets(body, who.tenant, request)
+    await check_base_version(body.base_version, who.tenant, request)
     run_id = f"run-{uuid.uuid4().hex}"
     event = TrainingRequested(run_id=run_id, tenant=who.tenant, source="gateway", **body.model_dump())
     await start_training(event, body.model_dump(mode="json"), tasks, publisher)
@@ -48,6 +51,28 @@ async def _check_datasets(body: TrainingRunRequest, tenant: str, request: Reques
     if missing:
         raise Problem(422, "the run names datasets this tenant does not have: upload them first "
                            "(POST /v1/datasets)", errors=missing)
+
+
+async def version_owner(version: str, store: PgVectorStore, tasks: TaskStore) -> tuple[bool, str | None]:
+    """Whether the platform knows `version` (its catalogue, or a deploy not yet indexed
+    anywhere), and the tenant that trained it (None: shared)."""
+    owners = await store.owners()
+    if version in owners:
+        return True, owners[version]
+    deploy = await tasks.get(f"deploy-{version}")
+    return (True, deploy["tenant"]) if deploy else (False, None)
+
+
+async def check_base_version(version: str | None, tenant: str, request: Request) -> None:
+    """A run starts from the shared base or a version of the caller's tenant: another tenant's
+    version (its weights learnt from that tenant's sessions) answers 404, as does one unknown."""
+    if version is None or version == BASE_SERVING_VERSION:
+        return
+    known, owner = await version_owner(version, await resources(request).store(),
+                                       await resources(request).tasks())
+    if not known or owner not in (None, tenant):
+        raise Problem(404, f"model version {version} is not a version of tenant {tenant!r}",
+                      errors=[{"field": "base_version", "reason": "not a version of the tenant"}])
 
 
 async def start_training(
@@ -82,10 +107,7 @@ async def request_reindex(
     tenant's version answers 404. One reindex per version per tenant: a request while one is
     pending or running joins it (the same task, nothing published again)."""
     version = body.model_version
-    owner = (await store.owners()).get(version)
-    if owner is None and version not in await store.dimensions():
-        deploy = await tasks.get(f"deploy-{version}")  # deployed, not yet indexed anywhere
-        owner = deploy["tenant"] if deploy else None
+    _, owner = await version_owner(version, store, tasks)
     if owner is not None and owner != who.tenant:
         raise Problem(404, f"model version {version} is not a version of tenant {who.tenant!r}",
                       errors=[{"field": "model_version", "reason": "another tenant's version"}])
