@@ -166,11 +166,11 @@ async def deploy(event: ModelPublished, deps: DeployDeps) -> dict[str, Any]:
 
 
 def mlflow_record(decision: dict[str, Any]) -> tuple[dict[str, str], dict[str, float]]:
-    """The serving decision as MLflow tags (form, reason, device, setting: tags, since a later
-    deploy of the version may choose again) and metrics (texts/s and quality of each form
-    measured, the weights' size)."""
-    tags = {f"serving.{key}": str(decision[key])[:5000]
-            for key in ("form", "reason", "precision", "device") if key in decision}
+    """The serving decision as MLflow tags (form, reason, device, setting, format (pytorch or
+    onnx), weights' dtype: tags, since a later deploy of the version may choose again) and
+    metrics (texts/s and quality of each form measured, the served form's size and each's)."""
+    keys = ("form", "reason", "precision", "device", "format", "weights_dtype")
+    tags = {f"serving.{key}": str(decision[key])[:5000] for key in keys if key in decision}
     metrics: dict[str, float] = {}
     for form, speed in (decision.get("texts_per_s") or {}).items():
         metrics[f"serving_{form}_texts_per_s"] = float(speed)
@@ -179,6 +179,8 @@ def mlflow_record(decision: dict[str, Any]) -> tuple[dict[str, str], dict[str, f
             metrics[f"serving_{form}_{name}"] = float(value)
     if "size_bytes" in decision:
         metrics["serving_size_bytes"] = float(decision["size_bytes"])
+    for form, size in (decision.get("size_bytes_by_form") or {}).items():
+        metrics[f"serving_{form}_size_bytes"] = float(size)
     return tags, metrics
 
 

@@ -198,8 +198,11 @@ def test_the_setting_is_in_the_config_and_the_chooser_ships_with_each_version(tm
 # --- the deployer's record -------------------------------------------------------------------
 def test_the_decision_becomes_mlflow_tags_and_metrics() -> None:
     decision = forms.choose({"fp32": 50.0, "bf16": 120.0}, {"fp32": REF, "bf16": q(0.948)}).as_dict()
-    decision["size_bytes"] = 90_000_000
+    decision.update(size_bytes=90_000_000, format="pytorch", weights_dtype="float32",
+                    size_bytes_by_form={"fp32": 90_000_000, "onnx-int8": 58_000_000})
     tags, metrics = mlflow_record(decision)
+    assert tags["serving.format"] == "pytorch" and tags["serving.weights_dtype"] == "float32"
+    assert metrics["serving_onnx-int8_size_bytes"] == 58_000_000
     assert tags["serving.form"] == "bf16" and tags["serving.device"] == "cpu"
     assert "2.40x" in tags["serving.reason"]
     assert metrics["serving_bf16_texts_per_s"] == 120.0 and metrics["serving_fp32_texts_per_s"] == 50.0
