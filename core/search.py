@@ -47,7 +47,7 @@ async def search(
     if snippets is not None and isinstance(store, BestChunks):
         views = await store.describe_best(version, query.tenant, embedded.vectors[0], ids, 6 * snippets.chars)
         described = {item_id: (view.title, view.metadata) for item_id, view in views.items()}
-        texts = await snippets.of(views, query.text)
+        texts = await snippets.of(views, query.text, query.tenant)
     else:
         described = await store.describe(query.tenant, ids)
     timings["search_ms"] = (time.perf_counter() - began) * 1000

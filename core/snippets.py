@@ -9,6 +9,7 @@ at the start of the text, so most items (one chunk) need no tokenizer at all.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -30,6 +31,7 @@ class ItemView:
     metadata: dict[str, Any]
     chunk_no: int
     text: str
+    version: int = 0  # the item's version: a later chunk's text is cached under it
 
 
 @runtime_checkable
@@ -87,24 +89,47 @@ def chunk_text(chunker: Chunker, view: ItemView) -> str:
 
 
 class Snippets:
-    """Snippets of search results; the chunker is built on first need (a later chunk)."""
+    """Snippets of search results. A later chunk's text needs the item's text tokenized again
+    (milliseconds per item), so the texts of later chunks are kept, per tenant, item, item
+    version and chunk, for the CACHED most recent; the chunker is built on first need."""
+
+    CACHED = 4096
 
     def __init__(self, chunker: Callable[[], Chunker], chars: int = SNIPPET_CHARS) -> None:
         self._make_chunker = chunker
         self._chunker: Chunker | None = None
+        self._chunks: OrderedDict[tuple[str, str, int, int], str] = OrderedDict()
         self.chars = chars
 
-    async def of(self, views: dict[str, ItemView], query: str = "") -> dict[str, str]:
+    async def of(self, views: dict[str, ItemView], query: str = "", tenant: str = "") -> dict[str, str]:
         """Each item's snippet: of its best chunk, the words that hold most of the query's."""
-        if all(view.chunk_no == 0 for view in views.values()):
-            return {item_id: trim(view.text, self.chars, query) for item_id, view in views.items()}
-        return await asyncio.to_thread(self._cut, views, query)
+        texts = {item_id: self._known(tenant, item_id, view) for item_id, view in views.items()}
+        missing = {item_id: views[item_id] for item_id, text in texts.items() if text is None}
+        if missing:
+            cut = await asyncio.to_thread(self._cut, missing)
+            for item_id, text in cut.items():
+                texts[item_id] = text
+                self._keep((tenant, item_id, missing[item_id].version, missing[item_id].chunk_no), text)
+        return {item_id: trim(text or "", self.chars, query) for item_id, text in texts.items()}
 
-    def _cut(self, views: dict[str, ItemView], query: str) -> dict[str, str]:
+    def _known(self, tenant: str, item_id: str, view: ItemView) -> str | None:
+        if view.chunk_no == 0:
+            return view.text
+        key = (tenant, item_id, view.version, view.chunk_no)
+        found = self._chunks.get(key)
+        if found is not None:
+            self._chunks.move_to_end(key)
+        return found
+
+    def _keep(self, key: tuple[str, str, int, int], text: str) -> None:
+        self._chunks[key] = text
+        while len(self._chunks) > self.CACHED:
+            self._chunks.popitem(last=False)
+
+    def _cut(self, views: dict[str, ItemView]) -> dict[str, str]:
         if self._chunker is None:
             self._chunker = self._make_chunker()
-        return {item_id: trim(chunk_text(self._chunker, view), self.chars, query)
-                for item_id, view in views.items()}
+        return {item_id: chunk_text(self._chunker, view) for item_id, view in views.items()}
 
 
 def score_parts(

@@ -38,7 +38,7 @@ class SnippetStore(FakeStore):
             chunks = self.chunks[version].get((tenant, item_id))
             best = int(np.argmax(chunks.vectors @ query)) if chunks else 0
             text = item.text if best else item.text[:chars]
-            views[item_id] = ItemView(item.title, item.metadata, best, text)
+            views[item_id] = ItemView(item.title, item.metadata, best, text, item.version)
         return views
 
 
@@ -108,3 +108,27 @@ def test_hits_carry_the_snippet_of_their_best_chunk_and_hybrid_parts() -> None:
     bare = asyncio.run(search(SearchQuery(last, 2), store, embedder))
     assert [h.id for h in bare.hits] == [h.id for h in plain.hits]
     assert all(h.snippet is None for h in bare.hits)
+
+
+class CountingChunker(Chunker):
+    def __init__(self) -> None:
+        super().__init__(CHUNKER.tokenizer, CHUNKER.config)
+        self.splits = 0
+
+    def split_item(self, title: str, text: str, metadata: Any = None) -> list[str]:
+        self.splits += 1
+        return super().split_item(title, text, metadata)
+
+
+def test_a_later_chunks_text_is_cut_once_per_item_version_and_tenant() -> None:
+    chunker = CountingChunker()
+    snippets = Snippets(lambda: chunker)
+    later = {"whales": ItemView(TITLE, {}, 2, TEXT, 1)}
+    first = asyncio.run(snippets.of(later, "songs", "t1"))
+    assert asyncio.run(snippets.of(later, "songs", "t1")) == first and chunker.splits == 1
+    asyncio.run(snippets.of(later, "songs", "t2"))  # another tenant's item of the same id
+    asyncio.run(snippets.of({"whales": ItemView(TITLE, {}, 2, TEXT, 2)}, "songs", "t1"))  # a new version
+    assert chunker.splits == 3
+    # The first chunk needs no chunker at all.
+    asyncio.run(snippets.of({"cats": ItemView("Cats", {}, 0, "Cats sleep.", 1)}, "cats", "t1"))
+    assert chunker.splits == 3

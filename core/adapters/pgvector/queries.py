@@ -90,7 +90,7 @@ class Queries(Bm25Queries):
         items only (their primary key, no index scan): core.snippets.BestChunks."""
         rows = await self._fetch(sql.SQL(
             "SELECT i.id, i.title, i.metadata, coalesce(b.chunk_no, 0) AS chunk_no, "
-            " CASE WHEN coalesce(b.chunk_no, 0) = 0 THEN left(i.text, %(chars)s) ELSE i.text END "
+            " CASE WHEN coalesce(b.chunk_no, 0) = 0 THEN left(i.text, %(chars)s) ELSE i.text END, i.version "
             "FROM items i LEFT JOIN ("
             " SELECT DISTINCT ON (item_id) item_id, chunk_no FROM {t} "
             " WHERE tenant = %(tenant)s AND item_id = ANY(%(ids)s) "
@@ -98,7 +98,7 @@ class Queries(Bm25Queries):
             "WHERE i.tenant = %(tenant)s AND i.id = ANY(%(ids)s)"
         ).format(t=chunk_table(version)), {
             "tenant": tenant, "ids": list(ids), "q": np.asarray(query, dtype=np.float32), "chars": chars})
-        return {row[0]: ItemView(row[1], row[2], int(row[3]), row[4]) for row in rows}
+        return {row[0]: ItemView(row[1], row[2], int(row[3]), row[4], int(row[5])) for row in rows}
 
     async def _fetch(self, statement: sql.Composed, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         async with self.pool.connection() as conn:
