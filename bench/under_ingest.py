@@ -6,8 +6,9 @@
    published as fast as Kafka takes it, so the indexer embeds it through Triton's bulk lane
    at full speed; the same queries run again, one at a time, while it does. The indexer's lag on
    content-upserted is read when the loaded phase starts and ends, and the load tenant's
-   searchable items are counted then, so the report shows the ingest was busy throughout
-   (`ingest_busy_throughout`: its lag had not reached zero when the last query finished).
+   searchable items are counted then (`backlog_*`: published, not yet searchable), so the report
+   shows the ingest was busy throughout (`ingest_busy_throughout`: the load was not all
+   searchable when the last query finished).
 3. The ratio of the loaded p99 to the idle p99 (target: at most 2). Then the benchmark waits
    for the load to finish indexing (at most --timeout), so the next run starts idle.
 """
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.progress import Progress
 
 from bench.corpus import corpus_docs, derive_queries, synthetic_corpus
@@ -29,9 +31,10 @@ from bench.ingest import PUBLISH_SLICE, publish_until_searchable
 from bench.runtime import Stack, machine_info, open_stack
 from bench.search import default_tenant, sample_texts
 from bench.stats import rate, summarize
-from consumers.lag import measure_lag
+from core.adapters.triton_embedder import EmbedderUnavailable
 from core.config import Settings
 from core.domain import SearchQuery
+from core.kafka_auth import kafka_client_options
 from core.search import NoActiveModel, search
 from schemas.topics import CONTENT_UPSERTED
 
@@ -68,21 +71,40 @@ def load_tenant() -> str:
 
 
 async def indexer_lag(settings: Settings) -> int:
-    """Records of content-upserted the indexer's group has not committed yet, all partitions."""
-    return sum((await measure_lag(settings.bootstrap_servers, settings.indexer_group,
-                                  CONTENT_UPSERTED.name)).values())
+    """Records of content-upserted the indexer's group has not committed yet, all partitions
+    (the partitions read from a full metadata fetch: a consumer that never subscribes has none
+    cached right after it starts)."""
+    viewer = AIOKafkaConsumer(**kafka_client_options(settings), bootstrap_servers=settings.bootstrap_servers,
+                              group_id=settings.indexer_group, enable_auto_commit=False)
+    await viewer.start()
+    try:
+        cluster: Any = await viewer._client.fetch_all_metadata()
+        partitions = [TopicPartition(CONTENT_UPSERTED.name, p)
+                      for p in sorted(cluster.partitions_for_topic(CONTENT_UPSERTED.name) or ())]
+        ends = await viewer.end_offsets(partitions)
+        lag = 0
+        for tp in partitions:
+            lag += ends[tp] - (await viewer.committed(tp) or 0)
+        return lag
+    finally:
+        await viewer.stop()
 
 
 async def timed_searches(stack: Stack, tenant: str, queries: Sequence[str], k: int,
-                         progress: Progress, label: str) -> list[float]:
+                         progress: Progress, label: str) -> tuple[list[float], list[str]]:
+    """Milliseconds of each search, and the errors of those that failed: a search Triton did not
+    answer within the query deadline counts with the time it took to fail (a lower bound)."""
     task = progress.add_task(label, total=len(queries))
-    took = []
+    took, failed = [], []
     for text in queries:
         began = time.perf_counter()
-        await search(SearchQuery(text, k, tenant), stack.store.for_tenant(tenant), stack.embedder)
+        try:
+            await search(SearchQuery(text, k, tenant), stack.store.for_tenant(tenant), stack.embedder)
+        except EmbedderUnavailable as error:
+            failed.append(str(error))
         took.append((time.perf_counter() - began) * 1000)
         progress.advance(task)
-    return took
+    return took, failed
 
 
 async def publish_load(stack: Stack, tenant: str, n: int, progress: Progress) -> float:
@@ -98,7 +120,7 @@ async def publish_load(stack: Stack, tenant: str, n: int, progress: Progress) ->
     return time.perf_counter() - began
 
 
-def _summary(values: list[float]) -> dict[str, float]:
+def _summary(values: list[float]) -> dict[str, Any]:
     summary = summarize(values)
     return {"p50_ms": round(summary.p50, 2), "p99_ms": round(summary.p99, 2),
             "mean_ms": round(summary.mean, 2), "max_ms": round(summary.max, 2)}
@@ -123,14 +145,16 @@ async def run_under_ingest(
                 await timed_searches(stack, tenant, (queries * config.warmup)[: config.warmup], config.k,
                                      progress, "warm-up")
             lag_idle = await indexer_lag(settings)
-            idle = await timed_searches(stack, tenant, queries, config.k, progress, "idle searches")
+            idle, idle_failed = await timed_searches(
+                stack, tenant, queries, config.k, progress, "idle searches")
 
             loaded_tenant = load_tenant()
             publish_s = await publish_load(stack, loaded_tenant, config.load_n, progress)
             lag_start = await indexer_lag(settings)
             indexed_start = await stack.store.count_items(loaded_tenant)
             began = time.perf_counter()
-            loaded = await timed_searches(stack, tenant, queries, config.k, progress, "searches under ingest")
+            loaded, loaded_failed = await timed_searches(
+                stack, tenant, queries, config.k, progress, "searches under ingest")
             phase_s = time.perf_counter() - began
             lag_end = await indexer_lag(settings)
             indexed_end = await stack.store.count_items(loaded_tenant)
@@ -149,8 +173,9 @@ async def run_under_ingest(
         "items": items,
         "queries": len(queries),
         "k": config.k,
-        "idle": idle_summary,
-        "under_ingest": loaded_summary,
+        "idle": {**idle_summary, "failed": len(idle_failed)},
+        "under_ingest": {**loaded_summary, "failed": len(loaded_failed)},
+        "errors": sorted(set(idle_failed + loaded_failed))[:3],
         "ratio_p99_under_ingest_to_idle": ratio(loaded_summary["p99_ms"], idle_summary["p99_ms"]),
         "ratio_p50_under_ingest_to_idle": ratio(loaded_summary["p50_ms"], idle_summary["p50_ms"]),
         "target_ratio_p99": 2.0,
@@ -163,9 +188,12 @@ async def run_under_ingest(
             "indexer_lag_at_end": lag_end,
             "indexed_at_start": indexed_start,
             "indexed_at_end": indexed_end,
+            # Published documents of the load not yet searchable: the indexer's real backlog.
+            "backlog_at_start": config.load_n - indexed_start,
+            "backlog_at_end": config.load_n - indexed_end,
             "loaded_phase_s": round(phase_s, 2),
             "docs_per_s_during_phase": round(rate(indexed_end - indexed_start, phase_s), 2),
-            "ingest_busy_throughout": lag_end > 0 and indexed_end < config.load_n,
+            "ingest_busy_throughout": indexed_end < config.load_n,
             "indexed_after_wait": indexed,
         },
         "machine": machine,
