@@ -176,6 +176,21 @@ async def reindex_requests(settings: Settings, version: str) -> list[dict[str, A
     return found
 
 
+async def placed_version(settings: Settings) -> str:
+    """A version served by Triton but without an index: placed in the repository and loaded."""
+    control = build_model_control(settings)
+    try:
+        existing = model_versions(settings.triton_repository, settings.triton_model_name)
+        # Far above the versions training registers, so a later deploy never meets it.
+        version = str(max(existing) + 100)
+        await asyncio.to_thread(control.place_version, int(version), default_base_model_dir())
+        await control.load()
+        assert await control.is_ready(version)
+    finally:
+        await control.close()
+    return version
+
+
 async def publish_docs(publisher: Publisher, tenant: str, version: int = 1, suffix: str = "") -> None:
     await publisher.publish_many("content-upserted", [
         {"id": f"{id_}{suffix}", "title": id_, "text": text, "version": version, "tenant": tenant}
@@ -371,17 +386,7 @@ async def test_a_backfill_killed_midway_resumes_without_gaps_or_duplicates(
     reindexer_service: Component, indexer_service: Component, publisher: Publisher,
     tasks: TaskStore, store: PgVectorStore, embedder: TritonEmbedder, test_settings: Settings,
 ) -> None:
-    # A version served by Triton but without an index: placed in the repository and loaded.
-    control = build_model_control(test_settings)
-    try:
-        existing = model_versions(test_settings.triton_repository, test_settings.triton_model_name)
-        # Far above the versions training registers, so a later deploy never meets it.
-        version = str(max(existing) + 100)
-        await asyncio.to_thread(control.place_version, int(version), default_base_model_dir())
-        await control.load()
-        assert await control.is_ready(version)
-    finally:
-        await control.close()
+    version = await placed_version(test_settings)
     more = f"t-{uuid.uuid4().hex[:8]}"
     for round_ in range(3):
         await publish_docs(publisher, more, suffix=f"-{round_}")

@@ -1,7 +1,8 @@
 """Cancel and retry through the gateway against the real stack (Kafka, MongoDB, PostgreSQL,
-Triton, MLflow, the indexer, sessions and trainer services): a running training run stops
-within optimizer steps and registers nothing, a pending one is skipped by the trainer when it
-reaches it, and a retry runs the request again as a new run linked to the old one."""
+Triton, MLflow, the indexer, sessions, trainer and reindexer services): a running training run
+stops within optimizer steps and registers nothing, a pending one is skipped by the trainer when
+it reaches it, and a retry runs the request again as a new run linked to the old one; a running
+reindex stops between batches, drops what it had written and leaves the active version serving."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ from infra.services import gateway_service
 from producers.publisher import Publisher
 from tests.conftest import _run
 from tests.helpers import wait_for
+from tests.integration.test_rollout import chunked_items, placed_version, publish_docs, reindexer_service
 from tests.integration.test_training import caught_up, registered, training_data
 
 pytestmark = pytest.mark.integration
+__all__ = ["reindexer_service"]  # a fixture (slow batches, so a backfill can be caught running)
 
 TA, TB = f"ca-{uuid.uuid4().hex[:8]}", f"cb-{uuid.uuid4().hex[:8]}"
 SECRET = {TA: f"key-a-{uuid.uuid4().hex}", TB: f"key-b-{uuid.uuid4().hex}"}
@@ -111,3 +114,37 @@ async def test_cancel_a_running_and_a_pending_training_run_then_retry(
         assert done["status"] in ("succeeded", "rejected"), done
         assert done["details"]["retry_of"] == pending_id and "dataset" in done["details"]
         assert (await task_of(client, TB, pending_id))["links"]["retried_by"] == new_id
+
+
+async def test_cancel_a_running_reindex_and_the_active_version_keeps_serving(
+    gateway: str, indexer_service: Component, reindexer_service: Component, publisher: Publisher,
+    store: PgVectorStore, test_settings: Settings,
+) -> None:
+    version = await placed_version(test_settings)  # served by Triton, without an index
+    for round_ in range(25):
+        await publish_docs(publisher, TA, suffix=f"-r{round_}")
+
+    async def indexed() -> bool:
+        return await store.count_items(TA) >= 100
+    await wait_for(indexed, 300, what=f"{TA}'s items indexed")
+    active = await store.active_version(TA)
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        accepted = await client.post("/v1/reindex", headers=auth(TA),
+                                     json={"model_version": version, "activate": True})
+        assert accepted.status_code == 202, accepted.text
+        task_id = accepted.json()["task_id"]
+        await until(client, TA, task_id, lambda t: (t["details"].get("consumed") or 0) > 0, 300)
+        asked = await client.post(f"/v1/tasks/{task_id}/cancel", headers=auth(TA))
+        assert asked.status_code == 200 and asked.json()["cancel_requested_at"], asked.text
+        stopped = await until(client, TA, task_id, lambda t: t["status"] in FINAL_STATUSES, 120)
+        assert stopped["status"] == "cancelled" and stopped["error"] == "cancelled", stopped
+
+        # The half-built version failed and holds none of the tenant's rows; search still
+        # answers from the version that was active.
+        versions = {row["version"]: row for row in await store.list_versions(TA)}
+        assert versions[version]["status"] == "failed" and "cancelled" in versions[version]["reason"]
+        assert not [key for key in await chunked_items(store, version) if key[0] == TA]
+        assert await store.active_version(TA) == active
+        found = await client.post("/v1/search", headers=auth(TA), json={"query": "bread and yeast", "k": 3})
+        assert found.status_code == 200 and found.json()["model_version"] == active
+        assert found.json()["results"][0]["id"].startswith("bread")
