@@ -113,10 +113,13 @@ class Settings(BaseSettings):
     # Reindexer: records per backfill batch; at most this many events/s (0 = unlimited).
     reindex_batch_size: int = 256
     reindex_max_rate: float = 0.0
-    # A deploy or a backfill holds its message this long at most before Kafka reassigns it.
+    # How long a reindex waits for Triton to serve its version before it fails.
+    reindex_ready_timeout_s: float = Field(default=60.0, gt=0)
+    # A deploy holds its message this long at most before Kafka reassigns it (a reindex
+    # request is accepted into the work queue at once: consumers.fair_scheduler).
     rollout_max_poll_interval_ms: int = 24 * 60 * 60 * 1000
     # A deploy or reindex that updates its task for this long is hung: it is cancelled, its
-    # task failed with the reason, its request parked (longer than deploy_load_timeout_s).
+    # task failed with the reason, a deploy's request parked (longer than deploy_load_timeout_s).
     rollout_stall_timeout_s: float = Field(default=1800.0, gt=0)
     # --- end of rollout settings ---------------------------------------------------------
 
@@ -181,7 +184,8 @@ class Settings(BaseSettings):
     training_mining_depth: int = Field(default=30, ge=1, le=200)
     training_mining_max_ratio: float = Field(default=0.95, gt=0, le=1)
     training_mining_max_queries: int = Field(default=5_000, ge=0)
-    # A training run holds its Kafka record this long without polling.
+    # Unused since training requests are accepted into the work queue at once (kept so that
+    # existing deployments' settings still load).
     training_max_poll_interval_ms: int = 6 * 60 * 60 * 1000
     mlflow_experiment: str = "flywheel-training"
     # Retries of one MLflow request inside its client; past them the trainer retries the run.

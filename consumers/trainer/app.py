@@ -3,11 +3,12 @@ MLflow -> model-published, recorded in the run's task; then commit. A run reads 
 tenant's sessions and starts from its tenant's active version; the version it publishes
 belongs to that tenant.
 
-Run: `uvicorn consumers.trainer.app:app`. One request at a time; the offset is committed
-after the task holds the outcome. Training runs in a worker thread, and the consumer may
-hold a record for `training_max_poll_interval_ms` without being dropped from its group.
-When MLflow, MongoDB or PostgreSQL is unreachable the request is retried (consumers.service),
-its task left pending at stage "waiting".
+Run: `uvicorn consumers.trainer.app:app`. A request is accepted into the durable work queue
+and its offset committed; one run at a time is then taken in fair turns between tenants
+(consumers.fair_scheduler): a tenant's run never waits behind another tenant's queue.
+Training runs in a worker thread. When MLflow, MongoDB or PostgreSQL is unreachable the run
+is retried after a pause (the error policy's backoff), its task left pending at stage
+"waiting"; past the policy's attempts the task fails with the reason.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from consumers.fair_scheduler import consume_fairly
 from consumers.service import ConsumerService, ServiceContext
 from consumers.trainer.handlers import TrainerConfig, TrainerDeps, handle_training_request
 from core.adapters.dataset_store import DatasetStore
 from core.adapters.index_ranker import IndexRanker
 from core.adapters.item_texts import PgItemTexts
 from core.adapters.pgvector import PgVectorStore
+from core.adapters.work_queue import MongoWorkQueue
 from core.base_model import base_model_dir
 from core.bootstrap import (
     build_embedder,
@@ -76,7 +79,7 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
         tasks, datasets_of(DEFAULT_TENANT), SentenceTransformersTrainer(), build_model_registry(settings),
         lineage.active_version, publish_model, config, is_transient=service.policy.is_transient,
         judgments=uploaded),
-        datasets_of, store)
+        datasets_of, store, MongoWorkQueue(tasks.client, settings.mongo_db))
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Trainer:
     deps: TrainerDeps
     datasets_of: Callable[[str], DatasetBuilder]
     store: PgVectorStore
+    queue: MongoWorkQueue
 
     def for_tenant(self, tenant: str) -> TrainerDeps:
         return replace(self.deps, datasets=self.datasets_of(tenant),
@@ -99,10 +103,15 @@ async def train(event: TrainingRequested, trainer: Trainer) -> None:
                      task.get("error") or task["stage"])
 
 
+async def fail(event: TrainingRequested, trainer: Trainer, reason: str) -> None:
+    """The run could not be carried out (the attempts used up): its task says why."""
+    await trainer.deps.tasks.update(event.run_id, status="failed", error=reason[:1000])
+
+
 service = ConsumerService("trainer", open_resources)
-service.consume(
-    TRAINING_REQUESTED, TrainingRequested, train, group_id="trainer",
-    max_poll_interval_ms=service.settings.training_max_poll_interval_ms,
+consume_fairly(
+    service, TRAINING_REQUESTED, TrainingRequested, train, kind="training", group_id="trainer",
+    queue_of=lambda trainer: trainer.queue, task_id_of=lambda event: event.run_id, on_failed=fail,
 )
 broker = service.broker
 app = service.app()
