@@ -146,6 +146,9 @@ class Task(BaseModel):
     error: str | None = None
     cancel_requested_at: datetime | None = Field(
         default=None, description="When a cancel was asked for; a running task then stops at its next step.")
+    started_at: datetime | None = Field(
+        default=None, description="When a worker last started it (training and reindex: taken from the "
+                                  "work queue in fair turns between tenants).")
     links: dict[str, Any] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)
 
