@@ -26,7 +26,9 @@ const STUB_MODELS = {
   versions: [
     stubVersion("1", "retired", {}, 0, 0.41),
     stubVersion("2", "active", { "ndcg@10": 0.62, "mrr@10": 0.55, "recall@10": 0.81 }, 80, 0.47),
-    stubVersion("3", "retired", { "ndcg@10": 0.68, "mrr@10": 0.6, "recall@10": 0.86 }, 20, 0.52),
+    { ...stubVersion("3", "retired", { "ndcg@10": 0.68, "mrr@10": 0.6, "recall@10": 0.86 }, 20, 0.52),
+      owner: "console", lineage: { training_run: "run-3", base_version: "2", dataset: { pairs: 480, sessions: 120 },
+        gate: { decision: "passed", margin: 0.01, reason: "nDCG@10 0.68 > 0.62 + 0.01" }, mlflow_run: null } },
   ] };
 mkdirSync(shotDir, { recursive: true });
 
@@ -51,7 +53,8 @@ page.on("pageerror", (error) => report.console_errors.push({ text: `uncaught: ${
 async function shot(name) {
   await page.waitForTimeout(150); // let the last paint land
   const path = join(shotDir, `${name}.png`);
-  await page.screenshot({ path, fullPage: false });
+  // A screenshot waits for a frame: on a loaded machine (a reindex beside it) that takes longer.
+  await page.screenshot({ path, fullPage: false, timeout: 120_000 });
   report.screenshots.push(path);
 }
 
@@ -89,7 +92,10 @@ try {
   await page.locator("section[aria-labelledby=h-dead] table").waitFor({ timeout: 60_000 });
   await page.waitForFunction(() => !document.querySelector("section[aria-labelledby=h-flow] .stat")?.textContent.includes("…"),
     null, { timeout: 20_000 });
+  const dlqLinks = await page.locator("section[aria-labelledby=h-dead] a.dlq-link").evaluateAll(
+    (links) => links.map((a) => [a.textContent, a.getAttribute("href")]));
   step("overview", {
+    dlq_links: dlqLinks,
     healthy: await page.locator("#h-health + .stats .stat").textContent(),
     topics: await page.locator("section[aria-labelledby=h-flow] tbody tr").count(),
     events_per_s: await page.locator("section[aria-labelledby=h-flow] .stat").textContent(),
@@ -99,7 +105,30 @@ try {
   // 3. Search: results with scores and the version that answered; a metadata filter row.
   const first = await search(options.query);
   if (!first.results) throw new Error(`no results for ${options.query}`);
+  first.title = await page.locator("tr.result .result-title").first().textContent();
+  first.snippet = await page.locator("tr.result .snippet").first().textContent().catch(() => null);
   step("search", first);
+  // Hybrid: each result's score in its vector and keyword parts.
+  await page.getByLabel("Mode").selectOption("hybrid");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  await page.locator("tr.result .parts").first().waitFor();
+  step("hybrid search", { results: await page.locator("tr.result").count(),
+    parts: await page.locator("tr.result .parts").first().textContent() });
+  await shot("search-hybrid");
+  await page.getByLabel("Mode").selectOption("vector");
+  // The item page of the first result: what is stored, when it was indexed, by which versions.
+  await page.locator("tr.result a.item-link").first().click();
+  await page.waitForFunction(() => location.hash.startsWith("#/item/"));
+  await page.locator("#item-text").waitFor();
+  const item = { id: first.first, hash: await page.evaluate(() => location.hash),
+    title: await page.locator("#h-item").textContent(), text: await page.locator("#item-text").textContent(),
+    searchable: await page.locator("#item-searchable").textContent(),
+    nav: await page.evaluate(() => document.querySelector("nav a[aria-current=page]")?.textContent) };
+  step("item page", item);
+  report.item = item;
+  await shot("item");
+  await page.getByRole("link", { name: "Back to search" }).click();
+  await page.waitForFunction(() => location.hash === "#/search");
   await page.getByRole("button", { name: "Add filter" }).click();
   await page.locator(".filter-key").last().fill("kind");
   await page.locator(".filter-value").last().fill("animal");
@@ -170,9 +199,19 @@ try {
   await page.locator("tr[data-version]").first().waitFor();
   const versions = await page.locator("tr[data-version]").evaluateAll((rows) => rows.map((r) => ({
     version: r.dataset.version, active: Boolean(r.querySelector(".badge.active")),
-    building: r.querySelector("button")?.disabled })));
+    activate: Boolean(r.querySelector("button[aria-label^='Activate version']")),
+    building: r.querySelector("button")?.disabled,
+    lineage: r.querySelector(".lineage")?.textContent ?? null,
+    mlflow: r.querySelector("a.mlflow-link")?.getAttribute("href") ?? null })));
+  report.versions = versions;
   const target = report.rollout ? activeBefore
-    : (versions.find((v) => !v.active && !v.building) || versions.find((v) => v.active)).version;
+    : versions.find((v) => !v.active && v.activate && !v.building)?.version;
+  if (target === undefined) {
+    // Training was rejected and no other version can serve: nothing to activate (the active
+    // version has no Activate button).
+    step("activated", { version: null, versions });
+    report.activated = null;
+  } else {
   const activateButton = page.getByRole("button", { name: `Activate version ${target}`, exact: true });
   await activateButton.focus();
   await page.keyboard.press("Enter");
@@ -191,9 +230,20 @@ try {
   report.activated = target;
   report.search_after = after;
   if (after.model_version !== target) throw new Error(`search answered with ${after.model_version}, not ${target}`);
+  }
 
-  // 6. Dead letters: the list; inspect a letter; redrive a topic (with its confirmation).
-  await go("Dead letters");
+  // 6. Dead letters: from the overview's link of the topic, its letters only; inspect a letter;
+  //    redrive the topic (with its confirmation).
+  if (options.dlqTopic) {
+    await go("Overview");
+    await page.locator("section[aria-labelledby=h-dead] a.dlq-link", { hasText: options.dlqTopic }).first().click();
+    await page.waitForFunction((t) => location.hash === `#/dlq/${encodeURIComponent(t)}`, options.dlqTopic);
+    await page.locator("section[data-topic]").first().waitFor({ timeout: 60_000 });
+    step("dead letters of a topic", { topics: await page.locator("section[data-topic]").evaluateAll(
+      (sections) => sections.map((x) => x.dataset.topic)), heading: await page.locator("#page h2").textContent() });
+  } else {
+    await go("Dead letters");
+  }
   await page.locator("section[data-topic]").first().waitFor({ timeout: 60_000 });
   const section = options.dlqTopic ? page.locator(`section[data-topic="${options.dlqTopic}"]`) : page.locator("section[data-topic]").first();
   // The letter with the given key when there is one (other letters may be listed first).

@@ -168,6 +168,17 @@ def test_console_in_headless_chromium(
     assert done.returncode == 0, done.stderr[-3000:]
     steps = {s["name"]: s for s in report["steps"]}
     assert steps["search"]["results"] > 0 and steps["search"]["model_version"]
+    # Results explain themselves: a title, the snippet of the matching chunk, and for hybrid
+    # the vector and keyword parts of the score; the first result's item page opens.
+    assert steps["search"]["title"] and steps["search"]["snippet"]
+    assert "vector #" in steps["hybrid search"]["parts"] and "keyword" in steps["hybrid search"]["parts"]
+    item = report["item"]
+    assert item["hash"].startswith("#/item/") and item["title"] and item["text"]
+    assert item["searchable"].startswith("v") and item["nav"] == "Search"
+    # A dead-letter link per topic, each opening that topic's letters only.
+    links = steps["overview"]["dlq_links"]
+    assert links and all(href == f"#/dlq/{topic}" for topic, href in links)
+    assert steps["dead letters of a topic"]["topics"] == ["clicks.dlq"]
 
     # Training passed the gate; deploy and reindex finished; the new version served search.
     assert report["training"]["status"] == "succeeded", report["training"]
@@ -178,6 +189,13 @@ def test_console_in_headless_chromium(
     # The chart holds the held-out scores of the training runs: at least the new version's and
     # its base's, three metrics each.
     assert report["chart"]["bars"] >= 6 and "ndcg@10, mrr@10, recall@10" in report["chart"]["label"]
+    # The versions' lineage: the new one from its base, with its gate decision and MLflow run.
+    versions = {v["version"]: v for v in report["versions"]}
+    lineage = versions[new]["lineage"]
+    assert f"from v{steps['training requested']['active_before']}" in lineage and "gate passed" in lineage
+    assert versions[new]["mlflow"].startswith(test_settings.mlflow_uri)
+    # No Activate button on the active version (it serves already).
+    assert [v["activate"] for v in report["versions"] if v["active"]] == [False]
     # Rolled back from the page to the version before it, and search answered with that one.
     before = steps["training requested"]["active_before"]
     assert report["activated"] == before != new
@@ -191,8 +209,9 @@ def test_console_in_headless_chromium(
     assert any(r.value == MALFORMED_CLICK and r.key == b"console-bad" for r in again)
 
     assert steps["keyboard"]["first_tab_stop"] == "Skip to content"
-    assert steps["keyboard"]["after_skip"] == ["main", "#/dlq"]
+    assert steps["keyboard"]["after_skip"] == ["main", "#/dlq/clicks.dlq"]
     assert steps["models chart (stubbed /v1/models)"]["bars"] == 6  # 2 versions x 3 metrics
+    assert (shots / "item.png").stat().st_size > 5000 and (shots / "search-hybrid.png").stat().st_size > 5000
     for page in ("overview", "search", "tasks", "models", "dlq"):  # every page, wide and narrow
         assert (shots / f"{page}.png").stat().st_size > 5000
         assert (shots / f"narrow-{page}.png").stat().st_size > 5000

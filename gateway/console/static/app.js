@@ -289,7 +289,7 @@ function overviewPage(root) {
       const letters = await api("/v1/admin/dlq?letters=0");
       dead.replaceChildren(h("h3", { id: "h-dead" }, "Dead letters"),
         table(["Topic", ["Letters", "num"], ["Not redriven", "num"]], letters.map((d) => h("tr", {},
-          h("td", {}, h("a", { href: "#/dlq" }, d.topic)),
+          h("td", {}, h("a", { href: `#/dlq/${encodeURIComponent(d.topic)}`, class: "dlq-link" }, d.topic)),
           h("td", { class: "num" }, fmt.num(d.total)),
           h("td", { class: "num" }, d.pending ? badge(fmt.num(d.pending), "warn") : "0")))));
     } catch (error) {
@@ -338,6 +338,12 @@ function searchPage(root) {
         const row = filterRow(); filters.append(row); $(".filter-key", row).focus();
       } }, "Add filter")),
     h("button", { type: "submit" }, "Search"));
+  // An operator searches as any tenant (?tenant=); a tenant's key searches its own items.
+  let tenant = "";
+  (async () => {
+    const picker = await tenantPicker("search-tenant", "this key's tenant", (value) => { tenant = value; });
+    if (picker) $(".row", form).append(picker);
+  })();
   const tenants = h("section", { class: "card", "aria-labelledby": "h-tenants" },
     h("h3", { id: "h-tenants" }, "Items per tenant"), h("p", { class: "muted" }, "Loading…"));
   root.append(h("h2", {}, "Search playground"),
@@ -353,13 +359,21 @@ function searchPage(root) {
     const button = $("button[type=submit]", form);
     button.disabled = true;
     try {
-      const found = await api("/v1/search", { method: "POST", body });
+      const asTenant = tenant;
+      const found = await api(`/v1/search${asTenant ? `?tenant=${encodeURIComponent(asTenant)}` : ""}`,
+        { method: "POST", body });
       results.replaceChildren(h("h3", { id: "h-results" }, "Results"),
         h("p", { id: "search-summary" }, `${found.results.length} results from model version `,
-          h("strong", { id: "answered-by" }, found.model_version), ` in ${fmt.num(found.took_ms, 1)} ms`),
-        table(["#", "Id", "Title", ["Score", "num"], ["Metadata", "hide-narrow"]], found.results.map((r, i) =>
-          h("tr", { class: "result" }, h("td", {}, i + 1), h("td", { class: "mono" }, r.id), h("td", {}, r.title || ""),
-            h("td", { class: "num" }, fmt.score(r.score)),
+          h("strong", { id: "answered-by" }, found.model_version), ` in ${fmt.num(found.took_ms, 1)} ms`,
+          asTenant ? ` (as tenant ${asTenant})` : "",
+          body.mode === "hybrid" ? ". Hybrid score: 1/(60 + vector rank) + 1/(60 + keyword rank)." : ""),
+        table(["#", "Id", "Result", ["Score", "num"], ["Metadata", "hide-narrow"]], found.results.map((r, i) =>
+          h("tr", { class: "result", "data-id": r.id }, h("td", {}, i + 1),
+            h("td", { class: "mono" }, h("a", { href: itemHref(r.id, asTenant), class: "item-link",
+              "aria-label": `Item ${r.id}` }, r.id)),
+            h("td", {}, h("strong", { class: "result-title" }, r.title || h("span", { class: "muted" }, "(no title)")),
+              r.snippet ? h("p", { class: "snippet" }, r.snippet) : null),
+            h("td", { class: "num" }, fmt.score(r.score), scoreParts(r.score_parts)),
             h("td", { class: "mono hide-narrow" }, Object.keys(r.metadata || {}).length ? JSON.stringify(r.metadata) : ""))),
         { empty: "No results." }));
     } catch (error) {
@@ -381,6 +395,53 @@ function searchPage(root) {
     }
   })();
   $("#q").focus();
+}
+
+// A hybrid result's score, in its parts: each ranking's rank and score ("–": not a candidate there).
+function scoreParts(parts) {
+  if (!parts) return null;
+  const part = (name, p, digits) => h("div", { class: `part part-${name}` },
+    p ? `${name} #${p.rank} (${fmt.num(p.score, digits)})` : `${name} –`);
+  return h("div", { class: "muted parts" }, part("vector", parts.vector, 3), part("keyword", parts.keyword, 2));
+}
+
+// Item -------------------------------------------------------------------------------------
+function itemHref(id, tenant = "") {
+  return `#/item/${encodeURIComponent(tenant)}/${encodeURIComponent(id)}`;
+}
+
+function itemPage(root, [tenant = "", id = ""] = []) {
+  const card = h("section", { class: "card", id: "item", "aria-labelledby": "h-item" },
+    h("h3", { id: "h-item" }, "Item"), h("p", { class: "muted" }, "Loading…"));
+  root.append(h("h2", {}, "Item ", h("span", { class: "mono" }, id)),
+    h("p", {}, h("a", { href: "#/search", onclick: (event) => {
+      if (history.length > 1) { event.preventDefault(); history.back(); }
+    } }, "Back to search")), card);
+  (async () => {
+    try {
+      const item = await api(`/v1/content/${encodeURIComponent(id)}${tenant ? `?tenant=${encodeURIComponent(tenant)}` : ""}`);
+      const searchable = new Set(item.searchable_in || []);
+      card.replaceChildren(h("h3", { id: "h-item" }, item.title || h("span", { class: "muted" }, "(no title)")),
+        h("dl", { class: "facts" },
+          h("dt", {}, "Id"), h("dd", { class: "mono" }, item.id),
+          tenant ? [h("dt", {}, "Tenant"), h("dd", {}, tenant)] : null,
+          h("dt", {}, "Item version"), h("dd", { id: "item-version" }, fmt.num(item.version)),
+          h("dt", {}, "Indexed"), h("dd", {}, fmt.time(item.indexed_at)),
+          h("dt", {}, "Searchable with"), h("dd", { id: "item-searchable" },
+            searchable.size ? [...searchable].map((v) => badge(`v${v}`, "ok")).flatMap((x, i) => (i ? [" ", x] : [x]))
+              : h("span", { class: "muted" }, "no model version yet"))),
+        h("h4", {}, "Indexes"),
+        table(["Model version", "Status", "Serving", ["Chunks", "num"], ["Of item version", "num"]],
+          (item.indexes || []).map((x) => h("tr", {},
+            h("td", {}, `v${x.version}`), h("td", {}, badge(x.status)), h("td", {}, x.active ? badge("active") : "–"),
+            h("td", { class: "num" }, fmt.num(x.chunks)), h("td", { class: "num" }, x.item_version ?? "–"))),
+          { empty: "No model version has an index." }),
+        h("h4", {}, "Metadata"), h("pre", { id: "item-metadata" }, JSON.stringify(item.metadata || {}, null, 2)),
+        h("h4", {}, "Text"), h("pre", { id: "item-text" }, item.text || ""));
+    } catch (error) {
+      card.replaceChildren(h("h3", { id: "h-item" }, "Item"), errorBox(error));
+    }
+  })();
 }
 
 // Tasks -------------------------------------------------------------------------------------
@@ -500,12 +561,36 @@ function shareOf(version) {
 
 // Fields shown in their own columns; anything else a newer gateway adds lands in "Other".
 const KNOWN_FIELDS = new Set(["version", "status", "active", "dim", "created_at", "activated_at", "metrics", "traffic",
-  "searches", "clicked_searches", "ctr", "mrr", "adjustments"]);
+  "searches", "clicked_searches", "ctr", "mrr", "adjustments", "lineage", "owner"]);
+
+// Where a version comes from: its base, owner, training data, gate and MLflow run.
+function lineageCell(v) {
+  const l = v.lineage;
+  const owner = v.owner ? `owned by ${v.owner}` : "shared";
+  if (!l) return h("div", { class: "lineage" }, h("span", {}, "base model"), " · ", h("span", { class: "muted" }, owner));
+  const stats = Object.entries(l.dataset || {}).filter(([, x]) => typeof x === "number")
+    .map(([k, x]) => `${k.replaceAll("_", " ")} ${fmt.num(x)}`).join(", ");
+  const gate = l.gate || {};
+  return h("div", { class: "lineage" },
+    h("div", {}, `from v${l.base_version ?? "?"}`, " · ", owner),
+    stats ? h("div", { class: "muted" }, `data: ${stats}`) : null,
+    h("div", {}, "gate ", badge(gate.decision || "–", gate.decision === "passed" ? "ok" : "warn"),
+      typeof gate.margin === "number" ? ` margin ${fmt.num(gate.margin, 3)}` : "",
+      gate.reason ? h("span", { class: "muted" }, ` (${gate.reason})`) : null),
+    h("div", {}, h("span", { class: "mono" }, l.training_run), l.mlflow_run && /^https?:\/\//.test(l.mlflow_run)
+      ? [" ", h("a", { href: l.mlflow_run, target: "_blank", rel: "noopener noreferrer", class: "mlflow-link" }, "MLflow run")]
+      : null));
+}
 
 function extraFields(version) {
   const out = [];
   for (const [k, v] of Object.entries(version)) {
     if (KNOWN_FIELDS.has(k) || v === null || v === undefined) continue;
+    // The serving form's measurements are long: its form and why, not the whole record.
+    if (k === "serving" && typeof v === "object" && v.form) {
+      out.push(`serves ${v.form}${typeof v.reason === "string" ? ` (${v.reason.slice(0, 120)})` : ""}`);
+      continue;
+    }
     out.push(`${k}: ${typeof v === "number" ? fmt.num(v, 4) : JSON.stringify(v)}`);
   }
   const adj = version.adjustments || {};
@@ -588,9 +673,10 @@ function modelsPage(root) {
       split,
       table(["Version", "Status", ["Created", "hide-narrow"], ...metrics.map((m) => [m, "num"]),
         ["Traffic", "num"], ["Clicked / searches", "num hide-narrow"], ["CTR", "num"], ["MRR (online)", "num hide-narrow"],
-        ["Other", "hide-narrow"], "Action"],
+        "Lineage", ["Other", "hide-narrow"], "Action"],
       versions.map((v) => h("tr", { "data-version": v.version },
-        h("td", {}, h("strong", {}, v.version), v.active ? [" ", badge("active")] : null),
+        // "active" once: the status says it (a second badge only if the two ever disagree).
+        h("td", {}, h("strong", {}, v.version), v.active && v.status !== "active" ? [" ", badge("serving", "active")] : null),
         h("td", {}, badge(v.status)),
         h("td", { class: "hide-narrow" }, fmt.time(v.created_at)),
         metrics.map((m) => h("td", { class: "num" }, fmt.num((v.metrics || {})[m], 4))),
@@ -599,10 +685,12 @@ function modelsPage(root) {
           ? `${fmt.num(v.clicked_searches ?? 0)} / ${fmt.num(v.searches)}` : "–"),
         h("td", { class: "num" }, typeof v.ctr === "number" ? fmt.pct(v.ctr) : "–"),
         h("td", { class: "num hide-narrow" }, online(v, "mrr", 3)),
+        h("td", {}, lineageCell(v)),
         h("td", { class: "muted hide-narrow" }, extraFields(v).join("; ") || "–"),
-        h("td", {}, h("button", {
-          type: "button", class: "small", disabled: v.status === "building",
-          "aria-label": `Activate version ${v.version}`, onclick: () => activate(v.version, v.active),
+        // The active version serves already: nothing to activate.
+        h("td", {}, v.active ? h("span", { class: "muted" }, "serving") : h("button", {
+          type: "button", class: "small", disabled: v.status === "building" || v.status === "failed",
+          "aria-label": `Activate version ${v.version}`, onclick: () => activate(v.version),
         }, "Activate")))), { empty: "No model versions." }));
     // The chart compares held-out scores (0..1) from training; the improver's own figures
     // (revisions, chunk counts) stay in the table.
@@ -618,10 +706,9 @@ function modelsPage(root) {
     if (chosen) reindexVersion.value = chosen;
   }
 
-  async function activate(version, alreadyActive) {
+  async function activate(version) {
     const ok = await confirmAction(`Activate version ${version}?`,
-      alreadyActive ? `Version ${version} already serves search; activating it again changes nothing.`
-        : `Search switches to version ${version} at once, for this tenant only. The current version stays for rollback.`,
+      `Search switches to version ${version} at once, for this tenant only. The current version stays for rollback.`,
       `Activate v${version}`);
     if (!ok) return;
     try {
@@ -665,17 +752,19 @@ function modelsPage(root) {
 }
 
 // Dead letters -----------------------------------------------------------------------------
-function dlqPage(root) {
+function dlqPage(root, [only = ""] = []) {
   const list = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   const detail = h("section", { class: "card", id: "letter", tabindex: -1, "aria-labelledby": "h-letter" },
     h("h3", { id: "h-letter" }, "Letter"), h("p", { class: "muted" }, "Choose a letter to inspect it."));
-  root.append(h("h2", {}, "Dead letters"),
-    h("div", { class: "row" }, h("button", { type: "button", class: "secondary", onclick: () => load() }, "Refresh")),
+  root.append(h("h2", {}, "Dead letters", only ? [" of ", h("span", { class: "mono", id: "dlq-topic" }, only)] : null),
+    h("div", { class: "row" }, h("button", { type: "button", class: "secondary", onclick: () => load() }, "Refresh"),
+      only ? h("a", { href: "#/dlq" }, "All topics") : null),
     list, detail);
 
   async function load() {
     try {
-      const topics = await api("/v1/admin/dlq?letters=20");
+      const topics = (await api("/v1/admin/dlq?letters=20")).filter((t) => !only || t.topic === only);
+      if (!topics.length) { list.replaceChildren(h("p", { class: "muted" }, `No dead-letter topic ${only}.`)); return; }
       list.replaceChildren(...topics.map((t) => h("section", { class: "card", "data-topic": t.topic },
         h("div", { class: "row" }, h("h3", {}, t.topic),
           h("span", { class: "muted" }, `${fmt.num(t.total)} letters, ${fmt.num(t.pending)} not redriven`),
@@ -729,23 +818,27 @@ function dlqPage(root) {
 
 const PAGES = {
   overview: ["Overview", overviewPage], search: ["Search", searchPage], tasks: ["Tasks", tasksPage],
-  models: ["Models", modelsPage], dlq: ["Dead letters", dlqPage],
+  models: ["Models", modelsPage], dlq: ["Dead letters", dlqPage], item: ["Item", itemPage],
 };
+// Pages reached from another page (not in the navigation): the page the navigation marks.
+const NAV_OF = { item: "search" };
 
 let firstRoute = true;
 function route() {
   if (!apiKey()) { showSignedIn(false); $("#api-key").focus(); return; }
-  const name = (location.hash.replace(/^#\/?/, "").split("/")[0]) || "overview";
+  const [first, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
+  const name = first || "overview";
+  const args = rest.map((x) => { try { return decodeURIComponent(x); } catch { return x; } });
   const [title, render] = PAGES[name] || PAGES.overview;
   stopPage();
   const page = $("#page");
   page.replaceChildren();
   for (const link of document.querySelectorAll("nav a")) {
-    if (link.dataset.page === (PAGES[name] ? name : "overview")) link.setAttribute("aria-current", "page");
+    if (link.dataset.page === (PAGES[name] ? NAV_OF[name] || name : "overview")) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   document.title = `${title} · Flywheel console`;
-  render(page);
+  render(page, args);
   if (!firstRoute && !page.contains(document.activeElement)) $("#main").focus();
   firstRoute = false;
 }
