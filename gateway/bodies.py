@@ -173,7 +173,8 @@ class ModelVersionInfo(BaseModel):
     adjustments: dict[str, Any] = Field(
         default_factory=dict, description="The improver's revision, adjusted chunks and last evaluation.")
     serving: dict[str, Any] | None = Field(
-        default=None, description="The form Triton serves this version in (`form`: fp32, bf16 or fp16) and "
+        default=None, description="The form Triton serves this version in (`form`: fp32, bf16, fp16, onnx or "
+        "onnx-int8; `format` pytorch or onnx; `size_bytes` on disk) and "
         "why: each candidate's texts/s and quality on the check set against fp32 (nDCG@10 against labels and "
         "against fp32's ranking, min cosine), the weights' size, the setting and device. Measured by the "
         "version when Triton loaded it; null when it wrote no decision.")

@@ -95,7 +95,7 @@ async def list_models(
     lineage (the training run, base version, dataset statistics, gate decision, MLflow run), A/B
     traffic share, click-through rate and MRR from the session documents (searches credited
     to the version that served them), improver adjustments, and the form Triton serves it in
-    (`serving`: fp32, bf16 or fp16, with the measurements that chose it)."""
+    (`serving`: fp32, bf16, fp16, onnx or onnx-int8, with the measurements that chose it)."""
     tenant = lineage_of(who, tenant)
     lineage = store.for_tenant(tenant)
     active = await lineage.active_version()
