@@ -148,6 +148,15 @@ try {
   await page.getByLabel("Min sessions").fill(String(options.minSessions));
   await page.getByLabel("Gate margin").fill("0");
   await page.getByRole("button", { name: "Request training" }).click();
+  // A confirmation first: Escape cancels it and nothing is requested; then confirmed.
+  await page.locator("#confirm[open]").waitFor();
+  await page.keyboard.press("Escape");
+  await page.locator("#confirm[open]").waitFor({ state: "detached" });
+  if ((await page.locator("#train-task").count()) !== 0) throw new Error("a cancelled confirmation requested training");
+  await page.getByRole("button", { name: "Request training" }).click();
+  await page.locator("#confirm[open]").waitFor();
+  await page.locator("#confirm-ok").click();
+  await page.locator("#train-task").waitFor();
   const taskId = (await page.locator("#train-task").textContent()).trim();
   step("training requested", { task_id: taskId, active_before: activeBefore });
   await shot("models");

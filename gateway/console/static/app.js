@@ -724,6 +724,11 @@ function modelsPage(root) {
     event.preventDefault();
     const body = { epochs: Number($("#epochs").value), min_sessions: Number($("#min-sessions").value),
       gate_margin: Number($("#gate-margin").value) };
+    const ok = await confirmAction("Request a training run?",
+      `This tenant's model is fine-tuned from its sessions (${body.epochs} epoch(s), at least ${body.min_sessions} sessions); `
+      + `if the candidate passes the gate (margin ${body.gate_margin}), it is rolled out and the corpus re-embedded.`,
+      "Start training");
+    if (!ok) return;
     try {
       const accepted = await api("/v1/training-runs", { method: "POST", body });
       $("#train-result").replaceChildren("Training requested: ", h("a", { href: "#/tasks", id: "train-task" }, accepted.task_id));
