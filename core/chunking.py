@@ -12,6 +12,7 @@ fit in one sequence stays one chunk; longer texts become windows that overlap by
 from __future__ import annotations
 
 import string
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -125,8 +126,19 @@ class Chunker:
         return [f"{header}\n{window}" for window in self.windows(text, size, prefix=f"{header}\n")]
 
 
-@lru_cache(maxsize=4)
+_TOKENIZER_LOCK = threading.Lock()
+
+
 def tokenizer_for(model_dir: Path) -> Any:
+    """The model's tokenizer, loaded once. Worker threads ask for it at the same time (the
+    gateway's snippets and token counts), and transformers' lazy first import is not safe to
+    race: two threads importing at once got "cannot import name 'AutoTokenizer'"."""
+    with _TOKENIZER_LOCK:
+        return _load_tokenizer(model_dir)
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, use_fast=True)

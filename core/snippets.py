@@ -9,6 +9,7 @@ at the start of the text, so most items (one chunk) need no tokenizer at all.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class Snippets:
     def __init__(self, chunker: Callable[[], Chunker], chars: int = SNIPPET_CHARS) -> None:
         self._make_chunker = chunker
         self._chunker: Chunker | None = None
+        self._building = threading.Lock()
         self._chunks: OrderedDict[tuple[str, str, int, int], str] = OrderedDict()
         self.chars = chars
 
@@ -127,8 +129,9 @@ class Snippets:
             self._chunks.popitem(last=False)
 
     def _cut(self, views: dict[str, ItemView]) -> dict[str, str]:
-        if self._chunker is None:
-            self._chunker = self._make_chunker()
+        with self._building:  # searches in several worker threads may need it first at once
+            if self._chunker is None:
+                self._chunker = self._make_chunker()
         return {item_id: chunk_text(self._chunker, view) for item_id, view in views.items()}
 
 

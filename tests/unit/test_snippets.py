@@ -132,3 +132,28 @@ def test_a_later_chunks_text_is_cut_once_per_item_version_and_tenant() -> None:
     # The first chunk needs no chunker at all.
     asyncio.run(snippets.of({"cats": ItemView("Cats", {}, 0, "Cats sleep.", 1)}, "cats", "t1"))
     assert chunker.splits == 3
+
+
+def test_searches_that_need_the_chunker_at_once_build_it_once() -> None:
+    """Concurrent searches cut later chunks in worker threads; the chunker (the tokenizer's
+    first load) is built by one of them, never raced (a race of transformers' lazy import made
+    searches answer 500)."""
+    import threading
+    import time
+
+    built: list[int] = []
+
+    def make() -> Chunker:
+        built.append(threading.get_ident())
+        time.sleep(0.05)  # widen the window in which a second thread would build it too
+        return CHUNKER
+
+    snippets = Snippets(make)
+    view = ItemView(TITLE, {}, 1, TEXT, version=1)
+
+    async def many() -> list[dict[str, str]]:
+        return await asyncio.gather(*(snippets.of({f"i{n}": view}, "whales", f"t{n}") for n in range(8)))
+
+    answers = asyncio.run(many())
+    assert len(built) == 1
+    assert all(answer[f"i{n}"] for n, answer in enumerate(answers))
