@@ -40,6 +40,7 @@ from gateway.deps import (
 )
 from gateway.problems import Problem
 from gateway.security import Principal
+from gateway.tenancy import acting_tenant
 from schemas.envelope import TENANT_PATTERN
 
 log = logging.getLogger("flywheel.gateway")
@@ -52,13 +53,7 @@ TenantParam = Annotated[str | None, Query(
 
 def lineage_of(who: Principal, tenant: str | None) -> str:
     """The tenant whose lineage the call acts on: the key's own, or any for an operator."""
-    if tenant is None or tenant == who.tenant:
-        return who.tenant
-    if not who.operator:
-        raise Problem(403, f"this API key acts on tenant {who.tenant!r} only; another tenant's models "
-                           "need the 'operator' scope",
-                      errors=[{"field": "tenant", "reason": "not the key's tenant"}])
-    return tenant
+    return acting_tenant(who, tenant, "models")
 
 
 def held_out_metrics(scores: dict[str, float]) -> dict[str, float]:
