@@ -86,24 +86,24 @@ def _sentence(rng: random.Random, words: dict[str, tuple[str, ...]]) -> str:
     return clause[0].upper() + clause[1:] + "."
 
 
-synthetic_sentence = _sentence  # one sentence of a topic's vocabulary (bench.fill_texts)
+def synthetic_corpus(n: int, seed: int = SYNTHETIC_SEED, start: int = 0, *, prefix: str = "syn-",
+                     salt: str = "", sentences: tuple[int, int] | None = (3, 9)) -> list[Doc]:
+    """n documents (ids `<prefix><number>` from `start`), the same for the same seed on any machine.
 
-
-def synthetic_corpus(n: int, seed: int = SYNTHETIC_SEED, start: int = 0) -> list[Doc]:
-    """n documents (ids `syn-<number>` from `start`), the same for the same seed on any machine.
-
-    Each document is 3..9 sentences (roughly 40..160 words) about one topic, with a short title.
-    Document i depends only on (seed, i), so a longer corpus extends a shorter one.
+    Each document is 3..9 sentences (roughly 40..160 words; one when `sentences` is None) about
+    one topic, with a short title. Document i depends only on (salt, seed, i), so a longer corpus
+    extends a shorter one.
     """
     topics = sorted(TOPICS)
     docs = []
     for number in range(start, start + n):
-        rng = random.Random(f"{seed}:{number}")
+        rng = random.Random(f"{salt}{seed}:{number}")
         topic = topics[rng.randrange(len(topics))]
         words = TOPICS[topic]
         title = f"{rng.choice(words['adjs']).capitalize()} {rng.choice(words['nouns'])}"
-        text = " ".join(_sentence(rng, words) for _ in range(rng.randint(3, 9)))
-        docs.append(Doc(f"syn-{number:06d}", title, text, {"topic": topic}))
+        count = rng.randint(*sentences) if sentences else 1
+        text = " ".join(_sentence(rng, words) for _ in range(count))
+        docs.append(Doc(f"{prefix}{number:06d}", title, text, {"topic": topic}))
     return docs
 
 

@@ -5,11 +5,10 @@ beyond reading the corpus."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bench.corpus import SYNTHETIC_SEED, TOPICS, Doc, load_corpus, synthetic_sentence
+from bench.corpus import SYNTHETIC_SEED, Doc, load_corpus, synthetic_corpus
 
 FILL_PREFIX = "fill-"
 
@@ -19,16 +18,7 @@ def fill_docs(n: int, seed: int = SYNTHETIC_SEED, start: int = 0) -> list[Doc]:
     (seed, i), so a larger fill extends a smaller one."""
     if n < 0 or start < 0:
         raise ValueError("n and start must not be negative")
-    topics = sorted(TOPICS)
-    docs = []
-    for number in range(start, start + n):
-        rng = random.Random(f"fill:{seed}:{number}")
-        topic = topics[rng.randrange(len(topics))]
-        words = TOPICS[topic]
-        title = f"{rng.choice(words['adjs']).capitalize()} {rng.choice(words['nouns'])}"
-        text = synthetic_sentence(rng, words)
-        docs.append(Doc(f"{FILL_PREFIX}{number:06d}", title, text, {"topic": topic}))
-    return docs
+    return synthetic_corpus(n, seed, start, prefix=FILL_PREFIX, salt="fill:", sentences=None)
 
 
 def repeated_corpus(corpus: Sequence[Doc], n: int) -> list[Doc]:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from consumers.error_policy import ErrorPolicy
-from consumers.service import ConsumerService, Heartbeat, Stalled
+from consumers.service import ConsumerService, Heartbeat, Stalled, watched
 from core.adapters.work_queue import Claim
 from schemas.envelope import Envelope
 from schemas.topics import TopicSpec
@@ -138,21 +138,7 @@ class FairScheduler(Generic[E]):
                 log.warning("%s %s: could not renew the lease", self.kind, claim.task_id, exc_info=True)
 
     async def _watched(self, work: Awaitable[None]) -> None:
-        """Await `work`; cancel it and raise Stalled once the heartbeat is silent too long."""
-        self.heartbeat.beat()
-        task = asyncio.ensure_future(work)
-        if self.stall_timeout_s is None:
-            await task
-            return
-        while not task.done():
-            remaining = self.stall_timeout_s - self.heartbeat.silent_for()
-            if remaining <= 0:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                raise Stalled(f"no progress for {self.stall_timeout_s:g} s (stall timeout)")
-            await asyncio.wait({task}, timeout=remaining)
-        task.result()
+        await watched(work, self.heartbeat, self.stall_timeout_s)
 
 
 def consume_fairly(

@@ -152,6 +152,24 @@ class ServiceContext:
         return resource
 
 
+async def watched(work: Awaitable[None], heartbeat: Heartbeat, stall_timeout_s: float | None) -> None:
+    """Await `work`; cancel it and raise Stalled once `heartbeat` is silent too long."""
+    heartbeat.beat()
+    if stall_timeout_s is None:
+        await work
+        return
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        remaining = stall_timeout_s - heartbeat.silent_for()
+        if remaining <= 0:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise Stalled(f"no progress for {stall_timeout_s:g} s (stall timeout)")
+        await asyncio.wait({task}, timeout=remaining)
+    task.result()
+
+
 class ConsumerService(Generic[R]):
     def __init__(
         self,
@@ -333,21 +351,7 @@ class ConsumerService(Generic[R]):
         return on_batch
 
     async def _watched(self, work: Awaitable[None], stall_timeout_s: float | None) -> None:
-        """Await `work`; cancel it and raise Stalled once the heartbeat is silent too long."""
-        self.heartbeat.beat()
-        if stall_timeout_s is None:
-            await work
-            return
-        task = asyncio.ensure_future(work)
-        while not task.done():
-            remaining = stall_timeout_s - self.heartbeat.silent_for()
-            if remaining <= 0:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                raise Stalled(f"no progress for {stall_timeout_s:g} s (stall timeout)")
-            await asyncio.wait({task}, timeout=remaining)
-        task.result()
+        await watched(work, self.heartbeat, stall_timeout_s)
 
     async def _after_failure(
         self, position: Position, error: Exception, records: Sequence[Any],
