@@ -184,9 +184,6 @@ class Settings(BaseSettings):
     training_mining_depth: int = Field(default=30, ge=1, le=200)
     training_mining_max_ratio: float = Field(default=0.95, gt=0, le=1)
     training_mining_max_queries: int = Field(default=5_000, ge=0)
-    # Unused since training requests are accepted into the work queue at once (kept so that
-    # existing deployments' settings still load).
-    training_max_poll_interval_ms: int = 6 * 60 * 60 * 1000
     mlflow_experiment: str = "flywheel-training"
     # Retries of one MLflow request inside its client; past them the trainer retries the run.
     mlflow_http_retries: int = 2
