@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # the instances).
     triton_instance_count: int = Field(default=0, ge=0)
     triton_intra_op_threads: int = Field(default=0, ge=0)
+    # CPU niceness the bulk model's CPU instances give themselves (0-19; 0: none). The query
+    # lane's model (core.serving) keeps the default priority, so on cores the bulk lane keeps
+    # busy a query is scheduled first.
+    triton_bulk_nice: int = Field(default=10, ge=0, le=19)
     # The form each model version serves (written into the model's config): `auto` measures
     # fp32 against the device's fast forms (on a CPU bf16 autocast, ONNX Runtime `onnx` and
     # int8-quantized `onnx-int8`; fp16 on a GPU) on a check set when Triton loads the version

@@ -15,11 +15,20 @@ BASE_SERVING_VERSION = "1"
 TRITON_INPUT = "TEXT"
 TRITON_OUTPUT = "EMBEDDING"
 
-# Lanes through Triton's dynamic batcher (priority 1 is served first): single queries (search,
-# /v1/embeddings) never queue behind bulk indexing. Requests without a priority are bulk.
+# Lanes through Triton: single queries (search, /v1/embeddings) go to the query model, a
+# second Triton model over the same version directories with an instance of its own, so they
+# never wait for a bulk batch in execution; on a CPU the bulk instances run at a lower CPU
+# priority (`nice`). Within a model, the dynamic batcher serves priority 1 before 2; requests
+# without a priority are bulk.
 QUERY_PRIORITY = 1
 BULK_PRIORITY = 2
 PRIORITY_LEVELS = 2
+QUERY_MODEL_SUFFIX = "_query"
+
+
+def query_model_name(model_name: str) -> str:
+    """The Triton model of the query lane beside `model_name` (the bulk model)."""
+    return f"{model_name}{QUERY_MODEL_SUFFIX}"
 
 
 def serving_version(registry_version: int) -> str:

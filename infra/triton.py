@@ -12,6 +12,7 @@ from core.adapters.triton_repository import (
 )
 from core.base_model import base_model_dir
 from core.config import Settings
+from core.serving import query_model_name
 from gateway.readiness import triton_health
 from infra.process import Component, Health
 from infra.triton_dist import install_triton, server_environment, triton_dist, write_stub_env
@@ -67,7 +68,7 @@ class Triton(Component):
             s.triton_preferred_batch_sizes, instance_kind=local_instance_kind(),
             instance_count=s.triton_instance_count,
             intra_op_threads=s.triton_intra_op_threads,
-            precision=s.triton_precision, min_cosine=s.deploy_min_cosine,
+            precision=s.triton_precision, min_cosine=s.deploy_min_cosine, bulk_nice=s.triton_bulk_nice,
         )
 
     def command(self) -> list[str]:
@@ -78,6 +79,7 @@ class Triton(Component):
             f"--model-repository={self.model_repository}",
             "--model-control-mode=explicit",
             f"--load-model={s.triton_model_name}",
+            f"--load-model={query_model_name(s.triton_model_name)}",
             f"--backend-directory={dist.backends_dir}",
             f"--cache-directory={dist.caches_dir}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",

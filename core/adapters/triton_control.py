@@ -3,7 +3,9 @@
 With `version_policy: all`, `load_model` re-reads the repository and loads every version in
 it; the instances already serving keep answering until the new ones are ready, and when a
 version fails to load Triton keeps the old ones. The repository is written only through
-core.adapters.triton_repository, which places a version directory atomically.
+core.adapters.triton_repository, which places a version directory atomically. The query lane's
+model (core.serving.query_model_name) mirrors the bulk model's versions: every change here
+re-links them (sync_query_model), and `load` loads both.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from typing import Any
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from core.adapters.triton_repository import add_model_version, model_versions, read_serving_decision
+from core.adapters.triton_repository import (
+    add_model_version,
+    model_versions,
+    read_serving_decision,
+    sync_query_model,
+)
+from core.serving import query_model_name
 
 # Status calls answer at once from a healthy server; waiting longer only hides a hung one.
 PROBE_TIMEOUT_S = 10.0
@@ -69,12 +77,14 @@ class TritonModelControl:
         target = self.repository / self.model_name / str(version)
         if target.is_dir():
             target.rename(self.repository / self.model_name / f"{PARKED}{version}")
+        sync_query_model(self.repository, self.model_name)
 
     def restore_version(self, version: int) -> None:
         """Put a parked version back: the next load loads it."""
         parked = self.repository / self.model_name / f"{PARKED}{version}"
         if parked.is_dir() and not (self.repository / self.model_name / str(version)).exists():
             parked.rename(self.repository / self.model_name / str(version))
+        sync_query_model(self.repository, self.model_name)
 
     def remove_version(self, version: int) -> None:
         """Delete a version directory (only ever one that never served)."""
@@ -83,14 +93,20 @@ class TritonModelControl:
         if target.is_dir():
             target.rename(staging)  # disappears from the repository at once
             shutil.rmtree(staging, ignore_errors=True)
+        sync_query_model(self.repository, self.model_name)
 
     # --- the server --------------------------------------------------------------------------
     async def load(self) -> None:
-        """(Re)load the model from the repository; returns once Triton finished loading."""
-        try:
-            await self._client.load_model(self.model_name, client_timeout=self.load_timeout_s)
-        except InferenceServerException as error:
-            raise ModelLoadError(f"Triton could not load {self.model_name}: {error.message()}") from error
+        """(Re)load the bulk model from the repository, then the query lane's model (when the
+        repository has it) with the same versions; returns once Triton finished loading both."""
+        names = [self.model_name]
+        if sync_query_model(self.repository, self.model_name):
+            names.append(query_model_name(self.model_name))
+        for name in names:
+            try:
+                await self._client.load_model(name, client_timeout=self.load_timeout_s)
+            except InferenceServerException as error:
+                raise ModelLoadError(f"Triton could not load {name}: {error.message()}") from error
 
     async def version_states(self) -> dict[str, tuple[str, str]]:
         """Each version Triton knows of this model: (state, reason)."""

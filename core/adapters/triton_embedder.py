@@ -3,7 +3,10 @@
 Texts go out in requests of `request_size` texts (smaller than the model's max batch), all in
 flight at once, so Triton's dynamic batcher merges them into full batches; a briefly
 unavailable server is retried with bounded exponential backoff. The query lane sends its
-requests with a higher priority, so Triton serves them before queued bulk (indexing) requests.
+requests to the query model (core.serving.query_model_name: an instance of its own, so a query
+never waits for a bulk batch in execution) with the higher priority; where that model does not
+serve the version (a repository written before it existed), the bulk model answers the query,
+still ahead of queued bulk requests.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 from core.domain import Embeddings
 from core.metrics import EMBED_SECONDS, EMBEDDED_TEXTS
 from core.ports import Lane
-from core.serving import BULK_PRIORITY, QUERY_PRIORITY
+from core.serving import BULK_PRIORITY, QUERY_PRIORITY, query_model_name
 from core.serving import TRITON_INPUT as INPUT_NAME
 from core.serving import TRITON_OUTPUT as OUTPUT_NAME
 
@@ -52,6 +55,7 @@ class TritonEmbedder:
     ) -> None:
         self.url = url
         self.model_name = model_name
+        self.query_model_name = query_model_name(model_name)
         self.max_batch_size = max_batch_size
         self.request_size = max(1, min(request_size or max_batch_size, max_batch_size))
         self.retries = retries
@@ -62,6 +66,7 @@ class TritonEmbedder:
         self.query_deadline_s = query_deadline_s
         self.probe_timeout_s = probe_timeout_s
         self._client = grpcclient.InferenceServerClient(url)
+        self._lane_fallbacks: set[str] = set()  # versions whose queries went to the bulk model
 
     async def close(self) -> None:
         await self._client.close()
@@ -71,14 +76,13 @@ class TritonEmbedder:
             return Embeddings(np.zeros((0, 0), dtype=np.float32), self.model_name, model_version)
         size = self.request_size
         batches = [texts[i : i + size] for i in range(0, len(texts), size)]
-        priority = QUERY_PRIORITY if lane == "query" else BULK_PRIORITY
         with EMBED_SECONDS.labels(model_version).time(), _tracer.start_as_current_span(
             "triton infer", kind=SpanKind.CLIENT,
             attributes={"model": self.model_name, "model_version": model_version, "texts": len(texts),
                         "lane": lane},
         ):
-            calls = asyncio.gather(*(self._infer(batch, model_version, priority) for batch in batches))
             if lane == "query":
+                calls = asyncio.gather(*(self._query(batch, model_version) for batch in batches))
                 try:
                     parts = await asyncio.wait_for(calls, timeout=self.query_deadline_s)
                 except TimeoutError as error:
@@ -86,27 +90,44 @@ class TritonEmbedder:
                         f"Triton at {self.url} did not answer a query within {self.query_deadline_s:g} s "
                         f"(FLYWHEEL_TRITON_QUERY_DEADLINE_S)") from error
             else:
-                parts = await calls
+                parts = await asyncio.gather(*(
+                    self._infer(batch, self.model_name, model_version, BULK_PRIORITY) for batch in batches))
         EMBEDDED_TEXTS.labels(model_version).inc(len(texts))
         return Embeddings(np.concatenate(parts), self.model_name, model_version)
 
-    async def _infer(self, texts: Sequence[str], model_version: str, priority: int) -> np.ndarray:
+    async def _query(self, texts: Sequence[str], model_version: str) -> np.ndarray:
+        """The query model once, without retries; if it cannot answer, the bulk model (with
+        retries) at the query priority."""
+        try:
+            return await self._infer(texts, self.query_model_name, model_version, QUERY_PRIORITY, retries=0)
+        except (InferenceServerException, EmbedderUnavailable) as error:
+            if model_version not in self._lane_fallbacks:
+                self._lane_fallbacks.add(model_version)
+                log.warning("query model %s cannot serve version %s (%s): queries go to %s",
+                            self.query_model_name, model_version, error, self.model_name)
+        return await self._infer(texts, self.model_name, model_version, QUERY_PRIORITY)
+
+    async def _infer(
+        self, texts: Sequence[str], model_name: str, model_version: str, priority: int,
+        retries: int | None = None,
+    ) -> np.ndarray:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         request = grpcclient.InferInput(INPUT_NAME, list(data.shape), "BYTES")
         request.set_data_from_numpy(data)
         output = grpcclient.InferRequestedOutput(OUTPUT_NAME)
         delay = self.backoff_s
-        for attempt in range(self.retries + 1):
+        budget = self.retries if retries is None else retries
+        for attempt in range(budget + 1):
             try:
                 result = await self._client.infer(
-                    self.model_name, [request], model_version=model_version,
+                    model_name, [request], model_version=model_version,
                     outputs=[output], client_timeout=self.timeout_s, priority=priority,
                 )
                 vectors = result.as_numpy(OUTPUT_NAME)
                 assert vectors is not None
                 return np.asarray(vectors, dtype=np.float32)
             except InferenceServerException as error:
-                if not _is_transient(error) or attempt == self.retries:
+                if not _is_transient(error) or attempt == budget:
                     if _is_transient(error):
                         raise EmbedderUnavailable(f"Triton at {self.url}: {error}") from error
                     raise

@@ -9,7 +9,13 @@ forms when Triton loads it and writes its decision to `<version>/serving.json`
 appears atomically (built aside, then renamed) and is never rewritten by the platform (only
 by the model itself: serving.json and onnx/), so Triton never loads a half-copied version.
 
-`python -m core.adapters.triton_repository <repo>` writes the base version and the config (the
+The query lane (core.serving) is a second model, `<model_name>_query`: its own config (one
+instance, CPU priority unchanged) and, as its versions, relative symbolic links to the bulk
+model's version directories (sync_query_model), so both serve the same files and share one
+serving decision. Every change of the bulk model's versions goes through this module or
+core.adapters.triton_control, which mirror it.
+
+`python -m core.adapters.triton_repository <repo>` writes the base version and the configs (the
 `triton-models` init job of compose.yaml). Its instance group names no kind unless told: Triton
 then places the instances itself, on its GPUs when its own container has any, else on the CPU.
 """
@@ -25,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.serving import BULK_PRIORITY, PRIORITY_LEVELS, TRITON_INPUT, TRITON_OUTPUT
+from core.serving import BULK_PRIORITY, PRIORITY_LEVELS, TRITON_INPUT, TRITON_OUTPUT, query_model_name
 
 MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
 # Copied beside model.py into each version (forms.py: the choice of the served form).
@@ -38,6 +44,7 @@ MAX_QUEUE_DELAY_US = 2000
 BASE_VERSION = 1
 # Instance kinds: "KIND_AUTO" leaves the choice to Triton (GPU when it sees one).
 INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
+LANES = ("bulk", "query")
 
 
 def available_cores() -> int:
@@ -65,8 +72,14 @@ def model_config(
     intra_op_threads: int = 0,
     precision: str = "auto",
     min_cosine: float = 0.999,
+    lane: str = "bulk",
+    bulk_nice: int = 0,
 ) -> str:
-    """`precision` (auto, fp32, bf16, fp16, onnx, onnx-int8) is the form each version may serve:
+    """`lane` "bulk" writes the bulk model (named `model_name`), "query" the query lane's model
+    beside it (query_model_name; one instance, no preferred batch sizes: queries come alone).
+    `bulk_nice` is the CPU niceness the bulk model's CPU instances give themselves (0: none), so
+    on shared cores a query's instance runs first.
+    `precision` (auto, fp32, bf16, fp16, onnx, onnx-int8) is the form each version may serve:
     `auto` lets the version measure fp32 against the device's fast forms and serve the fastest whose quality
     holds, `fp32` serves fp32; `min_cosine` is the smallest cosine to fp32 a form may have.
     `intra_op_threads` 0: each instance takes the cores of the machine Triton runs on divided
@@ -79,8 +92,17 @@ def model_config(
         raise ValueError(f"instance_kind must be one of {', '.join(INSTANCE_KINDS)}, not {instance_kind!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if lane not in LANES:
+        raise ValueError(f"lane must be one of {', '.join(LANES)}, not {lane!r}")
+    if not 0 <= bulk_nice <= 19:
+        raise ValueError(f"bulk_nice must be between 0 and 19, not {bulk_nice}")
     kind_line = "" if instance_kind == "KIND_AUTO" else f"\n    kind: {instance_kind}"
     preferred = sorted({b for b in preferred_batch_sizes if 0 < b <= max_batch_size})
+    if lane == "query":
+        model_name, instance_count, preferred = query_model_name(model_name), 1, []
+    sizes = ", ".join(str(b) for b in preferred)
+    preferred_line = f"\n  preferred_batch_size: [ {sizes} ]" if preferred else ""
+    nice = bulk_nice if lane == "bulk" else 0
     # All versions on disk are served unless told otherwise: during a rollout the previous
     # version keeps answering queries while the corpus is re-embedded with the new one.
     policy = (
@@ -104,8 +126,7 @@ output [
     dims: [ -1 ]
   }}
 ]
-dynamic_batching {{
-  preferred_batch_size: [ {", ".join(str(b) for b in preferred)} ]
+dynamic_batching {{{preferred_line}
   max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
   priority_levels: {PRIORITY_LEVELS}
   default_priority_level: {BULK_PRIORITY}
@@ -127,6 +148,14 @@ parameters: {{
   key: "min_cosine"
   value: {{ string_value: "{min_cosine}" }}
 }}
+parameters: {{
+  key: "lane"
+  value: {{ string_value: "{lane}" }}
+}}
+parameters: {{
+  key: "nice"
+  value: {{ string_value: "{nice}" }}
+}}
 """
 
 
@@ -142,21 +171,51 @@ def write_model_config(
     intra_op_threads: int = 0,
     precision: str = "auto",
     min_cosine: float = 0.999,
+    bulk_nice: int = 0,
 ) -> Path:
-    """Write `<repo>/<model_name>/config.pbtxt` atomically; `instance_count` 0 picks one
-    (default_instance_count)."""
+    """Write `<repo>/<model_name>/config.pbtxt` and the query lane's model config beside it
+    atomically, and mirror the versions into the query model; `instance_count` 0 picks one
+    (default_instance_count). Returns the bulk model's config."""
     kind = instance_kind
     count = instance_count or default_instance_count(kind)
-    path = repo_dir / model_name / "config.pbtxt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
-        model_config(model_name, max_batch_size, preferred_batch_sizes, instance_kind=kind, versions=versions,
-                     instance_count=count, intra_op_threads=intra_op_threads, precision=precision,
-                     min_cosine=min_cosine)
-    )
-    tmp.replace(path)
-    return path
+    for lane in LANES:
+        name = model_name if lane == "bulk" else query_model_name(model_name)
+        path = repo_dir / name / "config.pbtxt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            model_config(model_name, max_batch_size, preferred_batch_sizes, instance_kind=kind,
+                         versions=versions, instance_count=count, intra_op_threads=intra_op_threads,
+                         precision=precision, min_cosine=min_cosine, lane=lane, bulk_nice=bulk_nice)
+        )
+        tmp.replace(path)
+    sync_query_model(repo_dir, model_name)
+    return repo_dir / model_name / "config.pbtxt"
+
+
+def sync_query_model(repo_dir: Path, model_name: str) -> list[int]:
+    """Make the query model's versions the bulk model's: a relative link `<query>/<v>` ->
+    `../<model_name>/<v>` for each complete version, none for any other (a parked or removed
+    version loses its link, so the next load unloads it from both models). Returns the
+    versions linked. A query model without a config (an older repository) is left alone."""
+    query_root = repo_dir / query_model_name(model_name)
+    if not (query_root / "config.pbtxt").is_file():
+        return []
+    versions = model_versions(repo_dir, model_name)
+    for entry in query_root.iterdir():
+        if entry.name.isdigit() and int(entry.name) not in versions:
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink()
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+    for version in versions:
+        link = query_root / str(version)
+        if not link.is_symlink():
+            staging = query_root / f".{version}.link"
+            staging.unlink(missing_ok=True)
+            staging.symlink_to(Path("..") / model_name / str(version), target_is_directory=True)
+            staging.replace(link)  # atomic: Triton never sees half a version
+    return versions
 
 
 def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: Path) -> Path:
@@ -174,6 +233,7 @@ def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: 
     for name in MODEL_FILES:
         shutil.copy2(MODEL_PY.parent / name, staging / name)
     staging.rename(target)
+    sync_query_model(repo_dir, model_name)
     return target
 
 
@@ -209,12 +269,15 @@ def build_model_repository(
     intra_op_threads: int = 0,
     precision: str = "auto",
     min_cosine: float = 0.999,
+    bulk_nice: int = 0,
 ) -> Path:
-    """Write the model's config and its version `version`; returns the version directory."""
+    """Write the model's config (and the query lane's) and its version `version`; returns the
+    version directory."""
     target = add_model_version(repo_dir, model_name, version, model_dir)
     write_model_config(repo_dir, model_name, max_batch_size, preferred_batch_sizes,
                        instance_kind=instance_kind, instance_count=instance_count,
-                       intra_op_threads=intra_op_threads, precision=precision, min_cosine=min_cosine)
+                       intra_op_threads=intra_op_threads, precision=precision, min_cosine=min_cosine,
+                       bulk_nice=bulk_nice)
     return target
 
 
@@ -247,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance_kind=args.instance_kind, instance_count=args.instance_count,
         intra_op_threads=settings.triton_intra_op_threads,
         precision=settings.triton_precision, min_cosine=settings.deploy_min_cosine,
+        bulk_nice=settings.triton_bulk_nice,
     )
     versions = model_versions(args.repository, settings.triton_model_name)
     print(f"model repository {args.repository}: {settings.triton_model_name} versions {versions} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
 from core.bootstrap import ensure_initial_version
+from core.config import Settings
 from core.domain import SearchQuery
 from core.search import search
 from core.serving import BASE_SERVING_VERSION
@@ -43,15 +45,50 @@ async def finished_order(
     return finished.index("query"), len(parts)
 
 
-async def test_a_query_overtakes_queued_bulk_work(triton: Component, embedder: TritonEmbedder) -> None:
+async def successes(embedder: TritonEmbedder, model: str) -> int:
+    """Requests `model` (every version) has answered, from Triton's statistics."""
+    stats = await embedder._client.get_inference_statistics(model_name=model, as_json=True)
+    return sum(int(m.get("inference_stats", {}).get("success", {}).get("count", 0))
+               for m in stats.get("model_stats", []))
+
+
+def stub_niceness(repository: Path) -> dict[str, int]:
+    """The niceness of each Python-backend stub serving from `repository`, by model directory."""
+    found: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        if not args or not args[0].endswith(b"triton_python_backend_stub"):
+            continue
+        model_py = Path(args[1].decode())
+        if model_py.is_relative_to(repository):
+            # stat: "pid (comm) state ppid ..."; nice is field 19 (1-based)
+            found[model_py.relative_to(repository).parts[0]] = int(stat.rsplit(")", 1)[1].split()[16])
+    return found
+
+
+async def test_a_query_overtakes_queued_bulk_work(
+    triton: Component, embedder: TritonEmbedder, test_settings: Settings,
+) -> None:
     async def query() -> None:
         embedded = await embedder.embed(["how do I reset my password?"], BASE_SERVING_VERSION, lane="query")
         assert embedded.vectors.shape[0] == 1
 
+    answered = await successes(embedder, embedder.query_model_name)
     position, bulk_requests = await finished_order(embedder, BASE_SERVING_VERSION, query)
     # Without the lane the query would queue behind every bulk request and come last; with it,
-    # it waits for the batch in execution (and the one being formed), then goes first.
+    # the query model's own instance answers it while the bulk instance works through its queue.
     assert position < bulk_requests // 2, (position, bulk_requests)
+    assert await successes(embedder, embedder.query_model_name) == answered + 1  # the query model answered
+    # On a CPU the bulk instance runs at the configured lower priority, the query's instance at 0.
+    niceness = stub_niceness(test_settings.triton_repository)
+    assert niceness.get(test_settings.triton_model_name) == test_settings.triton_bulk_nice, niceness
+    assert niceness.get(embedder.query_model_name) == 0, niceness
 
 
 async def test_a_search_is_answered_while_indexing_is_queued(

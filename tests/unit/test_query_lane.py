@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
+from tritonclient.utils import InferenceServerException
 
 from core.adapters.triton_embedder import TritonEmbedder
 from core.adapters.triton_repository import default_instance_count, model_config
 from core.domain import SearchQuery
 from core.search import search
-from core.serving import BULK_PRIORITY, QUERY_PRIORITY
+from core.serving import BULK_PRIORITY, QUERY_PRIORITY, query_model_name
 from tests.unit.fakes import FakeEmbedder, FakeStore
 
 
@@ -27,10 +28,16 @@ class _Result:
 
 
 class _Client:
-    def __init__(self) -> None:
+    def __init__(self, missing: frozenset[str] = frozenset()) -> None:
         self.requests: list[tuple[int, int]] = []  # (texts, priority)
+        self.models: list[str] = []
+        self.missing = missing  # models this server does not serve
 
     async def infer(self, model_name: str, inputs: list[Any], **options: Any) -> _Result:
+        self.models.append(model_name)
+        if model_name in self.missing:
+            raise InferenceServerException(f"Request for unknown model: '{model_name}' is not found",
+                                           status="StatusCode.NOT_FOUND")
         rows = int(inputs[0].shape()[0])
         self.requests.append((rows, options["priority"]))
         return _Result(rows)
@@ -65,6 +72,27 @@ async def test_the_query_lane_sends_the_higher_priority(embedder: tuple[TritonEm
     assert QUERY_PRIORITY < BULK_PRIORITY  # Triton serves level 1 before level 2
 
 
+async def test_queries_go_to_the_query_model_and_bulk_to_the_bulk_model(
+    embedder: tuple[TritonEmbedder, _Client],
+) -> None:
+    triton, client = embedder
+    await triton.embed(["one query"], "1", lane="query")
+    await triton.embed(["a document"], "1")
+    assert client.models == ["embedder_query", "embedder"]
+    assert query_model_name("embedder") == "embedder_query"
+
+
+async def test_without_a_query_model_the_bulk_model_answers_queries_first() -> None:
+    triton = TritonEmbedder("127.0.0.1:1", "embedder", max_batch_size=64, request_size=16, retries=3)
+    client = _Client(missing=frozenset({"embedder_query"}))
+    triton._client = client  # type: ignore[assignment]
+    result = await triton.embed(["one query"], "1", lane="query")
+    assert result.vectors.shape == (1, 3)
+    # Tried once (no retries against a model that is not there), then the bulk model, ahead of bulk.
+    assert client.models == ["embedder_query", "embedder"]
+    assert client.requests == [(1, QUERY_PRIORITY)]
+
+
 async def test_request_size_never_exceeds_the_max_batch() -> None:
     assert TritonEmbedder("127.0.0.1:1", "e", max_batch_size=8, request_size=32).request_size == 8
     assert TritonEmbedder("127.0.0.1:1", "e", max_batch_size=8).request_size == 8
@@ -78,11 +106,27 @@ async def test_search_embeds_its_query_in_the_query_lane() -> None:
 
 def test_model_config_declares_the_lanes_instances_and_threads() -> None:
     config = model_config("embedder", 64, [16, 32, 64], instance_kind="KIND_CPU", instance_count=3,
-                          intra_op_threads=2)
+                          intra_op_threads=2, bulk_nice=10)
     assert "priority_levels: 2" in config and f"default_priority_level: {BULK_PRIORITY}" in config
     assert "count: 3" in config and 'string_value: "2"' in config
+    assert 'key: "lane"\n  value: { string_value: "bulk" }' in config
+    assert 'key: "nice"\n  value: { string_value: "10" }' in config
+    assert "preferred_batch_size: [ 16, 32, 64 ]" in config
     with pytest.raises(ValueError):
         model_config("embedder", 64, [64], instance_kind="KIND_CPU", instance_count=0)
+    with pytest.raises(ValueError):
+        model_config("embedder", 64, [64], instance_kind="KIND_CPU", bulk_nice=20)
+
+
+def test_the_query_model_has_one_instance_of_its_own_at_full_priority() -> None:
+    config = model_config("embedder", 64, [16, 32, 64], instance_kind="KIND_CPU", instance_count=3,
+                          bulk_nice=10, lane="query")
+    assert 'name: "embedder_query"' in config and "count: 1" in config
+    assert 'key: "lane"\n  value: { string_value: "query" }' in config
+    assert 'key: "nice"\n  value: { string_value: "0" }' in config
+    assert "preferred_batch_size" not in config  # queries come alone: nothing to wait for
+    with pytest.raises(ValueError):
+        model_config("embedder", 64, [64], instance_kind="KIND_CPU", lane="express")
 
 
 @pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 1), (8, 2), (16, 4), (64, 4)])

@@ -12,7 +12,10 @@ file) and picks; the decision is written to serving.json in the version director
 forms are exported once per version into `<version>/onnx/` by onnx_form.py (also beside this
 file); tokenization, pooling and normalisation stay here, so clients still send text. The
 config parameter `precision` (auto, fp32, bf16, fp16, onnx, onnx-int8) restricts the
-candidates; `min_cosine` is the deployer's smoke-test threshold.
+candidates; `min_cosine` is the deployer's smoke-test threshold. The same files serve both
+lanes (core.serving): the query model's versions link here, and its instance reads the
+decision the bulk one wrote. Parameter `nice` (bulk lane, CPU only) lowers this instance's CPU
+priority, so a query's instance is scheduled first on shared cores.
 """
 
 from __future__ import annotations
@@ -224,6 +227,19 @@ def intra_op_threads(config: dict[str, Any], device: str) -> int:
     return max(1, cores // instances)
 
 
+def lower_cpu_priority(nice: int) -> int:
+    """Give every thread of this stub process (and so the threads they start later, torch's
+    pool included) niceness `nice`, never raising a priority; returns the niceness reached.
+    Raising one's niceness needs no privilege."""
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            tid = int(task.name)
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            if current < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         kind = args.get("model_instance_kind", "CPU")
@@ -232,6 +248,11 @@ class TritonPythonModel:
         else:
             device = "cpu"
         config = json.loads(args["model_config"])
+        self.lane = parameter(config, "lane", "bulk")
+        nice = int(parameter(config, "nice", "0"))
+        if nice > 0 and device == "cpu":
+            lower_cpu_priority(nice)
+        niceness = os.getpriority(os.PRIO_PROCESS, 0)
         threads = intra_op_threads(config, device)
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):  # already set in this process
@@ -261,7 +282,8 @@ class TritonPythonModel:
             f"serving form {self.form} ({self.decision['reason']}); texts/s {self.decision['texts_per_s']}"
         )
         pb_utils.Logger.log_info(
-            f"loaded {model_dir} on {device} ({threads} intra-op threads), "
+            f"loaded {model_dir} on {device} ({threads} intra-op threads, {self.lane} lane, "
+            f"nice {niceness}), "
             f"dim={self.model.get_sentence_embedding_dimension()}, "
             f"torch {torch.__version__}, numpy {np.__version__}, python prefix {sys.prefix}"
         )
