@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,21 +90,39 @@ async def indexer_lag(settings: Settings) -> int:
         await viewer.stop()
 
 
+@dataclass
+class Phase:
+    took_ms: list[float] = field(default_factory=list)  # each whole search
+    embed_ms: list[float] = field(default_factory=list)  # of which the query's embedding
+    sql_ms: list[float] = field(default_factory=list)  # of which the store's queries
+    failed: list[str] = field(default_factory=list)
+
+
 async def timed_searches(stack: Stack, tenant: str, queries: Sequence[str], k: int,
-                         progress: Progress, label: str) -> tuple[list[float], list[str]]:
-    """Milliseconds of each search, and the errors of those that failed: a search Triton did not
-    answer within the query deadline counts with the time it took to fail (a lower bound)."""
+                         progress: Progress, label: str) -> Phase:
+    """Milliseconds of each search (and its parts), and the errors of those that failed: a search
+    Triton did not answer within the query deadline counts with the time it took to fail (a
+    lower bound)."""
     task = progress.add_task(label, total=len(queries))
-    took, failed = [], []
+    phase = Phase()
     for text in queries:
         began = time.perf_counter()
         try:
-            await search(SearchQuery(text, k, tenant), stack.store.for_tenant(tenant), stack.embedder)
+            store = stack.store.for_tenant(tenant)
+            result = await search(SearchQuery(text, k, tenant), store, stack.embedder)
+            phase.embed_ms.append(result.timings_ms["embed_ms"])
+            phase.sql_ms.append(result.timings_ms["search_ms"])
         except EmbedderUnavailable as error:
-            failed.append(str(error))
-        took.append((time.perf_counter() - began) * 1000)
+            phase.failed.append(str(error))
+        phase.took_ms.append((time.perf_counter() - began) * 1000)
         progress.advance(task)
-    return took, failed
+    return phase
+
+
+def phase_report(phase: Phase) -> dict[str, Any]:
+    parts = {f"{name}_{key}": value for name, values in (("embed", phase.embed_ms), ("sql", phase.sql_ms))
+             if values for key, value in _summary(values).items() if key in ("p50_ms", "p99_ms")}
+    return {**_summary(phase.took_ms), "failed": len(phase.failed), **parts}
 
 
 async def publish_load(stack: Stack, tenant: str, n: int, progress: Progress) -> float:
@@ -145,16 +163,14 @@ async def run_under_ingest(
                 await timed_searches(stack, tenant, (queries * config.warmup)[: config.warmup], config.k,
                                      progress, "warm-up")
             lag_idle = await indexer_lag(settings)
-            idle, idle_failed = await timed_searches(
-                stack, tenant, queries, config.k, progress, "idle searches")
+            idle = await timed_searches(stack, tenant, queries, config.k, progress, "idle searches")
 
             loaded_tenant = load_tenant()
             publish_s = await publish_load(stack, loaded_tenant, config.load_n, progress)
             lag_start = await indexer_lag(settings)
             indexed_start = await stack.store.count_items(loaded_tenant)
             began = time.perf_counter()
-            loaded, loaded_failed = await timed_searches(
-                stack, tenant, queries, config.k, progress, "searches under ingest")
+            loaded = await timed_searches(stack, tenant, queries, config.k, progress, "searches under ingest")
             phase_s = time.perf_counter() - began
             lag_end = await indexer_lag(settings)
             indexed_end = await stack.store.count_items(loaded_tenant)
@@ -166,16 +182,16 @@ async def run_under_ingest(
                 await asyncio.sleep(1)
                 indexed = await stack.store.count_items(loaded_tenant)
                 progress.update(waiting, completed=indexed)
-    idle_summary, loaded_summary = _summary(idle), _summary(loaded)
+    idle_summary, loaded_summary = phase_report(idle), phase_report(loaded)
     return {
         "bench": "search-under-ingest",
         "tenant": tenant,
         "items": items,
         "queries": len(queries),
         "k": config.k,
-        "idle": {**idle_summary, "failed": len(idle_failed)},
-        "under_ingest": {**loaded_summary, "failed": len(loaded_failed)},
-        "errors": sorted(set(idle_failed + loaded_failed))[:3],
+        "idle": idle_summary,
+        "under_ingest": loaded_summary,
+        "errors": sorted(set(idle.failed + loaded.failed))[:3],
         "ratio_p99_under_ingest_to_idle": ratio(loaded_summary["p99_ms"], idle_summary["p99_ms"]),
         "ratio_p50_under_ingest_to_idle": ratio(loaded_summary["p50_ms"], idle_summary["p50_ms"]),
         "target_ratio_p99": 2.0,

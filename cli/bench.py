@@ -210,12 +210,14 @@ def _print_under_ingest(report: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(report, indent=2))
         return
     load = report["load"]
-    table = Table("phase", "p50 ms", "p99 ms", "max ms", title=(
+    table = Table("phase", "p50 ms", "p99 ms", "max ms", "embed p50 / p99 ms", "SQL p50 / p99 ms", title=(
         f"bench search --under-ingest: {report['queries']} queries over {report['items']} items of "
         f"{report['tenant']}; load: {load['documents']} documents of {load['tenant']}"))
     for name, key in (("idle", "idle"), ("under ingest", "under_ingest")):
         row = report[key]
-        table.add_row(name, f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", f"{row['max_ms']:.1f}")
+        parts = [f"{row[f'{part}_p50_ms']:.1f} / {row[f'{part}_p99_ms']:.1f}"
+                 if f"{part}_p50_ms" in row else "-" for part in ("embed", "sql")]
+        table.add_row(name, f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", f"{row['max_ms']:.1f}", *parts)
     table.caption = _machine_line(report["machine"])
     out.print(table)
     out.print(f"p99 under ingest / idle: {report['ratio_p99_under_ingest_to_idle']} (target at most "

@@ -4,9 +4,9 @@ Texts go out in requests of `request_size` texts (smaller than the model's max b
 flight at once, so Triton's dynamic batcher merges them into full batches; a briefly
 unavailable server is retried with bounded exponential backoff. The query lane sends its
 requests to the query model (core.serving.query_model_name: an instance of its own, so a query
-never waits for a bulk batch in execution) with the higher priority; where that model does not
-serve the version (a repository written before it existed), the bulk model answers the query,
-still ahead of queued bulk requests.
+never waits for a bulk batch in execution); where that model does not serve the version (a
+repository written before it existed), the bulk model answers the query at the higher
+priority, ahead of its queued bulk requests.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ class TritonEmbedder:
         """The query model once, without retries; if it cannot answer, the bulk model (with
         retries) at the query priority."""
         try:
-            return await self._infer(texts, self.query_model_name, model_version, QUERY_PRIORITY, retries=0)
+            # The query model has one priority level: 0 asks for its default.
+            return await self._infer(texts, self.query_model_name, model_version, 0, retries=0)
         except (InferenceServerException, EmbedderUnavailable) as error:
             if model_version not in self._lane_fallbacks:
                 self._lane_fallbacks.add(model_version)

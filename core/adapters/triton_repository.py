@@ -41,6 +41,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "onnx-int8")
 INPUT_NAME = TRITON_INPUT
 OUTPUT_NAME = TRITON_OUTPUT
 MAX_QUEUE_DELAY_US = 2000
+QUERY_INTRA_OP_THREADS = 1  # the query model's, on a CPU, unless intra_op_threads is set
 BASE_VERSION = 1
 # Instance kinds: "KIND_AUTO" leaves the choice to Triton (GPU when it sees one).
 INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
@@ -76,7 +77,8 @@ def model_config(
     bulk_nice: int = 0,
 ) -> str:
     """`lane` "bulk" writes the bulk model (named `model_name`), "query" the query lane's model
-    beside it (query_model_name; one instance, no preferred batch sizes: queries come alone).
+    beside it (query_model_name: one instance of one intra-op thread unless `intra_op_threads`
+    says otherwise, batching only what is queued, one priority level).
     `bulk_nice` is the CPU niceness the bulk model's CPU instances give themselves (0: none), so
     on shared cores a query's instance runs first.
     `precision` (auto, fp32, bf16, fp16, onnx, onnx-int8) is the form each version may serve:
@@ -98,11 +100,21 @@ def model_config(
         raise ValueError(f"bulk_nice must be between 0 and 19, not {bulk_nice}")
     kind_line = "" if instance_kind == "KIND_AUTO" else f"\n    kind: {instance_kind}"
     preferred = sorted({b for b in preferred_batch_sizes if 0 < b <= max_batch_size})
-    if lane == "query":
-        model_name, instance_count, preferred = query_model_name(model_name), 1, []
     sizes = ", ".join(str(b) for b in preferred)
-    preferred_line = f"\n  preferred_batch_size: [ {sizes} ]" if preferred else ""
-    nice = bulk_nice if lane == "bulk" else 0
+    batching = f"""
+  preferred_batch_size: [ {sizes} ]
+  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
+  priority_levels: {PRIORITY_LEVELS}
+  default_priority_level: {BULK_PRIORITY}"""
+    nice = bulk_nice
+    if lane == "query":
+        # Queries come alone: batch only what is already queued, in one priority level (with two
+        # levels, Triton's batcher sometimes left a lone request waiting its 500 ms idle timeout).
+        # One intra-op thread: a short text gains nothing from two, and one thread never waits
+        # at a barrier for a sibling the bulk lane keeps off its core.
+        model_name, instance_count, nice = query_model_name(model_name), 1, 0
+        intra_op_threads = intra_op_threads or QUERY_INTRA_OP_THREADS
+        batching = "\n  max_queue_delay_microseconds: 0"
     # All versions on disk are served unless told otherwise: during a rollout the previous
     # version keeps answering queries while the corpus is re-embedded with the new one.
     policy = (
@@ -126,10 +138,7 @@ output [
     dims: [ -1 ]
   }}
 ]
-dynamic_batching {{{preferred_line}
-  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
-  priority_levels: {PRIORITY_LEVELS}
-  default_priority_level: {BULK_PRIORITY}
+dynamic_batching {{{batching}
 }}
 instance_group [
   {{

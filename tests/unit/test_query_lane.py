@@ -65,13 +65,6 @@ async def test_bulk_goes_out_in_requests_smaller_than_the_max_batch(
     assert {priority for _, priority in client.requests} == {BULK_PRIORITY}
 
 
-async def test_the_query_lane_sends_the_higher_priority(embedder: tuple[TritonEmbedder, _Client]) -> None:
-    triton, client = embedder
-    await triton.embed(["one query"], "1", lane="query")
-    assert client.requests == [(1, QUERY_PRIORITY)]
-    assert QUERY_PRIORITY < BULK_PRIORITY  # Triton serves level 1 before level 2
-
-
 async def test_queries_go_to_the_query_model_and_bulk_to_the_bulk_model(
     embedder: tuple[TritonEmbedder, _Client],
 ) -> None:
@@ -79,6 +72,8 @@ async def test_queries_go_to_the_query_model_and_bulk_to_the_bulk_model(
     await triton.embed(["one query"], "1", lane="query")
     await triton.embed(["a document"], "1")
     assert client.models == ["embedder_query", "embedder"]
+    # The query model has one level (0: its default); the bulk model's bulk level.
+    assert client.requests == [(1, 0), (1, BULK_PRIORITY)]
     assert query_model_name("embedder") == "embedder_query"
 
 
@@ -91,6 +86,7 @@ async def test_without_a_query_model_the_bulk_model_answers_queries_first() -> N
     # Tried once (no retries against a model that is not there), then the bulk model, ahead of bulk.
     assert client.models == ["embedder_query", "embedder"]
     assert client.requests == [(1, QUERY_PRIORITY)]
+    assert QUERY_PRIORITY < BULK_PRIORITY  # Triton serves level 1 before level 2
 
 
 async def test_request_size_never_exceeds_the_max_batch() -> None:
@@ -125,6 +121,8 @@ def test_the_query_model_has_one_instance_of_its_own_at_full_priority() -> None:
     assert 'key: "lane"\n  value: { string_value: "query" }' in config
     assert 'key: "nice"\n  value: { string_value: "0" }' in config
     assert "preferred_batch_size" not in config  # queries come alone: nothing to wait for
+    assert "max_queue_delay_microseconds: 0" in config and "priority_levels" not in config
+    assert 'key: "intra_op_threads"\n  value: { string_value: "1" }' in config
     with pytest.raises(ValueError):
         model_config("embedder", 64, [64], instance_kind="KIND_CPU", lane="express")
 
