@@ -10,6 +10,7 @@ re-links them (sync_query_model), and `load` loads both.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -102,11 +103,14 @@ class TritonModelControl:
         names = [self.model_name]
         if sync_query_model(self.repository, self.model_name):
             names.append(query_model_name(self.model_name))
-        for name in names:
-            try:
-                await self._client.load_model(name, client_timeout=self.load_timeout_s)
-            except InferenceServerException as error:
-                raise ModelLoadError(f"Triton could not load {name}: {error.message()}") from error
+        # Together: the query instance waits for the bulk one's serving decision and reads it.
+        await asyncio.gather(*(self._load(name) for name in names))
+
+    async def _load(self, name: str) -> None:
+        try:
+            await self._client.load_model(name, client_timeout=self.load_timeout_s)
+        except InferenceServerException as error:
+            raise ModelLoadError(f"Triton could not load {name}: {error.message()}") from error
 
     async def version_states(self) -> dict[str, tuple[str, str]]:
         """Each version Triton knows of this model: (state, reason)."""

@@ -26,7 +26,7 @@ from consumers.service import SERVICES
 from core.adapters.pgvector import PgVectorStore
 from core.adapters.task_store import TaskStore
 from core.adapters.triton_embedder import TritonEmbedder
-from core.adapters.triton_repository import model_versions
+from core.adapters.triton_repository import model_versions, read_serving_decision
 from core.base_model import default_base_model_dir
 from core.bootstrap import build_model_control, build_task_store
 from core.config import Settings
@@ -188,6 +188,11 @@ async def placed_version(settings: Settings) -> str:
         assert await control.is_ready(version)
     finally:
         await control.close()
+    # The same architecture was timed when version 1 loaded in this server: this version took
+    # those speeds and only checked quality.
+    decision = read_serving_decision(settings.triton_repository, settings.triton_model_name, version)
+    assert decision is not None and decision["speeds_from"].isdigit(), decision
+    assert decision["passed"][decision["form"]] is True and "pass_seconds" not in decision
     return version
 
 

@@ -12,7 +12,10 @@ file) and picks; the decision is written to serving.json in the version director
 forms are exported once per version into `<version>/onnx/` by onnx_form.py (also beside this
 file); tokenization, pooling and normalisation stay here, so clients still send text. The
 config parameter `precision` (auto, fp32, bf16, fp16, onnx, onnx-int8) restricts the
-candidates; `min_cosine` is the deployer's smoke-test threshold. The same files serve both
+candidates; `min_cosine` is the deployer's smoke-test threshold. A form runs at the speed of the
+model's architecture, not its weights: a version whose architecture another version already
+timed in the same server takes those speeds (`speeds_from`) and only checks quality, fastest
+form first, so a rollout loads in seconds. The same files serve both
 lanes (core.serving): the query model's versions link here, and its instance reads the
 decision the bulk one wrote. Parameter `nice` (bulk lane, CPU only) lowers this instance's CPU
 priority, so a query's instance is scheduled first on shared cores.
@@ -112,13 +115,7 @@ def measure_and_choose(model: Any, device: str, precision: str, min_cosine: floa
     """Embed the check set with each candidate form: speed (texts/s of its fastest of
     TIMED_ROUNDS passes, the forms taking turns, after one warm-up pass each) and quality
     against fp32; forms.choose decides."""
-    # UTF-8 whatever the locale of the stub (often C: ASCII)
-    check = json.loads((HERE / forms.CHECK_SET_FILE).read_text(encoding="utf-8"))
-    docs = [d["text"] for d in check["documents"]]
-    index = {d["id"]: i for i, d in enumerate(check["documents"])}
-    queries = [q["text"] for q in check["queries"]]
-    relevant = [[index[r] for r in q["relevant"]] for q in check["queries"]]
-    texts = queries + docs
+    texts, n, relevant = check_texts()
     speeds: dict[str, float] = {}
     vectors: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
@@ -154,14 +151,13 @@ def measure_and_choose(model: Any, device: str, precision: str, min_cosine: floa
             encoders[form](texts)
             passes[form].append(round(time.perf_counter() - began, 4))
     speeds = {form: len(texts) / max(min(seconds), 1e-9) for form, seconds in passes.items()}
-    n = len(queries)
     ref = vectors[forms.REFERENCE]
     qualities = {form: forms.quality(v[:n], v[n:], ref[:n], ref[n:], relevant) for form, v in vectors.items()}
     decision = forms.choose(speeds, qualities, precision=precision, device=device, min_cos=min_cosine,
                             errors=errors)
     sizes = {f: size for f, size in form_sizes(HERE / MODEL_SUBDIR, build).items() if f in decision.passed}
     decision.extra.update({
-        "check_set": {"queries": n, "documents": len(docs), "timed_rounds": TIMED_ROUNDS,
+        "check_set": {"queries": n, "documents": len(texts) - n, "timed_rounds": TIMED_ROUNDS,
                       "batch_size": batch_size},
         "pass_seconds": passes,  # every timed pass, for whoever doubts the choice
         **served_record(decision.form, sizes),
@@ -170,6 +166,94 @@ def measure_and_choose(model: Any, device: str, precision: str, min_cosine: floa
     if build is not None:
         decision.extra["onnx_build"] = build  # export/quantize seconds, cached or not, versions
     return decision
+
+
+def architecture(model_dir: Path) -> str:
+    """What a form's speed depends on besides the machine: the transformer's shape and the
+    sequence length, not its weights (a fine-tuned version runs at its base's speed)."""
+    shape: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        shape = {key: config.get(key) for key in ("model_type", "hidden_size", "num_hidden_layers",
+                                                 "num_attention_heads", "intermediate_size", "vocab_size")}
+    with contextlib.suppress(OSError, ValueError):
+        shape["max_seq_length"] = json.loads(
+            (model_dir / "sentence_bert_config.json").read_text(encoding="utf-8")).get("max_seq_length")
+    return json.dumps(shape, sort_keys=True)
+
+
+def sibling_speeds(
+    server: int, precision: str, device: str, arch: str,
+) -> tuple[str, dict[str, float]] | None:
+    """The forms' speeds another version of this model measured in this same server, for the
+    same setting, device and architecture (the newest such version), or None."""
+    for sibling in sorted((p for p in HERE.parent.iterdir() if p.name.isdigit() and p != HERE),
+                          key=lambda p: -int(p.name)):
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            known = json.loads((sibling / forms.DECISION_FILE).read_text(encoding="utf-8"))
+            if (known.get("server_pid") == server and known.get("precision") == precision
+                    and known.get("device") == device and known.get("architecture") == arch):
+                return sibling.name, {form: float(v) for form, v in known["texts_per_s"].items()}
+    return None
+
+
+def check_with_known_speeds(model: Any, device: str, precision: str, min_cosine: float, batch_size: int,
+                            known: tuple[str, dict[str, float]]) -> Any:
+    """The decision for a version whose architecture this server already timed: the fast forms
+    are checked for quality only, fastest first, until one holds (one pass each, no timing)."""
+    source, speeds = known
+    texts, n, relevant = check_texts()
+    reference = encode(model, texts, forms.REFERENCE, device, batch_size)
+    qualities = {forms.REFERENCE: forms.quality(reference[:n], reference[n:], reference[:n], reference[n:],
+                                                relevant)}
+    errors: dict[str, str] = {}
+    build: dict[str, Any] | None = None
+    fast = sorted((f for f in forms.candidates(precision, device) if f != forms.REFERENCE),
+                  key=lambda f: -speeds[f])
+    for form in fast:
+        if precision == "auto" and speeds[form] < speeds[forms.REFERENCE] * forms.MIN_SPEEDUP:
+            break  # this and every slower form would be refused for speed
+        try:
+            if form in forms.ONNX_FORMS:
+                why = onnx_form.unsupported(model)
+                if why:
+                    raise RuntimeError(why)
+                build = build or onnx_form.build(model, HERE)
+                runner = onnx_form.OnnxEncoder(model, HERE, form, torch.get_num_threads())
+                vectors = runner.encode(texts, batch_size)
+            else:
+                vectors = encode(model, texts, form, device, batch_size)
+        except Exception as exc:  # a form this machine cannot run is not a candidate
+            errors[form] = repr(exc)[:300]
+            continue
+        qualities[form] = forms.quality(vectors[:n], vectors[n:], reference[:n], reference[n:], relevant)
+        if not forms.failures(qualities[form], qualities[forms.REFERENCE], forms.MAX_NDCG_DROP, min_cosine):
+            break  # the fastest form that holds: the slower ones could not be chosen
+    measured = {f: v for f, v in speeds.items() if f == forms.REFERENCE or f in fast}
+    decision = forms.choose(measured, qualities, precision=precision, device=device, min_cos=min_cosine,
+                            errors=errors)
+    sizes = {f: size for f, size in form_sizes(HERE / MODEL_SUBDIR, build).items() if f in decision.passed}
+    decision.extra.update({
+        "check_set": {"queries": n, "documents": len(texts) - n, "batch_size": batch_size},
+        "speeds_from": source,  # texts/s are that version's measurements on this server
+        "not_checked": sorted(f for f in fast if f not in qualities and f not in errors),
+        **served_record(decision.form, sizes),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    })
+    if build is not None:
+        decision.extra["onnx_build"] = build
+    return decision
+
+
+def check_texts() -> tuple[list[str], int, list[list[int]]]:
+    """The check set: its queries then its documents, the number of queries, and each query's
+    relevant documents (indices among the documents)."""
+    # UTF-8 whatever the locale of the stub (often C: ASCII)
+    check = json.loads((HERE / forms.CHECK_SET_FILE).read_text(encoding="utf-8"))
+    index = {d["id"]: i for i, d in enumerate(check["documents"])}
+    queries = [q["text"] for q in check["queries"]]
+    relevant = [[index[r] for r in q["relevant"]] for q in check["queries"]]
+    return queries + [d["text"] for d in check["documents"]], len(queries), relevant
 
 
 def served_record(form: str, sizes: dict[str, int]) -> dict[str, Any]:
@@ -198,8 +282,13 @@ def decide(model: Any, device: str, precision: str, min_cosine: float, batch_siz
             if (known.get("server_pid") == server and known.get("precision") == precision
                     and known.get("device") == device):
                 return dict(known)
-        decision = measure_and_choose(model, device, precision, min_cosine, batch_size)
-        decision.extra.update({"server_pid": server, "version": HERE.name,
+        arch = architecture(HERE / MODEL_SUBDIR)
+        known = sibling_speeds(server, precision, device, arch)
+        if known is not None and all(f in known[1] for f in forms.candidates(precision, device)):
+            decision = check_with_known_speeds(model, device, precision, min_cosine, batch_size, known)
+        else:
+            decision = measure_and_choose(model, device, precision, min_cosine, batch_size)
+        decision.extra.update({"server_pid": server, "version": HERE.name, "architecture": arch,
                                "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         data = decision.as_dict()
         try:
@@ -225,6 +314,43 @@ def intra_op_threads(config: dict[str, Any], device: str) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
     return max(1, cores // instances)
+
+
+QUERY_FILE = "serving-query.json"
+QUERY_ROUNDS = 3
+
+
+def query_form(model: Any, device: str, decision: dict[str, Any], batch_size: int) -> str:
+    """The query lane's form: of the forms that passed the version's quality guard, the one
+    that embeds a single short text fastest (the version's form is chosen on 64-text batches;
+    for one text, autocast's per-call cast of the weights can cost more than it saves). The
+    check set's queries are timed one at a time, the forms taking turns; the median counts.
+    The choice is written to `<version>/serving-query.json`."""
+    passed = [form for form, ok in (decision.get("passed") or {}).items() if ok] or [forms.REFERENCE]
+    texts, n, _ = check_texts()
+    encoders: dict[str, Any] = {}
+    for form in passed:
+        if form in forms.ONNX_FORMS:
+            runner = onnx_encoder(model, form)
+            encoders[form] = lambda t, runner=runner: runner.encode(t, batch_size)
+        else:
+            encoders[form] = lambda t, form=form: encode(model, t, form, device, batch_size)
+        encoders[form](texts[:1])  # warm-up
+    took: dict[str, list[float]] = {form: [] for form in encoders}
+    for _ in range(QUERY_ROUNDS):
+        for text in texts[:n]:
+            for form, run in encoders.items():
+                began = time.perf_counter()
+                run([text])
+                took[form].append((time.perf_counter() - began) * 1000)
+    median_ms = {form: round(float(np.median(values)), 3) for form, values in took.items()}
+    chosen = min(median_ms, key=lambda form: median_ms[form])
+    with contextlib.suppress(OSError):
+        record = {"form": chosen, "median_ms_per_query": median_ms, "candidates": passed,
+                  "version_form": decision.get("form"), "server_pid": os.getppid(),
+                  "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (HERE / QUERY_FILE).write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+    return chosen
 
 
 def lower_cpu_priority(nice: int) -> int:
@@ -271,6 +397,11 @@ class TritonPythonModel:
             self.decision = {"form": "fp32", "reason": f"fp32: the measurement failed: {exc!r}"[:500],
                              "precision": precision, "device": device, "texts_per_s": {}}
         self.form = str(self.decision["form"])
+        if self.lane == "query":
+            try:
+                self.form = query_form(self.model, device, self.decision, self.batch_size)
+            except Exception as exc:  # timing is an optimisation: the version's form serves
+                pb_utils.Logger.log_warn(f"query-lane timing failed, serving {self.form}: {exc!r}")
         self.onnx: Any = None
         if self.form in forms.ONNX_FORMS:
             try:
@@ -279,7 +410,8 @@ class TritonPythonModel:
                 pb_utils.Logger.log_warn(f"{self.form} could not be loaded, serving fp32: {exc!r}")
                 self.form = "fp32"
         pb_utils.Logger.log_info(
-            f"serving form {self.form} ({self.decision['reason']}); texts/s {self.decision['texts_per_s']}"
+            f"serving form {self.form} ({self.lane} lane; version's decision: {self.decision['reason']}); "
+            f"texts/s {self.decision['texts_per_s']}"
         )
         pb_utils.Logger.log_info(
             f"loaded {model_dir} on {device} ({threads} intra-op threads, {self.lane} lane, "
