@@ -176,7 +176,8 @@ class ModelVersionInfo(BaseModel):
         default=None, description="The form Triton serves this version in (`form`: fp32, bf16, fp16, onnx or "
         "onnx-int8; `format` pytorch or onnx; `size_bytes` on disk) and "
         "why: each candidate's texts/s and quality on the check set against fp32 (nDCG@10 against labels and "
-        "against fp32's ranking, min cosine), the weights' size, the setting and device. Measured by the "
+        "against fp32's ranking, min cosine), the weights' size, the setting and device; `query_lane`: the "
+        "passed form the query instance serves (fastest on one short text). Measured by the "
         "version when Triton loaded it; null when it wrote no decision.")
     lineage: dict[str, Any] | None = Field(
         default=None, description="Where a fine-tuned version comes from: `training_run` (its task id), "

@@ -37,6 +37,7 @@ MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
 # Copied beside model.py into each version (forms.py: the choice of the served form).
 MODEL_FILES = ("model.py", "forms.py", "onnx_form.py", "check_set.json")
 DECISION_FILE = "serving.json"
+QUERY_DECISION_FILE = "serving-query.json"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "onnx-int8")
 INPUT_NAME = TRITON_INPUT
 OUTPUT_NAME = TRITON_OUTPUT
@@ -248,13 +249,22 @@ def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: 
 
 def read_serving_decision(repo_dir: Path, model_name: str, version: int | str) -> dict[str, Any] | None:
     """The serving form a version chose when Triton last loaded it (`<version>/serving.json`:
-    form, reason, texts/s and quality of each candidate, size), or None if it wrote none."""
+    form, reason, texts/s and quality of each candidate, size; and `query_lane`, the form its
+    query instance serves, from serving-query.json), or None if it wrote none."""
     path = repo_dir / model_name / str(version) / DECISION_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and "form" in data else None
+    if not isinstance(data, dict) or "form" not in data:
+        return None
+    try:  # the query lane's own choice among the passed forms (triton_model/model.py)
+        query = json.loads((path.parent / QUERY_DECISION_FILE).read_text(encoding="utf-8"))
+        if isinstance(query, dict) and "form" in query:
+            data["query_lane"] = query
+    except (OSError, ValueError):
+        pass
+    return data
 
 
 def model_versions(repo_dir: Path, model_name: str) -> list[int]:

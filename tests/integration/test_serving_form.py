@@ -79,6 +79,11 @@ def test_the_served_version_reports_its_form_and_check(triton: Component, test_s
     assert decision["size_bytes"] > 1_000_000 and decision["check_set"]["documents"] >= 40
     assert decision["size_bytes"] == decision["size_bytes_by_form"][decision["form"]]
     assert decision["format"] == ("onnx" if decision["form"].startswith("onnx") else "pytorch")
+    # The query instance timed the passed forms one short text at a time and serves the fastest.
+    query = decision["query_lane"]
+    assert decision["passed"][query["form"]] is True and query["version_form"] == decision["form"]
+    assert set(query["median_ms_per_query"]) == set(query["candidates"])
+    assert query["form"] == min(query["median_ms_per_query"], key=query["median_ms_per_query"].get)
 
 
 def test_what_triton_serves_is_within_the_guard_of_fp32(triton: Component, test_settings: Settings) -> None:

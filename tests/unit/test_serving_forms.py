@@ -191,6 +191,9 @@ def test_the_setting_is_in_the_config_and_the_chooser_ships_with_each_version(tm
     assert read_serving_decision(tmp_path / "repo", "embedder", 2) is None
     (target / "serving.json").write_text(json.dumps({"form": "bf16", "reason": "faster"}))
     assert read_serving_decision(tmp_path / "repo", "embedder", "2") == {"form": "bf16", "reason": "faster"}
+    (target / "serving-query.json").write_text(json.dumps({"form": "fp32", "median_ms_per_query": {}}))
+    assert read_serving_decision(tmp_path / "repo", "embedder", 2) == {
+        "form": "bf16", "reason": "faster", "query_lane": {"form": "fp32", "median_ms_per_query": {}}}
     (target / "serving.json").write_text("{not json")
     assert read_serving_decision(tmp_path / "repo", "embedder", 2) is None
 
