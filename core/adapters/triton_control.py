@@ -10,7 +10,6 @@ re-links them (sync_query_model), and `load` loads both.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -100,11 +99,13 @@ class TritonModelControl:
     async def load(self) -> None:
         """(Re)load the bulk model from the repository, then the query lane's model (when the
         repository has it) with the same versions; returns once Triton finished loading both."""
-        names = [self.model_name]
+        # One after the other: a version that fails in the bulk model is never handed to the
+        # query model, so removing it (the deployer does) cannot pull files from under a load
+        # in progress (Triton then never finishes that load). The query instance reads the
+        # bulk one's serving decision.
+        await self._load(self.model_name)
         if sync_query_model(self.repository, self.model_name):
-            names.append(query_model_name(self.model_name))
-        # Together: the query instance waits for the bulk one's serving decision and reads it.
-        await asyncio.gather(*(self._load(name) for name in names))
+            await self._load(query_model_name(self.model_name))
 
     async def _load(self, name: str) -> None:
         try:
