@@ -93,14 +93,15 @@ def weights_bytes(model_dir: Path) -> int:
                if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".onnx"))
 
 
-def onnx_encoder(model: Any, form: str) -> Any:
-    """The ONNX Runtime encoder of `form`, its files built into <version>/onnx/ first if missing
-    (callers hold the version's lock, or run after the instance that measured built them)."""
+def onnx_encoder(model: Any, form: str) -> tuple[Any, dict[str, Any]]:
+    """The ONNX Runtime encoder of `form` and the build record, its files built into
+    <version>/onnx/ first if missing (callers hold the version's lock, or run after the
+    instance that measured built them)."""
     why = onnx_form.unsupported(model)
     if why:
         raise RuntimeError(why)
-    onnx_form.build(model, HERE)
-    return onnx_form.OnnxEncoder(model, HERE, form, torch.get_num_threads())
+    build = onnx_form.build(model, HERE)
+    return onnx_form.OnnxEncoder(model, HERE, form, torch.get_num_threads()), build
 
 
 def form_sizes(model_dir: Path, build: dict[str, Any] | None) -> dict[str, int]:
@@ -215,11 +216,8 @@ def check_with_known_speeds(model: Any, device: str, precision: str, min_cosine:
             break  # this and every slower form would be refused for speed
         try:
             if form in forms.ONNX_FORMS:
-                why = onnx_form.unsupported(model)
-                if why:
-                    raise RuntimeError(why)
-                build = build or onnx_form.build(model, HERE)
-                runner = onnx_form.OnnxEncoder(model, HERE, form, torch.get_num_threads())
+                runner, made = onnx_encoder(model, form)
+                build = build or made
                 vectors = runner.encode(texts, batch_size)
             else:
                 vectors = encode(model, texts, form, device, batch_size)
@@ -331,7 +329,7 @@ def query_form(model: Any, device: str, decision: dict[str, Any], batch_size: in
     encoders: dict[str, Any] = {}
     for form in passed:
         if form in forms.ONNX_FORMS:
-            runner = onnx_encoder(model, form)
+            runner, _ = onnx_encoder(model, form)
             encoders[form] = lambda t, runner=runner: runner.encode(t, batch_size)
         else:
             encoders[form] = lambda t, form=form: encode(model, t, form, device, batch_size)
@@ -376,9 +374,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.lane = parameter(config, "lane", "bulk")
         nice = int(parameter(config, "nice", "0"))
-        if nice > 0 and device == "cpu":
-            lower_cpu_priority(nice)
-        niceness = os.getpriority(os.PRIO_PROCESS, 0)
+        niceness = lower_cpu_priority(nice if device == "cpu" else 0)
         threads = intra_op_threads(config, device)
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):  # already set in this process
@@ -405,7 +401,7 @@ class TritonPythonModel:
         self.onnx: Any = None
         if self.form in forms.ONNX_FORMS:
             try:
-                self.onnx = onnx_encoder(self.model, self.form)
+                self.onnx, _ = onnx_encoder(self.model, self.form)
             except Exception as exc:  # the files went missing or broke: fp32 serves
                 pb_utils.Logger.log_warn(f"{self.form} could not be loaded, serving fp32: {exc!r}")
                 self.form = "fp32"
