@@ -139,6 +139,21 @@ def judged_metrics(rankings: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[
     }
 
 
+def split_held_out(qrels: Qrels, fraction: float) -> tuple[Qrels, Qrels]:
+    """(kept, held out): every query whose position in the stable order falls on the held-out
+    share, spread through the set rather than taken from its end."""
+    ids = sorted(qrels, key=lambda q: (0, int(q), q) if q.isdigit() else (1, 0, q))
+    every = max(2, round(1 / fraction)) if fraction > 0 else 0
+    held = {q for i, q in enumerate(ids) if every and i % every == every - 1}
+    return ({q: j for q, j in qrels.items() if q not in held}, {q: qrels[q] for q in ids if q in held})
+
+
+def judgments_jsonl(qrels: Qrels, queries: Mapping[str, str]) -> str:
+    """The judgments as `POST /v1/datasets` takes them (format `jsonl`)."""
+    return "".join(json.dumps({"query": queries[q], "query_id": q, "item_id": item, "grade": grade}) + "\n"
+                   for q, judged in qrels.items() for item, grade in judged.items())
+
+
 def clicks_for(shown: Sequence[str], judged: Mapping[str, int]) -> list[tuple[str, int]]:
     """The (item, rank) a user would click among the shown results: the relevant ones."""
     return [(item, rank) for rank, item in enumerate(shown, start=1) if item in judged]

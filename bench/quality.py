@@ -4,9 +4,13 @@ gateway, on a BEIR dataset with train and test judgements:
 1. the corpus is published through the gateway (to Kafka) and indexed by the indexer;
 2. the test queries are searched as users send them, in vector and hybrid mode: nDCG@10 from
    k=10 requests, Recall@100 from k=100 requests;
-3. each train query is searched in a session and a relevant result among those shown is
-   clicked, as a user would; the sessions service folds the clicks into sessions;
-4. a training run is requested; the trainer fine-tunes, gates and registers a version, the
+3. the training data arrives as the `--source` says: `sessions` (default): each train query is
+   searched in a session and a relevant result among those shown is clicked, as a user would,
+   and the sessions service folds the clicks into sessions; `judgments`: the train judgements
+   are uploaded as a dataset (`POST /v1/datasets`), with every seventh train query uploaded
+   apart as the held-out set the gate judges on; `both`: the two together, the gate on the
+   held-out upload;
+4. a training run is requested from those sources; the trainer fine-tunes, gates and registers a version, the
    deployer rolls it out to Triton, the reindexer re-embeds the corpus and switches;
 5. the test queries are searched again, now answered by the new version.
 
@@ -23,12 +27,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from rich.progress import Progress
 
-from bench.beir import BeirDataset, Qrels, clicks_for, judged_metrics
+from bench.beir import BeirDataset, Qrels, clicks_for, judged_metrics, judgments_jsonl, split_held_out
 from bench.runtime import StackUnavailable, machine_info, run_bounded
 from core.rollout import reindex_task_id
 from schemas.topics import CLICKS
@@ -36,6 +40,7 @@ from schemas.topics import CLICKS
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
 PUBLISH_BATCH = 200
 SEARCH_MODES = ("vector", "hybrid")
+Source = Literal["sessions", "judgments", "both"]
 
 
 class QualityError(RuntimeError):
@@ -50,6 +55,16 @@ class QualityConfig:
     concurrency: int = 4
     timeout_s: float = 7200.0  # for each wait (indexing, training, rollout)
     poll_s: float = 1.0
+    source: Source = "sessions"
+    held_out_fraction: float = 1 / 7  # of the train judgements, uploaded apart for the gate
+
+    @property
+    def uses_sessions(self) -> bool:
+        return self.source != "judgments"
+
+    @property
+    def uses_judgments(self) -> bool:
+        return self.source != "sessions"
 
 
 @dataclass
@@ -220,6 +235,23 @@ class QualityRun:
         self.timings.phase("sessions_folded", began)
         return dict(counts)
 
+    # --- judgments uploaded as datasets ------------------------------------------------------
+    async def upload_judgments(self) -> dict[str, Any]:
+        """The train judgements as two datasets of this run: one to learn from, one held out."""
+        began = time.monotonic()
+        kept, held_out = split_held_out(self.data.train, self.config.held_out_fraction)
+        uploaded: dict[str, Any] = {}
+        for role, qrels in (("train", kept), ("eval", held_out)):
+            name = f"quality-{self.run}-{role}"
+            answer = await self.api.json("POST", "/v1/datasets", ok=(201,), json={
+                "name": name, "format": "jsonl", "judgments": judgments_jsonl(qrels, self.data.queries)})
+            if answer["stats"]["rejected"]:
+                raise QualityError(f"dataset {name}: {answer['stats']['rejected']} judgments rejected: "
+                                   f"{answer.get('rejects', [])[:3]}")
+            uploaded[role] = {"name": name, **answer["stats"]}
+        self.timings.phase("upload_judgments", began)
+        return uploaded
+
     # --- training and rollout ------------------------------------------------------------------
     async def task(self, task_id: str) -> dict[str, Any] | None:
         response = await self.api.call("GET", f"/v1/tasks/{task_id}", ok=(200, 404))
@@ -243,11 +275,16 @@ class QualityRun:
         await _wait(f"task {task_id}", final, self.config.timeout_s, self.config.poll_s * 2)
         return found
 
-    async def train(self, since: datetime, sessions_with_clicks: int) -> dict[str, Any]:
+    async def train(self, since: datetime, sessions_with_clicks: int,
+                    uploaded: dict[str, Any] | None) -> dict[str, Any]:
         began = time.monotonic()
-        accepted = await self.api.json("POST", "/v1/training-runs", ok=(202,), json={
+        request: dict[str, Any] = {
             "since": since.isoformat(), "min_sessions": max(1, sessions_with_clicks),
-            "epochs": self.config.epochs, "gate_margin": self.config.gate_margin})
+            "epochs": self.config.epochs, "gate_margin": self.config.gate_margin,
+            "use_sessions": self.config.uses_sessions}
+        if uploaded:
+            request |= {"datasets": [uploaded["train"]["name"]], "eval_dataset": uploaded["eval"]["name"]}
+        accepted = await self.api.json("POST", "/v1/training-runs", ok=(202,), json=request)
         task = await self.follow(accepted["task_id"], "training")
         self.timings.phase("training", began)
         return task
@@ -301,15 +338,17 @@ async def run_quality(
         run = QualityRun(api, data, tenant, config, progress)
         report: dict[str, Any] = {
             "dataset": {"name": data.name, **data.summary()}, "tenant": tenant,
-            "settings": {"shown_k": config.shown_k, "epochs": config.epochs,
+            "settings": {"source": config.source, "shown_k": config.shown_k, "epochs": config.epochs,
                          "gate_margin": config.gate_margin},
         }
         with progress:
             report["corpus"] = await run.load()
             report["base"] = await run.evaluate("base", data.test)
             since = datetime.now(UTC) - timedelta(seconds=1)
-            report["sessions"] = await run.sessions()
-            task = await run.train(since, report["sessions"].get("sessions_with_clicks", 0))
+            report["sessions"] = await run.sessions() if config.uses_sessions else {}
+            report["judgments"] = await run.upload_judgments() if config.uses_judgments else None
+            task = await run.train(since, report["sessions"].get("sessions_with_clicks", 0),
+                                   report["judgments"])
             report["training"] = _training_summary(task)
             version = (task.get("details") or {}).get("model_version") \
                 if task["status"] == "succeeded" else None

@@ -23,7 +23,7 @@ from bench.gateway import requests_of_a_run as gateway_requests
 from bench.gpu import GpuConfig, NoCuda, run_gpu
 from bench.ingest import IngestConfig, IngestTimeout, run_ingest
 from bench.progress import make_progress
-from bench.quality import QualityConfig, QualityError, run_quality
+from bench.quality import QualityConfig, QualityError, Source, run_quality
 from bench.runtime import StackUnavailable
 from bench.search import SearchConfig, run_search
 from bench.sources import SourcesConfig, SourcesTimeout, run_sources
@@ -426,6 +426,10 @@ def quality(
         int, typer.Option("--shown-k", min=1, max=100, help="Results shown per training search.")
     ] = 10,
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=100, help="Training epochs.")] = 1,
+    source: Annotated[
+        Source, typer.Option("--source", help="What the run learns from: click sessions simulated from "
+                             "the train judgements, the train judgements uploaded as a dataset, or both."),
+    ] = "sessions",
     gate_margin: Annotated[
         float, typer.Option("--gate-margin", min=0.0, max=1.0, help="nDCG@10 the candidate must gain.")
     ] = 0.0,
@@ -446,7 +450,7 @@ def quality(
     if api_key is None:
         api_key = create_key(settings.api_key_store, "bench-quality", tenant, list(SCOPES),
                              rate_per_s=1000, burst=1000)
-    config = QualityConfig(shown_k, epochs, gate_margin, concurrency, timeout_s)
+    config = QualityConfig(shown_k, epochs, gate_margin, concurrency, timeout_s, source=source)
     report = _run(run_quality(settings.gateway_url, api_key, tenant, data, config, make_progress(progress)))
     if as_json:
         print(json.dumps(report, indent=2))
@@ -456,12 +460,23 @@ def quality(
         raise typer.Exit(3)
 
 
+def _sources_line(report: dict[str, Any]) -> str:
+    data, parts = report["dataset"], []
+    if report["sessions"]:
+        parts.append(f"{report['sessions'].get('sessions_with_clicks', 0)} click sessions from "
+                     f"{data['train_queries']} train queries")
+    if report.get("judgments"):
+        train, held = report["judgments"]["train"], report["judgments"]["eval"]
+        parts.append(f"{train['judgments']} uploaded judgments "
+                     f"({held['queries']} queries held out for the gate)")
+    return " and ".join(parts)
+
+
 def _print_quality(report: dict[str, Any]) -> None:
     data = report["dataset"]
     table = Table("model", "version", "mode", "nDCG@10 (k=10)", "Recall@100 (k=100)", title=(
         f"bench quality: {data['name']}, {data['documents']} documents, {data['test_queries']} test queries, "
-        f"{report['sessions'].get('sessions_with_clicks', 0)} click sessions from {data['train_queries']} "
-        "train queries"))
+        f"trained on {_sources_line(report)}"))
     for name in ("base", "fine_tuned"):
         row = report[name]
         for mode, scores in (row or {}).get("modes", {}).items():

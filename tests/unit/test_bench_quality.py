@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ import httpx
 import pytest
 from rich.progress import Progress
 
-from bench.beir import clicks_for, judged_metrics, ndcg, read_dataset, read_qrels, recall
+from bench.beir import clicks_for, judged_metrics, ndcg, read_dataset, read_qrels, recall, split_held_out
 from bench.quality import Api, QualityConfig, QualityError, QualityRun
+from core.datasets import parse
+from gateway.bodies import TrainingRunRequest
 
 
 def write_beir(root: Path, docs: int = 8) -> Path:
@@ -118,3 +121,51 @@ def test_evaluation_asks_as_users_do_k10_for_ndcg_and_k100_for_recall_in_both_mo
     assert report["modes"]["hybrid"]["ndcg@10"] == 1.0
     assert report["ndcg@10"] == report["modes"]["vector"]["ndcg@10"]
     assert report["answered_by"] == {"1": 4}
+
+
+def test_held_out_queries_are_spread_through_the_set_and_never_trained_on() -> None:
+    qrels = {str(q): {f"d{q}": 1} for q in range(1, 22)}
+    kept, held = split_held_out(qrels, 1 / 7)
+    assert list(held) == ["7", "14", "21"]
+    assert kept.keys() | held.keys() == qrels.keys() and not kept.keys() & held.keys()
+    assert split_held_out(qrels, 0) == (qrels, {})
+
+
+def test_judgments_source_uploads_a_train_and_a_held_out_dataset_and_trains_on_them_alone(
+    tmp_path: Path,
+) -> None:
+    """The uploads are what the platform's own parser accepts, every train judgement is in one of
+    them, and the training request names them instead of sessions."""
+    data = read_dataset(write_beir(tmp_path))
+    uploads: dict[str, Any] = {}
+    training: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if request.url.path == "/v1/datasets":
+            parsed = parse(body["format"], body["judgments"], None, None)
+            uploads[body["name"]] = parsed
+            return httpx.Response(201, json={"name": body["name"], "stats": parsed.stats})
+        training.append(body)
+        return httpx.Response(202, json={"task_id": "run-1"})
+
+    async def scenario() -> dict[str, Any]:
+        transport = httpx.MockTransport(answer)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            config = QualityConfig(source="judgments", held_out_fraction=1 / 3)
+            run = QualityRun(Api(client), data, "t", config, Progress(disable=True))
+            uploaded = await run.upload_judgments()
+            run.follow = lambda task_id, label: asyncio.sleep(0, {"id": task_id})  # type: ignore[method-assign]
+            await run.train(datetime.now(UTC), 0, uploaded)
+            return uploaded
+
+    uploaded = asyncio.run(scenario())
+    train, held = uploaded["train"]["name"], uploaded["eval"]["name"]
+    assert {(j.query_id, j.item_id, j.grade) for name in (train, held) for j in uploads[name].judgments} == {
+        ("1", "d0", 1.0), ("2", "d2", 1.0), ("2", "d3", 2.0), ("10", "d1", 1.0)}
+    assert {j.query_id for j in uploads[held].judgments} == {"10"}
+    assert uploads[train].judgments[0].query == "query 1"
+    assert uploaded["train"]["judgments"] == 3 and uploaded["eval"]["queries"] == 1
+    assert training[0]["use_sessions"] is False
+    assert training[0]["datasets"] == [train] and training[0]["eval_dataset"] == held
+    TrainingRunRequest.model_validate(training[0])
