@@ -112,7 +112,10 @@ def write_stub_env(env_dir: Path, dist: TritonDist) -> Path:
         link.symlink_to(base_executable)
     # addsitedir also runs the venv's own .pth files (e.g. this project's editable install).
     venv_sites = [p for p in site.getsitepackages() if Path(p).is_dir()]
-    lines = [str(dist.stub_numpy_dir), *(f"import site; site.addsitedir({p!r})" for p in venv_sites)]
+    # No __pycache__ beside a version's model.py (the interpreter ignores PYTHONDONTWRITEBYTECODE):
+    # Triton would count it a change of the version and reload every version of the model.
+    lines = [str(dist.stub_numpy_dir), *(f"import site; site.addsitedir({p!r})" for p in venv_sites),
+             "import sys; sys.dont_write_bytecode = True"]
     (site_dir / "flywheel-stub.pth").write_text("\n".join(lines) + "\n")
     return env_dir
 

@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from core.adapters.triton_repository import (
     add_model_version,
+    clear_serving_dir,
     model_versions,
     read_serving_decision,
     sync_query_model,
@@ -93,6 +94,7 @@ class TritonModelControl:
         if target.is_dir():
             target.rename(staging)  # disappears from the repository at once
             shutil.rmtree(staging, ignore_errors=True)
+        clear_serving_dir(self.repository, self.model_name, version)
         sync_query_model(self.repository, self.model_name)
 
     # --- the server --------------------------------------------------------------------------

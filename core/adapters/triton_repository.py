@@ -4,10 +4,12 @@ Layout: `<repo>/<model_name>/config.pbtxt` and one numeric directory per model v
 `<repo>/<model_name>/<version>/model.py` with the sentence-transformers files in
 `<version>/model/`, and beside model.py the serving-form chooser (forms.py), the ONNX Runtime
 forms (onnx_form.py) and the check set (check_set.json): the version measures its candidate
-forms when Triton loads it and writes its decision to `<version>/serving.json`
-(read_serving_decision), and its ONNX files once to `<version>/onnx/`. A version directory
-appears atomically (built aside, then renamed) and is never rewritten by the platform (only
-by the model itself: serving.json and onnx/), so Triton never loads a half-copied version.
+forms when Triton loads it and writes its decision (serving.json, read_serving_decision) and
+its ONNX files (onnx/) to its work directory, `<repo>/.serving/<model_name>/<version>/`
+(serving_dir), outside the model's directory: Triton reloads every version of a model whose
+directory changed in any way, so nothing is written there while it serves. A version directory
+appears atomically (built aside, then renamed) and is never rewritten, so Triton never loads a
+half-copied version; placing or removing a version clears its work directory.
 
 The query lane (core.serving) is a second model, `<model_name>_query`: its own config (one
 instance, CPU priority unchanged) and, as its versions, relative symbolic links to the bulk
@@ -38,6 +40,7 @@ MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
 MODEL_FILES = ("model.py", "forms.py", "onnx_form.py", "check_set.json")
 DECISION_FILE = "serving.json"
 QUERY_DECISION_FILE = "serving-query.json"
+SERVING_DIR = ".serving"  # the versions' work directories (triton_model/forms.py: the same)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "onnx-int8")
 INPUT_NAME = TRITON_INPUT
 OUTPUT_NAME = TRITON_OUTPUT
@@ -228,6 +231,16 @@ def sync_query_model(repo_dir: Path, model_name: str) -> list[int]:
     return versions
 
 
+def serving_dir(repo_dir: Path, model_name: str, version: int | str) -> Path:
+    """Where a version's loads write: its serving decisions and ONNX files."""
+    return repo_dir / SERVING_DIR / model_name / str(version)
+
+
+def clear_serving_dir(repo_dir: Path, model_name: str, version: int | str) -> None:
+    """Forget what an earlier occupant of this version number decided and built."""
+    shutil.rmtree(serving_dir(repo_dir, model_name, version), ignore_errors=True)
+
+
 def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: Path) -> Path:
     """Place a sentence-transformers directory as `<version>/`; an existing version is kept."""
     if version < 1:
@@ -242,16 +255,17 @@ def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: 
     shutil.copytree(model_dir, staging / "model", ignore=shutil.ignore_patterns(".git*", "README.md"))
     for name in MODEL_FILES:
         shutil.copy2(MODEL_PY.parent / name, staging / name)
+    clear_serving_dir(repo_dir, model_name, version)
     staging.rename(target)
     sync_query_model(repo_dir, model_name)
     return target
 
 
 def read_serving_decision(repo_dir: Path, model_name: str, version: int | str) -> dict[str, Any] | None:
-    """The serving form a version chose when Triton last loaded it (`<version>/serving.json`:
-    form, reason, texts/s and quality of each candidate, size; and `query_lane`, the form its
-    query instance serves, from serving-query.json), or None if it wrote none."""
-    path = repo_dir / model_name / str(version) / DECISION_FILE
+    """The serving form a version chose when Triton last loaded it (serving.json in its work
+    directory: form, reason, texts/s and quality of each candidate, size; and `query_lane`, the
+    form its query instance serves, from serving-query.json), or None if it wrote none."""
+    path = serving_dir(repo_dir, model_name, version) / DECISION_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

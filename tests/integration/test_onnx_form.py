@@ -59,25 +59,25 @@ def test_the_onnx_files_are_built_once_per_version_and_embed_like_the_model(
 ) -> None:
     onnx_form = version.onnx_form
     assert onnx_form.unsupported(st_model) is None and onnx_form.pooling_mode(st_model) == "mean"
-    built = onnx_form.build(st_model, version.HERE)
+    built = onnx_form.build(st_model, version.WORK)
     assert built["cached"] is False and built["inputs"][0] == "input_ids"
-    files = {form: version.HERE / path for form, path in built["files"].items()}
+    files = {form: version.WORK / path for form, path in built["files"].items()}
     assert set(files) == {"onnx", "onnx-int8"} and all(p.is_file() for p in files.values())
     assert built["size_bytes"]["onnx-int8"] < built["size_bytes"]["onnx"]
     stamps = {form: p.stat().st_mtime_ns for form, p in files.items()}
-    again = onnx_form.build(st_model, version.HERE)  # a reload exports nothing
+    again = onnx_form.build(st_model, version.WORK)  # a reload exports nothing
     assert again["cached"] is True and {f: p.stat().st_mtime_ns for f, p in files.items()} == stamps
 
     texts = [*_check_texts(), "x", "a text " * 400]  # one token and past max_seq_length too
     expected = st_model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-    fp32 = onnx_form.OnnxEncoder(st_model, version.HERE, "onnx", 2).encode(texts, 16)
+    fp32 = onnx_form.OnnxEncoder(st_model, version.WORK, "onnx", 2).encode(texts, 16)
     assert fp32.shape == expected.shape and fp32.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(fp32, axis=1), 1.0, atol=1e-5)
     assert float(np.min(np.sum(fp32 * expected, axis=1))) > 0.99999
-    int8 = onnx_form.OnnxEncoder(st_model, version.HERE, "onnx-int8", 2).encode(texts, 64)
+    int8 = onnx_form.OnnxEncoder(st_model, version.WORK, "onnx-int8", 2).encode(texts, 64)
     cosines = np.sum(int8 * expected, axis=1)
     assert float(cosines.mean()) > 0.98 and float(cosines.min()) > 0.9  # close, not exact
-    assert onnx_form.OnnxEncoder(st_model, version.HERE, "onnx", 2).encode([], 8).shape == (0, 384)
+    assert onnx_form.OnnxEncoder(st_model, version.WORK, "onnx", 2).encode([], 8).shape == (0, 384)
 
 
 def test_the_guard_refuses_the_int8_form_and_fp32_serves_with_the_reason(version: Any, st_model: Any) -> None:
@@ -93,7 +93,7 @@ def test_a_named_onnx_form_is_served_with_its_format_and_size(version: Any, st_m
     decision = version.measure_and_choose(st_model, "cpu", "onnx", 0.999, 64).as_dict()
     assert decision["form"] == "onnx", decision["reason"]
     assert decision["format"] == "onnx" and decision["weights_dtype"] == "float32"
-    onnx_bytes = (version.HERE / "onnx" / "model.onnx").stat().st_size
+    onnx_bytes = (version.WORK / "onnx" / "model.onnx").stat().st_size
     assert decision["size_bytes"] == onnx_bytes == decision["size_bytes_by_form"]["onnx"]
     assert decision["size_bytes_by_form"]["fp32"] > 1_000_000
     assert decision["quality"]["onnx"]["min_cosine_to_fp32"] >= 0.99999

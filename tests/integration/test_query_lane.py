@@ -11,7 +11,8 @@ import pytest
 
 from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
-from core.bootstrap import ensure_initial_version
+from core.base_model import default_base_model_dir
+from core.bootstrap import build_model_control, ensure_initial_version
 from core.config import Settings
 from core.domain import SearchQuery
 from core.search import search
@@ -105,3 +106,37 @@ async def test_a_search_is_answered_while_indexing_is_queued(
 
     position, bulk_requests = await finished_order(embedder, active, query)
     assert position < bulk_requests // 2, (position, bulk_requests)
+
+
+async def test_loading_again_reloads_no_version_already_loaded(
+    triton: Component, embedder: TritonEmbedder, test_settings: Settings,
+) -> None:
+    """What a version's first load writes (its serving decisions, its ONNX files) stays out of
+    the model's directory, so the next load, a deploy's or residency's, reloads nothing that
+    did not change. Triton reloads every version of a model whose directory changed in any
+    way: each version of each model then starts its stub and loads its weights again."""
+    control = build_model_control(test_settings)
+    version = 9_001
+    await asyncio.to_thread(control.place_version, version, default_base_model_dir())
+    try:
+        await control.load()  # loads the new version: it measures, decides and builds
+        decision = control.serving_decision(version)
+        assert decision is not None and "query_lane" in decision, decision
+        version_dir = test_settings.triton_repository / test_settings.triton_model_name / str(version)
+        files = sorted(path.relative_to(version_dir) for path in version_dir.rglob("*"))
+        logged = triton.log_file.stat().st_size
+        await control.load()
+        with triton.log_file.open("rb") as log:
+            log.seek(logged)
+            reloads = [line for line in log.read().decode(errors="replace").splitlines()
+                       if '"loading: ' in line]
+        assert reloads == [], reloads
+        assert sorted(path.relative_to(version_dir) for path in version_dir.rglob("*")) == files
+        assert not any(path.parts[0] in ("onnx", "__pycache__") or (path.suffix == ".json"
+                       and path.name.startswith("serving")) for path in files), files
+        served = await embedder.embed(["still served"], str(version), lane="query")
+        assert served.vectors.shape[0] == 1
+    finally:
+        await asyncio.to_thread(control.remove_version, version)
+        await control.load()
+    assert control.serving_decision(version) is None  # removed with its version

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from core.adapters.triton_repository import MODEL_PY, read_serving_decision
+from core.adapters.triton_repository import MODEL_PY, read_serving_decision, serving_dir
 from core.base_model import default_base_model_dir
 from core.config import Settings
 from infra.process import Component
@@ -59,9 +59,12 @@ def test_the_served_version_reports_its_form_and_check(triton: Component, test_s
     measured = set(decision["texts_per_s"])
     assert "fp32" in measured and decision["form"] in measured
     if test_settings.triton_precision == "auto" and decision["device"] == "cpu":
-        # fp32, bf16 and both ONNX Runtime forms, exported once into the version directory
+        # fp32, bf16 and both ONNX Runtime forms, exported once into the version's work
+        # directory, outside the model's directory (Triton would reload a changed version)
         assert measured == {"fp32", "bf16", "onnx", "onnx-int8"}, decision["refused"]
-        onnx_dir = test_settings.triton_repository / test_settings.triton_model_name / "1" / "onnx"
+        onnx_dir = serving_dir(test_settings.triton_repository, test_settings.triton_model_name, 1) / "onnx"
+        version_dir = test_settings.triton_repository / test_settings.triton_model_name / "1"
+        assert not (version_dir / "onnx").exists() and not (version_dir / "serving.json").exists()
         assert (onnx_dir / "model.onnx").is_file() and (onnx_dir / "model_int8.onnx").is_file()
         assert decision["onnx_build"]["size_bytes"]["onnx"] == (onnx_dir / "model.onnx").stat().st_size
         assert decision["size_bytes_by_form"]["onnx-int8"] < decision["size_bytes_by_form"]["onnx"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +20,7 @@ from core.adapters.triton_repository import (
     add_model_version,
     model_config,
     read_serving_decision,
+    serving_dir,
 )
 from core.config import Settings
 from tests.unit.test_rollout_handlers import DeployRig, published
@@ -189,12 +191,21 @@ def test_the_setting_is_in_the_config_and_the_chooser_ships_with_each_version(tm
     target = add_model_version(tmp_path / "repo", "embedder", 2, model)
     assert all((target / name).is_file() for name in MODEL_FILES)
     assert read_serving_decision(tmp_path / "repo", "embedder", 2) is None
-    (target / "serving.json").write_text(json.dumps({"form": "bf16", "reason": "faster"}))
+    # what a load writes lives outside the model's directory, which Triton watches
+    work = serving_dir(tmp_path / "repo", "embedder", 2)
+    assert not work.is_relative_to(tmp_path / "repo" / "embedder")
+    work.mkdir(parents=True)
+    (work / "serving.json").write_text(json.dumps({"form": "bf16", "reason": "faster"}))
     assert read_serving_decision(tmp_path / "repo", "embedder", "2") == {"form": "bf16", "reason": "faster"}
-    (target / "serving-query.json").write_text(json.dumps({"form": "fp32", "median_ms_per_query": {}}))
+    (work / "serving-query.json").write_text(json.dumps({"form": "fp32", "median_ms_per_query": {}}))
     assert read_serving_decision(tmp_path / "repo", "embedder", 2) == {
         "form": "bf16", "reason": "faster", "query_lane": {"form": "fp32", "median_ms_per_query": {}}}
-    (target / "serving.json").write_text("{not json")
+    (work / "serving.json").write_text("{not json")
+    assert read_serving_decision(tmp_path / "repo", "embedder", 2) is None
+    # a version number placed again (after a removal) does not inherit the old decision
+    (work / "serving.json").write_text(json.dumps({"form": "bf16", "reason": "faster"}))
+    shutil.rmtree(target)
+    add_model_version(tmp_path / "repo", "embedder", 2, model)
     assert read_serving_decision(tmp_path / "repo", "embedder", 2) is None
 
 
@@ -276,7 +287,8 @@ def test_the_model_measures_once_per_server_and_writes_its_decision(
     assert decision["quality"]["bf16"]["min_cosine_to_fp32"] > 0.99
     assert decision["size_bytes"] == 1000 and decision["check_set"]["documents"] == 53
     assert [len(decision["pass_seconds"][form]) for form in ("fp32", "bf16")] == [4, 4]
-    written = json.loads((version / "serving.json").read_text())
+    written = json.loads((module.WORK / "serving.json").read_text())
+    assert version.parent.parent / ".serving" / version.parent.name / version.name == module.WORK
     assert written == decision
     # another instance of the same server reads it; another setting measures again
     monkeypatch.setattr(module, "measure_and_choose", lambda *a: pytest.fail("measured twice"))

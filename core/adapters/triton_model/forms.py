@@ -45,6 +45,8 @@ MIN_SPEEDUP = 1.05
 DEFAULT_MIN_COSINE = 0.999
 K = 10
 DECISION_FILE = "serving.json"
+# Where a version's load writes (decisions, ONNX files): <repo>/.serving/<model>/<version>/.
+SERVING_DIR = ".serving"
 CHECK_SET_FILE = "check_set.json"
 
 

@@ -48,6 +48,9 @@ HERE = Path(__file__).resolve().parent
 TIMED_ROUNDS = 4
 
 
+sys.dont_write_bytecode = True  # no __pycache__ in the version directory (see WORK below)
+
+
 def _load_beside(name: str) -> Any:
     """`name`.py of this version directory (beside this file), by path: no sys.path games."""
     unique = f"flywheel_{name}_{abs(hash(str(HERE)))}"
@@ -61,6 +64,11 @@ def _load_beside(name: str) -> Any:
 
 forms = _load_beside("forms")
 onnx_form = _load_beside("onnx_form")
+# What loading this version writes (its serving decisions, its ONNX files) goes outside the
+# model's directory, to <repo>/.serving/<model>/<version>/: Triton reloads every version of a
+# model whose directory changed in any way since the last load, so a file written there made
+# the next load reload them all. (HERE is resolved: the query model's links share it.)
+WORK = HERE.parent.parent / forms.SERVING_DIR / HERE.parent.name / HERE.name
 
 
 def parameter(config: dict[str, Any], name: str, default: str) -> str:
@@ -95,13 +103,13 @@ def weights_bytes(model_dir: Path) -> int:
 
 def onnx_encoder(model: Any, form: str) -> tuple[Any, dict[str, Any]]:
     """The ONNX Runtime encoder of `form` and the build record, its files built into
-    <version>/onnx/ first if missing (callers hold the version's lock, or run after the
+    the version's work directory first if missing (callers hold the version's lock, or run after the
     instance that measured built them)."""
     why = onnx_form.unsupported(model)
     if why:
         raise RuntimeError(why)
-    build = onnx_form.build(model, HERE)
-    return onnx_form.OnnxEncoder(model, HERE, form, torch.get_num_threads()), build
+    build = onnx_form.build(model, WORK)
+    return onnx_form.OnnxEncoder(model, WORK, form, torch.get_num_threads()), build
 
 
 def form_sizes(model_dir: Path, build: dict[str, Any] | None) -> dict[str, int]:
@@ -131,9 +139,9 @@ def measure_and_choose(model: Any, device: str, precision: str, min_cosine: floa
                     why = onnx_form.unsupported(model)
                     if why:
                         raise RuntimeError(why)
-                    build = onnx_form.build(model, HERE)
+                    build = onnx_form.build(model, WORK)
                     build["ready_seconds"] = round(time.perf_counter() - began, 3)
-                runner = onnx_form.OnnxEncoder(model, HERE, form, torch.get_num_threads())
+                runner = onnx_form.OnnxEncoder(model, WORK, form, torch.get_num_threads())
                 encoders[form] = lambda t, runner=runner: runner.encode(t, batch_size)
             else:
                 encoders[form] = lambda t, form=form: encode(model, t, form, device, batch_size)
@@ -188,7 +196,8 @@ def sibling_speeds(
 ) -> tuple[str, dict[str, float]] | None:
     """The forms' speeds another version of this model measured in this same server, for the
     same setting, device and architecture (the newest such version), or None."""
-    for sibling in sorted((p for p in HERE.parent.iterdir() if p.name.isdigit() and p != HERE),
+    siblings = WORK.parent.iterdir() if WORK.parent.is_dir() else iter(())
+    for sibling in sorted((p for p in siblings if p.name.isdigit() and p.name != HERE.name),
                           key=lambda p: -int(p.name)):
         with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
             known = json.loads((sibling / forms.DECISION_FILE).read_text(encoding="utf-8"))
@@ -265,10 +274,11 @@ def decide(model: Any, device: str, precision: str, min_cosine: float, batch_siz
     """The decision for this version: measured by the first instance this server loads and
     written to serving.json; the other instances of the same server (same parent process,
     same setting and device) read it instead of measuring beside each other."""
-    target = HERE / forms.DECISION_FILE
+    target = WORK / forms.DECISION_FILE
     server = os.getppid()
-    lock_path = HERE / ".serving.lock"
+    lock_path = WORK / ".serving.lock"
     try:
+        WORK.mkdir(parents=True, exist_ok=True)
         lock = open(lock_path, "a+")  # noqa: SIM115 - held for the measurement
     except OSError:
         lock = None  # a read-only repository: measure, keep the decision in memory
@@ -323,8 +333,15 @@ def query_form(model: Any, device: str, decision: dict[str, Any], batch_size: in
     that embeds a single short text fastest (the version's form is chosen on 64-text batches;
     for one text, autocast's per-call cast of the weights can cost more than it saves). The
     check set's queries are timed one at a time, the forms taking turns; the median counts.
-    The choice is written to `<version>/serving-query.json`."""
-    passed = [form for form, ok in (decision.get("passed") or {}).items() if ok] or [forms.REFERENCE]
+    The choice is written to `<version>/serving-query.json`, and a reload by the same server
+    reuses it without writing: Triton reloads a version whose directory changed, so a file
+    rewritten on every load would make every later load reload every version."""
+    passed = sorted(form for form, ok in (decision.get("passed") or {}).items() if ok) or [forms.REFERENCE]
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        known = json.loads((WORK / QUERY_FILE).read_text(encoding="utf-8"))
+        if (known.get("server_pid") == os.getppid() and known.get("candidates") == passed
+                and known.get("version_form") == decision.get("form") and known.get("form") in passed):
+            return str(known["form"])
     texts, n, _ = check_texts()
     encoders: dict[str, Any] = {}
     for form in passed:
@@ -347,7 +364,7 @@ def query_form(model: Any, device: str, decision: dict[str, Any], batch_size: in
         record = {"form": chosen, "median_ms_per_query": median_ms, "candidates": passed,
                   "version_form": decision.get("form"), "server_pid": os.getppid(),
                   "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        (HERE / QUERY_FILE).write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+        (WORK / QUERY_FILE).write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
     return chosen
 
 

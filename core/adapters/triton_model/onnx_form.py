@@ -105,20 +105,20 @@ def _atomic(path: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def build(model: Any, version_dir: Path) -> dict[str, Any]:
-    """Export the fp32 graph and quantize it into `<version>/onnx/` unless already there (the
+def build(model: Any, work_dir: Path) -> dict[str, Any]:
+    """Export the fp32 graph and quantize it into `<work_dir>/onnx/` unless already there (the
     caller holds the version's lock). Returns build.json: files, sizes, seconds, cached."""
     import onnxruntime
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out = version_dir / ONNX_SUBDIR
+    out = work_dir / ONNX_SUBDIR
     paths = {form: out / name for form, name in FILES.items()}
     record_path = out / BUILD_FILE
     if all(p.is_file() for p in paths.values()) and record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
         return {**record, "cached": True}
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     sample = _tokenize(model, ["an example sentence to trace", "a second, longer example sentence"], "pt")
     names = list(sample)
@@ -151,7 +151,7 @@ def build(model: Any, version_dir: Path) -> dict[str, Any]:
 class OnnxEncoder:
     """One ONNX form of the model: tokenizer -> ONNX Runtime session -> pooling -> L2 norm."""
 
-    def __init__(self, model: Any, version_dir: Path, form: str, threads: int) -> None:
+    def __init__(self, model: Any, work_dir: Path, form: str, threads: int) -> None:
         import onnxruntime as ort
 
         if form not in FORMS:
@@ -160,7 +160,7 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
-        path = version_dir / ONNX_SUBDIR / FILES[form]
+        path = work_dir / ONNX_SUBDIR / FILES[form]
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.model = model
