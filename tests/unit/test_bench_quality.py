@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from rich.progress import Progress
 
 from bench.beir import clicks_for, judged_metrics, ndcg, read_dataset, read_qrels, recall, split_held_out
+from bench.chunk_quality import best_chunk_scores
 from bench.quality import Api, QualityConfig, QualityError, QualityRun
 from core.datasets import parse
 from gateway.bodies import TrainingRunRequest
@@ -169,3 +171,11 @@ def test_judgments_source_uploads_a_train_and_a_held_out_dataset_and_trains_on_t
     assert training[0]["use_sessions"] is False
     assert training[0]["datasets"] == [train] and training[0]["eval_dataset"] == held
     TrainingRunRequest.model_validate(training[0])
+
+
+def test_an_item_scores_its_best_chunk() -> None:
+    queries = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    chunks = np.array([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    scores = best_chunk_scores(queries, chunks, np.array([0, 0, 1]), 3)
+    assert scores[:, :2].tolist() == [[1.0, 0.0], [0.800000011920929, 1.0]]
+    assert np.isneginf(scores[:, 2]).all()  # a document without chunks never ranks

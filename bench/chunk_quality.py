@@ -1,0 +1,98 @@
+"""The platform's chunks against whole documents: nDCG@10 of the base model, in process, with
+exact (brute-force) cosine search, on a BEIR folder's train and test judgements.
+
+`python -m bench.chunk_quality ../shared/data/scifact-dev [--max-docs N --queries N]`: each document is
+embedded twice, whole (`title + " " + text`, which the model truncates at its maximum sequence
+length, as sentence-transformers evaluations do) and as the indexer chunks it
+(core.bootstrap.build_chunker: the same settings, header and windows), an item then ranked by
+its best chunk. No index enters, so the difference is the chunking's alone. Prints one JSON
+object: per split, the queries and both figures, and the figure over all judged queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.beir import Qrels, ndcg, read_dataset
+from core.base_model import base_model_dir
+from core.bootstrap import build_chunker
+from core.config import get_settings
+
+
+def best_chunk_scores(query_vectors: np.ndarray, chunk_vectors: np.ndarray, owner: np.ndarray,
+                      documents: int) -> np.ndarray:
+    """queries x documents: each document's score is its best chunk's cosine."""
+    scores = np.full((len(query_vectors), documents), -np.inf, dtype=np.float32)
+    np.maximum.at(scores.T, owner, (query_vectors @ chunk_vectors.T).T)
+    return scores
+
+
+def mean_ndcg(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels: Qrels) -> float:
+    return float(np.mean([ndcg([doc_ids[j] for j in np.argsort(-row)[:10]], qrels[q], 10)
+                          for row, q in zip(scores, qids, strict=True)]))
+
+
+def run(dataset: Path, max_docs: int | None, max_queries: int | None, batch_size: int) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    settings = get_settings()
+    data = read_dataset(dataset, max_docs, max_queries, max_queries)
+    model = SentenceTransformer(str(base_model_dir(settings)), device="cpu")
+    chunker = build_chunker(settings)
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.asarray(model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=True), dtype=np.float32)
+
+    doc_ids = [d.id for d in data.docs]
+    began = time.perf_counter()
+    whole = encode([f"{d.title} {d.text}".strip() for d in data.docs])
+    chunks, owner = [], []
+    for i, doc in enumerate(data.docs):
+        for chunk in chunker.split_item(doc.title, doc.text, doc.metadata):
+            chunks.append(chunk)
+            owner.append(i)
+    chunk_vectors = encode(chunks)
+    report: dict[str, Any] = {
+        "dataset": data.name, "documents": len(doc_ids), "chunks": len(chunks),
+        "max_seq_length": model.max_seq_length, "chunk_header": settings.chunk_header, "splits": {},
+    }
+    weighted = {"whole": 0.0, "best_chunk": 0.0}
+    for split, qrels in (("train", data.train), ("test", data.test)):
+        qids = list(qrels)
+        queries = encode([data.queries[q] for q in qids])
+        figures = {
+            "queries": len(qids),
+            "whole": round(mean_ndcg(queries @ whole.T, doc_ids, qids, qrels), 4),
+            "best_chunk": round(mean_ndcg(best_chunk_scores(queries, chunk_vectors, np.array(owner),
+                                                            len(doc_ids)), doc_ids, qids, qrels), 4),
+        }
+        report["splits"][split] = figures
+        for name in weighted:
+            weighted[name] += figures[name] * len(qids)
+    judged = sum(f["queries"] for f in report["splits"].values())
+    report["all_judged_queries"] = {"queries": judged,
+                                    **{k: round(v / judged, 4) for k, v in weighted.items()}}
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("dataset", type=Path, help="a BEIR folder with qrels/train.tsv and qrels/test.tsv")
+    parser.add_argument("--max-docs", type=int, default=None,
+                        help="cut the corpus (every judged document kept; an easier corpus)")
+    parser.add_argument("--queries", type=int, default=None, help="the first N queries of each split")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    print(json.dumps(run(args.dataset, args.max_docs, args.queries, args.batch_size), indent=2))
+
+
+if __name__ == "__main__":
+    main()
