@@ -64,10 +64,14 @@ def read_queries(path: Path) -> dict[str, str]:
     return queries
 
 
+def _stable_order(qrels: Qrels) -> list[str]:
+    """The query ids in a stable order: numeric ids by number, then the others by name."""
+    return sorted(qrels, key=lambda q: (0, int(q), q) if q.isdigit() else (1, 0, q))
+
+
 def _first(qrels: Qrels, limit: int | None) -> Qrels:
-    """The first `limit` queries in a stable order (numeric ids by number)."""
-    ids = sorted(qrels, key=lambda q: (0, int(q), q) if q.isdigit() else (1, 0, q))
-    return {q: qrels[q] for q in ids[:limit]}
+    """The first `limit` queries in the stable order."""
+    return {q: qrels[q] for q in _stable_order(qrels)[:limit]}
 
 
 def read_dataset(
@@ -142,7 +146,7 @@ def judged_metrics(rankings: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[
 def split_held_out(qrels: Qrels, fraction: float) -> tuple[Qrels, Qrels]:
     """(kept, held out): every query whose position in the stable order falls on the held-out
     share, spread through the set rather than taken from its end."""
-    ids = sorted(qrels, key=lambda q: (0, int(q), q) if q.isdigit() else (1, 0, q))
+    ids = _stable_order(qrels)
     every = max(2, round(1 / fraction)) if fraction > 0 else 0
     held = {q for i, q in enumerate(ids) if every and i % every == every - 1}
     return ({q: j for q, j in qrels.items() if q not in held}, {q: qrels[q] for q in ids if q in held})

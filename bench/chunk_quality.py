@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.beir import Qrels, ndcg, read_dataset
+from bench.beir import Qrels, judged_metrics, read_dataset
 from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.config import get_settings
@@ -33,9 +33,10 @@ def best_chunk_scores(query_vectors: np.ndarray, chunk_vectors: np.ndarray, owne
     return scores
 
 
-def mean_ndcg(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels: Qrels) -> float:
-    return float(np.mean([ndcg([doc_ids[j] for j in np.argsort(-row)[:10]], qrels[q], 10)
-                          for row, q in zip(scores, qids, strict=True)]))
+def ndcg_at_10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels: Qrels) -> float:
+    """nDCG@10 over the queries, each ranking the documents by its row of scores."""
+    rankings = {q: [doc_ids[j] for j in np.argsort(-row)[:10]] for row, q in zip(scores, qids, strict=True)}
+    return round(judged_metrics(rankings, qrels)["ndcg@10"], 4)
 
 
 def run(dataset: Path, max_docs: int | None, max_queries: int | None, batch_size: int) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def run(dataset: Path, max_docs: int | None, max_queries: int | None, batch_size
         for chunk in chunker.split_item(doc.title, doc.text, doc.metadata):
             chunks.append(chunk)
             owner.append(i)
-    chunk_vectors = encode(chunks)
+    chunk_vectors, chunk_owner = encode(chunks), np.array(owner)
     report: dict[str, Any] = {
         "dataset": data.name, "documents": len(doc_ids), "chunks": len(chunks),
         "max_seq_length": model.max_seq_length, "chunk_header": settings.chunk_header, "splits": {},
@@ -69,9 +70,9 @@ def run(dataset: Path, max_docs: int | None, max_queries: int | None, batch_size
         queries = encode([data.queries[q] for q in qids])
         figures = {
             "queries": len(qids),
-            "whole": round(mean_ndcg(queries @ whole.T, doc_ids, qids, qrels), 4),
-            "best_chunk": round(mean_ndcg(best_chunk_scores(queries, chunk_vectors, np.array(owner),
-                                                            len(doc_ids)), doc_ids, qids, qrels), 4),
+            "whole": ndcg_at_10(queries @ whole.T, doc_ids, qids, qrels),
+            "best_chunk": ndcg_at_10(best_chunk_scores(queries, chunk_vectors, chunk_owner, len(doc_ids)),
+                                     doc_ids, qids, qrels),
         }
         report["splits"][split] = figures
         for name in weighted:

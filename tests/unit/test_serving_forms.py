@@ -288,7 +288,7 @@ def test_the_model_measures_once_per_server_and_writes_its_decision(
     assert decision["size_bytes"] == 1000 and decision["check_set"]["documents"] == 53
     assert [len(decision["pass_seconds"][form]) for form in ("fp32", "bf16")] == [4, 4]
     written = json.loads((module.WORK / "serving.json").read_text())
-    assert version.parent.parent / ".serving" / version.parent.name / version.name == module.WORK
+    assert serving_dir(version.parent.parent, version.parent.name, version.name) == module.WORK
     assert written == decision
     # another instance of the same server reads it; another setting measures again
     monkeypatch.setattr(module, "measure_and_choose", lambda *a: pytest.fail("measured twice"))

@@ -48,9 +48,6 @@ HERE = Path(__file__).resolve().parent
 TIMED_ROUNDS = 4
 
 
-sys.dont_write_bytecode = True  # no __pycache__ in the version directory (see WORK below)
-
-
 def _load_beside(name: str) -> Any:
     """`name`.py of this version directory (beside this file), by path: no sys.path games."""
     unique = f"flywheel_{name}_{abs(hash(str(HERE)))}"
@@ -102,9 +99,9 @@ def weights_bytes(model_dir: Path) -> int:
 
 
 def onnx_encoder(model: Any, form: str) -> tuple[Any, dict[str, Any]]:
-    """The ONNX Runtime encoder of `form` and the build record, its files built into
-    the version's work directory first if missing (callers hold the version's lock, or run after the
-    instance that measured built them)."""
+    """The ONNX Runtime encoder of `form` and the build record, its files built into the
+    version's work directory first if missing (callers hold the version's lock, or run after
+    the instance that measured built them)."""
     why = onnx_form.unsupported(model)
     if why:
         raise RuntimeError(why)
@@ -333,9 +330,8 @@ def query_form(model: Any, device: str, decision: dict[str, Any], batch_size: in
     that embeds a single short text fastest (the version's form is chosen on 64-text batches;
     for one text, autocast's per-call cast of the weights can cost more than it saves). The
     check set's queries are timed one at a time, the forms taking turns; the median counts.
-    The choice is written to `<version>/serving-query.json`, and a reload by the same server
-    reuses it without writing: Triton reloads a version whose directory changed, so a file
-    rewritten on every load would make every later load reload every version."""
+    The choice is written to serving-query.json in the version's work directory, and a reload
+    by the same server reuses it rather than timing the forms again."""
     passed = sorted(form for form, ok in (decision.get("passed") or {}).items() if ok) or [forms.REFERENCE]
     with contextlib.suppress(OSError, ValueError, AttributeError):
         known = json.loads((WORK / QUERY_FILE).read_text(encoding="utf-8"))
