@@ -26,7 +26,7 @@ from rich.progress import Progress
 from bench.corpus import synthetic_corpus
 from bench.runtime import load_local_model, machine_info, model_dir_for, open_stack
 from bench.stats import rate
-from core.adapters.triton_repository import read_serving_decision
+from core.adapters.triton_repository import read_serving_decision, version_root
 from core.config import Settings
 
 LIMIT_S = 600
@@ -116,7 +116,7 @@ def training_rate(model_dir: Path, config: GpuConfig) -> dict[str, Any]:
 
 def instance_kind(settings: Settings) -> str | None:
     """The kind the served model's config.pbtxt names (None: Triton picks, or no local repository)."""
-    config = settings.triton_repository / settings.triton_model_name / "config.pbtxt"
+    config = version_root(settings.triton_repository, settings.triton_model_name, 1) / "config.pbtxt"
     if not config.is_file():
         return None
     for kind in ("KIND_GPU", "KIND_CPU"):

@@ -18,9 +18,9 @@ import psycopg
 
 from core.adapters.pgvector import PgVectorStore
 from core.adapters.triton_embedder import TritonEmbedder
-from core.base_model import base_model_dir
 from core.bootstrap import build_embedder, build_store
 from core.config import Settings
+from core.embeddings import served_model_dir
 from core.serving import BASE_SERVING_VERSION
 from producers.publisher import Publisher, PublisherError
 
@@ -149,11 +149,7 @@ async def run_bounded(calls: Sequence[Callable[[], Awaitable[None]]], concurrenc
 def model_dir_for(settings: Settings, version: str | None) -> Path:
     """The weights Triton serves for `version` (from its model repository), falling back to the
     base model: the baseline must run the same model as the pipeline."""
-    if version is not None:
-        served = settings.triton_repository / settings.triton_model_name / version / "model"
-        if (served / "modules.json").is_file():
-            return served
-    return base_model_dir(settings)
+    return served_model_dir(settings, version)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from core.adapters.triton_repository import version_dir
 from core.base_model import base_model_dir
 from core.chunking import tokenizer_for
 from core.config import Settings
@@ -101,7 +102,7 @@ def served_model_dir(settings: Settings, version: str | None) -> Path:
     """The weights Triton serves for `version` (from its model repository when it is on this
     machine), else the base model: fine-tuned versions keep the base model's tokenizer."""
     if version is not None:
-        served = settings.triton_repository / settings.triton_model_name / version / "model"
+        served = version_dir(settings.triton_repository, settings.triton_model_name, version) / "model"
         if (served / "modules.json").is_file():
             return served
     return base_model_dir(settings)

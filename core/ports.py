@@ -212,7 +212,10 @@ class ModelServer(Protocol):
 
     def restore_version(self, version: int) -> None: ...
 
-    async def load(self) -> None: ...
+    async def load(self, retry_failed: bool = True) -> None:
+        """Load the versions in the repository Triton does not serve yet (with `retry_failed`
+        False, not those whose last load failed) and unload the ones no longer there."""
+        ...
 
     async def is_ready(self, version: str) -> bool: ...
 
@@ -247,7 +250,7 @@ class ReindexStore(VectorStore, Protocol):
 
 
 class ServingEmbedder(Embedder, Protocol):
-    async def ready(self, model_version: str | None = None) -> bool: ...
+    async def ready(self, model_version: str) -> bool: ...
 
 
 class ReplaySource(Protocol):

@@ -21,6 +21,7 @@ import httpx
 from consumers.service import SERVICES
 from core.config import Settings
 from core.kafka_auth import kafka_client_options
+from core.serving import version_model_name
 from schemas.topics import TOPICS
 
 # What the gateway itself needs to serve requests (MLflow is the trainer's).
@@ -113,8 +114,9 @@ def mlflow_health(uri: str) -> Health:
 
 
 def triton_health(http_url: str, model_name: str) -> Health:
-    """Server live and at least one version of the model READY. Liveness, not strict readiness:
-    a version that failed to load (and was withdrawn) must not mark the whole server down."""
+    """Server live and at least one version of the model READY (its bulk model,
+    core.serving.version_model_name). Liveness, not strict readiness: a version that failed to
+    load (and was withdrawn) must not mark the whole server down."""
     import tritonclient.http as httpclient
 
     try:
@@ -127,12 +129,11 @@ def triton_health(http_url: str, model_name: str) -> Health:
             client.close()
     except Exception as exc:  # refused while starting, timeouts
         return Health(False, f"unreachable: {exc}")
-    ready = sorted(
-        int(m["version"]) for m in index
-        if m.get("name") == model_name and m.get("state") == "READY" and m.get("version")
-    )
+    ours = [m for m in index
+            if m.get("version") and m.get("name") == version_model_name(model_name, m["version"])]
+    ready = sorted(int(m["version"]) for m in ours if m.get("state") == "READY")
     if not ready:
-        states = [f"{m.get('version')}:{m.get('state')}" for m in index if m.get("name") == model_name]
+        states = [f"{m.get('version')}:{m.get('state')}" for m in ours]
         return Health(False, f"model {model_name} not ready ({', '.join(states) or 'not loaded'})")
     return Health(True, f"model {model_name} ready, versions {ready}")
 

@@ -7,12 +7,13 @@ from pathlib import Path
 from core.adapters.triton_repository import (
     BASE_VERSION,
     add_model_version,
+    lane_models,
+    migrate_layout,
     model_versions,
     write_model_config,
 )
 from core.base_model import base_model_dir
 from core.config import Settings
-from core.serving import query_model_name
 from gateway.readiness import triton_health
 from infra.process import Component, Health
 from infra.triton_dist import install_triton, server_environment, triton_dist, write_stub_env
@@ -60,8 +61,7 @@ class Triton(Component):
         s = self.settings
         if not self.write_repository:
             return
-        if not model_versions(self.model_repository, s.triton_model_name):
-            add_model_version(self.model_repository, s.triton_model_name, BASE_VERSION, base_model_dir(s))
+        migrate_layout(self.model_repository, s.triton_model_name)
         # Rewritten on every start, so batching, lanes and instances follow the settings.
         write_model_config(
             self.model_repository, s.triton_model_name, s.triton_max_batch_size,
@@ -70,6 +70,8 @@ class Triton(Component):
             intra_op_threads=s.triton_intra_op_threads,
             precision=s.triton_precision, min_cosine=s.deploy_min_cosine, bulk_nice=s.triton_bulk_nice,
         )
+        if not model_versions(self.model_repository, s.triton_model_name):
+            add_model_version(self.model_repository, s.triton_model_name, BASE_VERSION, base_model_dir(s))
 
     def command(self) -> list[str]:
         s = self.settings
@@ -78,8 +80,10 @@ class Triton(Component):
             str(dist.binary),
             f"--model-repository={self.model_repository}",
             "--model-control-mode=explicit",
-            f"--load-model={s.triton_model_name}",
-            f"--load-model={query_model_name(s.triton_model_name)}",
+            # Every version in the repository, both lanes (the deployer's residency loop would
+            # load them too, but a restarted server should serve at once).
+            *(f"--load-model={name}" for name in lane_models(
+                s.triton_model_name, model_versions(self.model_repository, s.triton_model_name))),
             f"--backend-directory={dist.backends_dir}",
             f"--cache-directory={dist.caches_dir}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",

@@ -5,7 +5,9 @@ and every `RECONCILE_EVERY_S`: versions no tenant serves, builds, tests in a spl
 back to are parked and unloaded; a parked version a tenant needs again (its reindex asks for
 it) is restored and loaded, so that the reindex finds it served. A version whose deploy or
 reindex is pending, running or ended, or that was placed in the repository, in the last
-`PROTECT_S` seconds is kept.
+`PROTECT_S` seconds is kept. Each round also loads any version in the repository Triton does
+not serve (a restarted server that started with the base version only, as compose and helm
+start it); versions whose load failed are left to their deploy.
 """
 
 from __future__ import annotations
@@ -30,20 +32,20 @@ async def reconcile(
     in_progress: Callable[[datetime], Awaitable[set[int]]],
     now: datetime | None = None,
 ) -> ResidencyPlan:
-    """Park and restore as planned, then load once (the versions serving keep serving)."""
+    """Park and restore as planned, then load what changed (the versions serving keep serving)."""
     since = (now or datetime.now(UTC)) - timedelta(seconds=PROTECT_S)
     in_repository = await asyncio.to_thread(server.repository_versions)
     # A version placed moments ago (by a deploy, or by hand) is never moved while Triton loads it.
     placed = await asyncio.to_thread(server.placed_since, since.timestamp())
     plan = plan_residency(in_repository, await asyncio.to_thread(server.parked_versions),
                           await needed(), await in_progress(since) | placed)
-    if not plan.changes:
-        return plan
     for version in sorted(plan.park):
         await asyncio.to_thread(server.park_version, version)
     for version in sorted(plan.restore):
         await asyncio.to_thread(server.restore_version, version)
-    await server.load()
+    await server.load(retry_failed=False)  # one index call when nothing changed
+    if not plan.changes:
+        return plan
     log.info("model versions parked (unloaded): %s; restored (loaded): %s",
              sorted(plan.park) or "none", sorted(plan.restore) or "none")
     return plan

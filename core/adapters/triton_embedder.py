@@ -2,11 +2,11 @@
 
 Texts go out in requests of `request_size` texts (smaller than the model's max batch), all in
 flight at once, so Triton's dynamic batcher merges them into full batches; a briefly
-unavailable server is retried with bounded exponential backoff. The query lane sends its
-requests to the query model (core.serving.query_model_name: an instance of its own, so a query
-never waits for a bulk batch in execution); where that model does not serve the version (a
-repository written before it existed), the bulk model answers the query at the higher
-priority, ahead of its queued bulk requests.
+unavailable server is retried with bounded exponential backoff. Each version is a Triton model
+of its own (core.serving.version_model_name). The query lane sends its requests to the
+version's query model (core.serving.query_model_name: an instance of its own, so a query never
+waits for a bulk batch in execution); where that model cannot answer, the bulk model answers
+the query at the higher priority, ahead of its queued bulk requests.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 from core.domain import Embeddings
 from core.metrics import EMBED_SECONDS, EMBEDDED_TEXTS
 from core.ports import Lane
-from core.serving import BULK_PRIORITY, QUERY_PRIORITY, query_model_name
+from core.serving import BULK_PRIORITY, QUERY_PRIORITY, query_model_name, version_model_name
 from core.serving import TRITON_INPUT as INPUT_NAME
 from core.serving import TRITON_OUTPUT as OUTPUT_NAME
 
@@ -55,7 +55,6 @@ class TritonEmbedder:
     ) -> None:
         self.url = url
         self.model_name = model_name
-        self.query_model_name = query_model_name(model_name)
         self.max_batch_size = max_batch_size
         self.request_size = max(1, min(request_size or max_batch_size, max_batch_size))
         self.retries = retries
@@ -90,23 +89,25 @@ class TritonEmbedder:
                         f"Triton at {self.url} did not answer a query within {self.query_deadline_s:g} s "
                         f"(FLYWHEEL_TRITON_QUERY_DEADLINE_S)") from error
             else:
+                bulk = version_model_name(self.model_name, model_version)
                 parts = await asyncio.gather(*(
-                    self._infer(batch, self.model_name, model_version, BULK_PRIORITY) for batch in batches))
+                    self._infer(batch, bulk, model_version, BULK_PRIORITY) for batch in batches))
         EMBEDDED_TEXTS.labels(model_version).inc(len(texts))
         return Embeddings(np.concatenate(parts), self.model_name, model_version)
 
     async def _query(self, texts: Sequence[str], model_version: str) -> np.ndarray:
         """The query model once, without retries; if it cannot answer, the bulk model (with
         retries) at the query priority."""
+        bulk = version_model_name(self.model_name, model_version)
         try:
             # The query model has one priority level: 0 asks for its default.
-            return await self._infer(texts, self.query_model_name, model_version, 0, retries=0)
+            return await self._infer(texts, query_model_name(bulk), model_version, 0, retries=0)
         except (InferenceServerException, EmbedderUnavailable) as error:
             if model_version not in self._lane_fallbacks:
                 self._lane_fallbacks.add(model_version)
                 log.warning("query model %s cannot serve version %s (%s): queries go to %s",
-                            self.query_model_name, model_version, error, self.model_name)
-        return await self._infer(texts, self.model_name, model_version, QUERY_PRIORITY)
+                            query_model_name(bulk), model_version, error, bulk)
+        return await self._infer(texts, bulk, model_version, QUERY_PRIORITY)
 
     async def _infer(
         self, texts: Sequence[str], model_name: str, model_version: str, priority: int,
@@ -137,10 +138,11 @@ class TritonEmbedder:
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 
-    async def ready(self, model_version: str | None = None) -> bool:
+    async def ready(self, model_version: str) -> bool:
         try:
             return bool(await self._client.is_model_ready(
-                self.model_name, model_version or "", client_timeout=self.probe_timeout_s))
+                version_model_name(self.model_name, model_version), model_version,
+                client_timeout=self.probe_timeout_s))
         except InferenceServerException:  # a timed-out probe included: not ready
             return False
 

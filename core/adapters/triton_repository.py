@@ -1,21 +1,23 @@
 """The Triton model repository of the embedder: what the deployer and the init job write.
 
-Layout: `<repo>/<model_name>/config.pbtxt` and one numeric directory per model version,
-`<repo>/<model_name>/<version>/model.py` with the sentence-transformers files in
-`<version>/model/`, and beside model.py the serving-form chooser (forms.py), the ONNX Runtime
-forms (onnx_form.py) and the check set (check_set.json): the version measures its candidate
-forms when Triton loads it and writes its decision (serving.json, read_serving_decision) and
-its ONNX files (onnx/) to its work directory, `<repo>/.serving/<model_name>/<version>/`
-(serving_dir), outside the model's directory: Triton reloads every version of a model whose
-directory changed in any way, so nothing is written there while it serves. A version directory
-appears atomically (built aside, then renamed) and is never rewritten, so Triton never loads a
-half-copied version; placing or removing a version clears its work directory.
+Layout: one Triton model per version (core.serving.version_model_name), so that deploying,
+parking or removing a version loads or unloads that version alone: Triton reloads every version
+of a model whose directory changed in any way. Version N of the embedder `<model>` is
+`<repo>/<model>_v<N>/config.pbtxt` with its one version directory `<repo>/<model>_v<N>/<N>/`:
+model.py with the sentence-transformers files in `model/`, and beside model.py the serving-form
+chooser (forms.py), the ONNX Runtime forms (onnx_form.py) and the check set (check_set.json).
+The version measures its candidate forms when Triton loads it and writes its decision
+(serving.json, read_serving_decision) and its ONNX files (onnx/) to its work directory,
+`<repo>/.serving/<model>/<N>/` (serving_dir), outside the model's directory, so nothing changes
+there while it serves. A version appears atomically (built aside, then renamed) and is never
+rewritten, so Triton never loads a half-copied version; placing or removing a version clears
+its work directory. A parked version (core.residency) is moved to `<repo>/.parked/`.
 
-The query lane (core.serving) is a second model, `<model_name>_query`: its own config (one
-instance, CPU priority unchanged) and, as its versions, relative symbolic links to the bulk
-model's version directories (sync_query_model), so both serve the same files and share one
-serving decision. Every change of the bulk model's versions goes through this module or
-core.adapters.triton_control, which mirror it.
+The query lane (core.serving) of version N is a second model, `<model>_v<N>_query`: its own
+config (one instance, CPU priority unchanged) and, as its version, a relative symbolic link to
+the bulk model's version directory, so both serve the same files and share one serving
+decision. The configs of both are written from the settings write_model_config records in
+`<repo>/.config/<model>.json`.
 
 `python -m core.adapters.triton_repository <repo>` writes the base version and the configs (the
 `triton-models` init job of compose.yaml). Its instance group names no kind unless told: Triton
@@ -27,13 +29,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.serving import BULK_PRIORITY, PRIORITY_LEVELS, TRITON_INPUT, TRITON_OUTPUT, query_model_name
+from core.serving import (
+    BULK_PRIORITY,
+    PRIORITY_LEVELS,
+    TRITON_INPUT,
+    TRITON_OUTPUT,
+    query_model_name,
+    version_model_name,
+)
 
 MODEL_PY = Path(__file__).resolve().parent / "triton_model" / "model.py"
 # Copied beside model.py into each version (forms.py: the choice of the served form).
@@ -41,6 +51,8 @@ MODEL_FILES = ("model.py", "forms.py", "onnx_form.py", "check_set.json")
 DECISION_FILE = "serving.json"
 QUERY_DECISION_FILE = "serving-query.json"
 SERVING_DIR = ".serving"  # the versions' work directories (triton_model/forms.py: the same)
+PARKED_DIR = ".parked"
+CONFIG_DIR = ".config"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "onnx", "onnx-int8")
 INPUT_NAME = TRITON_INPUT
 OUTPUT_NAME = TRITON_OUTPUT
@@ -119,8 +131,8 @@ def model_config(
         model_name, instance_count, nice = query_model_name(model_name), 1, 0
         intra_op_threads = intra_op_threads or QUERY_INTRA_OP_THREADS
         batching = "\n  max_queue_delay_microseconds: 0"
-    # All versions on disk are served unless told otherwise: during a rollout the previous
-    # version keeps answering queries while the corpus is re-embedded with the new one.
+    # The repository writes one model per version, each naming its one version (`versions`);
+    # without them, every version directory of the model is served.
     policy = (
         f"specific {{ versions: [{', '.join(str(v) for v in sorted(versions))}] }}" if versions else "all { }"
     )
@@ -186,49 +198,94 @@ def write_model_config(
     min_cosine: float = 0.999,
     bulk_nice: int = 0,
 ) -> Path:
-    """Write `<repo>/<model_name>/config.pbtxt` and the query lane's model config beside it
-    atomically, and mirror the versions into the query model; `instance_count` 0 picks one
-    (default_instance_count). Returns the bulk model's config."""
-    kind = instance_kind
-    count = instance_count or default_instance_count(kind)
-    for lane in LANES:
-        name = model_name if lane == "bulk" else query_model_name(model_name)
-        path = repo_dir / name / "config.pbtxt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            model_config(model_name, max_batch_size, preferred_batch_sizes, instance_kind=kind,
-                         versions=versions, instance_count=count, intra_op_threads=intra_op_threads,
-                         precision=precision, min_cosine=min_cosine, lane=lane, bulk_nice=bulk_nice)
-        )
-        tmp.replace(path)
-    sync_query_model(repo_dir, model_name)
-    return repo_dir / model_name / "config.pbtxt"
+    """Record the settings every version's configs are written from (`<repo>/.config/<model>.json`)
+    and rewrite the configs of the versions present (`versions`: only those) in both lanes; a
+    config whose text is unchanged is not touched, so Triton reloads no version for nothing.
+    `instance_count` 0 picks one (default_instance_count). Returns the settings file."""
+    settings: dict[str, Any] = {
+        "max_batch_size": max_batch_size, "preferred_batch_sizes": list(preferred_batch_sizes),
+        "instance_kind": instance_kind,
+        "instance_count": instance_count or default_instance_count(instance_kind),
+        "intra_op_threads": intra_op_threads, "precision": precision, "min_cosine": min_cosine,
+        "bulk_nice": bulk_nice,
+    }
+    model_config(model_name, **settings)  # refuses bad settings before anything is written
+    path = _settings_path(repo_dir, model_name)
+    _write_if_changed(path, json.dumps(settings, indent=1, sort_keys=True))
+    for version in versions or model_versions(repo_dir, model_name):
+        if (version_dir(repo_dir, model_name, version) / "model.py").is_file():
+            _write_configs(repo_dir, model_name, version, version_root(repo_dir, model_name, version))
+            _place_query_model(repo_dir, model_name, version)
+    return path
 
 
-def sync_query_model(repo_dir: Path, model_name: str) -> list[int]:
-    """Make the query model's versions the bulk model's: a relative link `<query>/<v>` ->
-    `../<model_name>/<v>` for each complete version, none for any other (a parked or removed
-    version loses its link, so the next load unloads it from both models). Returns the
-    versions linked. A query model without a config (an older repository) is left alone."""
-    query_root = repo_dir / query_model_name(model_name)
-    if not (query_root / "config.pbtxt").is_file():
-        return []
-    versions = model_versions(repo_dir, model_name)
-    for entry in query_root.iterdir():
-        if entry.name.isdigit() and int(entry.name) not in versions:
-            if entry.is_symlink() or entry.is_file():
-                entry.unlink()
-            else:
-                shutil.rmtree(entry, ignore_errors=True)
-    for version in versions:
-        link = query_root / str(version)
-        if not link.is_symlink():
-            staging = query_root / f".{version}.link"
-            staging.unlink(missing_ok=True)
-            staging.symlink_to(Path("..") / model_name / str(version), target_is_directory=True)
-            staging.replace(link)  # atomic: Triton never sees half a version
-    return versions
+def _settings_path(repo_dir: Path, model_name: str) -> Path:
+    return repo_dir / CONFIG_DIR / f"{model_name}.json"
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # atomic: Triton never reads half a config
+
+
+def _config_text(repo_dir: Path, model_name: str, version: int, lane: str) -> str:
+    try:
+        settings = json.loads(_settings_path(repo_dir, model_name).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{_settings_path(repo_dir, model_name)} is missing: write the model's settings first "
+            f"(write_model_config, or `python -m core.adapters.triton_repository {repo_dir}`)") from None
+    return model_config(version_model_name(model_name, version), versions=[version], lane=lane, **settings)
+
+
+def _write_configs(repo_dir: Path, model_name: str, version: int, bulk_root: Path) -> None:
+    _write_if_changed(bulk_root / "config.pbtxt", _config_text(repo_dir, model_name, version, "bulk"))
+
+
+def version_root(repo_dir: Path, model_name: str, version: int | str) -> Path:
+    """The Triton model directory (bulk lane) of a version."""
+    return repo_dir / version_model_name(model_name, version)
+
+
+def version_dir(repo_dir: Path, model_name: str, version: int | str) -> Path:
+    """A version's files: model.py and the sentence-transformers directory `model/`."""
+    return version_root(repo_dir, model_name, version) / str(int(version))
+
+
+def lane_models(model_name: str, versions: Sequence[int]) -> list[str]:
+    """The Triton models of both lanes of `versions`, bulk first."""
+    bulk = [version_model_name(model_name, v) for v in versions]
+    return [name for model in bulk for name in (model, query_model_name(model))]
+
+
+def _place_query_model(repo_dir: Path, model_name: str, version: int) -> None:
+    """Write the query lane's model of a version: its config and a relative link to the bulk
+    model's version directory (the repository can be mounted anywhere: compose, helm)."""
+    bulk = version_model_name(model_name, version)
+    root = repo_dir / query_model_name(bulk)
+    link = root / str(version)
+    config = _config_text(repo_dir, model_name, version, "query")
+    if link.is_symlink() and (root / "config.pbtxt").is_file():
+        _write_if_changed(root / "config.pbtxt", config)
+        return
+    staging = repo_dir / f".{root.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    (staging / "config.pbtxt").write_text(config, encoding="utf-8")
+    (staging / str(version)).symlink_to(Path("..") / bulk / str(version), target_is_directory=True)
+    shutil.rmtree(root, ignore_errors=True)
+    staging.rename(root)
+
+
+def _remove_query_model(repo_dir: Path, model_name: str, version: int) -> None:
+    shutil.rmtree(repo_dir / query_model_name(version_model_name(model_name, version)), ignore_errors=True)
 
 
 def serving_dir(repo_dir: Path, model_name: str, version: int | str) -> Path:
@@ -242,22 +299,28 @@ def clear_serving_dir(repo_dir: Path, model_name: str, version: int | str) -> No
 
 
 def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: Path) -> Path:
-    """Place a sentence-transformers directory as `<version>/`; an existing version is kept."""
+    """Place a sentence-transformers directory as version `version` (its model in both lanes);
+    an existing version is kept. The settings (write_model_config) must be written first."""
     if version < 1:
         raise ValueError(f"model versions are positive integers, not {version}")
-    target = repo_dir / model_name / str(version)
+    target = version_dir(repo_dir, model_name, version)
     if (target / "model.py").is_file():
+        _place_query_model(repo_dir, model_name, version)
         return target
     if not (model_dir / "modules.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a sentence-transformers model directory")
-    staging = repo_dir / model_name / f".{version}.partial"
+    root = version_root(repo_dir, model_name, version)
+    staging = repo_dir / f".{root.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(model_dir, staging / "model", ignore=shutil.ignore_patterns(".git*", "README.md"))
+    _write_configs(repo_dir, model_name, version, staging)
+    files = staging / str(version)
+    shutil.copytree(model_dir, files / "model", ignore=shutil.ignore_patterns(".git*", "README.md"))
     for name in MODEL_FILES:
-        shutil.copy2(MODEL_PY.parent / name, staging / name)
+        shutil.copy2(MODEL_PY.parent / name, files / name)
     clear_serving_dir(repo_dir, model_name, version)
-    staging.rename(target)
-    sync_query_model(repo_dir, model_name)
+    shutil.rmtree(root, ignore_errors=True)  # an incomplete earlier attempt
+    staging.rename(root)
+    _place_query_model(repo_dir, model_name, version)
     return target
 
 
@@ -281,12 +344,83 @@ def read_serving_decision(repo_dir: Path, model_name: str, version: int | str) -
     return data
 
 
-def model_versions(repo_dir: Path, model_name: str) -> list[int]:
-    """The complete numeric versions present in the repository, ascending."""
-    root = repo_dir / model_name
-    if not root.is_dir():
+def _versions_in(directory: Path, model_name: str) -> list[int]:
+    if not directory.is_dir():
         return []
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "model.py").is_file())
+    found = (re.fullmatch(rf"{re.escape(model_name)}_v(\d+)", p.name) for p in directory.iterdir())
+    return sorted(int(m.group(1)) for m in found
+                  if m and (directory / m.group(0) / m.group(1) / "model.py").is_file())
+
+
+def model_versions(repo_dir: Path, model_name: str) -> list[int]:
+    """The complete versions present in the repository (loaded by the next load), ascending."""
+    return _versions_in(repo_dir, model_name)
+
+
+def parked_versions(repo_dir: Path, model_name: str) -> list[int]:
+    """Versions moved out of the repository (core.residency): not loaded, kept on disk."""
+    return _versions_in(repo_dir / PARKED_DIR, model_name)
+
+
+def park_version(repo_dir: Path, model_name: str, version: int) -> None:
+    """Move a version's models out of the repository: the next load unloads them."""
+    root = version_root(repo_dir, model_name, version)
+    _remove_query_model(repo_dir, model_name, version)
+    if root.is_dir():
+        parked = repo_dir / PARKED_DIR / root.name
+        shutil.rmtree(parked, ignore_errors=True)
+        parked.parent.mkdir(parents=True, exist_ok=True)
+        root.rename(parked)
+
+
+def restore_version(repo_dir: Path, model_name: str, version: int) -> None:
+    """Put a parked version back (its configs from the current settings): the next load loads it."""
+    root = version_root(repo_dir, model_name, version)
+    parked = repo_dir / PARKED_DIR / root.name
+    if parked.is_dir() and not root.exists():
+        _write_configs(repo_dir, model_name, version, parked)
+        parked.rename(root)
+    if (version_dir(repo_dir, model_name, version) / "model.py").is_file():
+        _place_query_model(repo_dir, model_name, version)
+
+
+def remove_version(repo_dir: Path, model_name: str, version: int) -> None:
+    """Delete a version's models (only ever a version that never served) and its work directory."""
+    root = version_root(repo_dir, model_name, version)
+    _remove_query_model(repo_dir, model_name, version)
+    if root.is_dir():
+        staging = repo_dir / f".{root.name}.removing"
+        shutil.rmtree(staging, ignore_errors=True)
+        root.rename(staging)  # disappears from the repository at once
+        shutil.rmtree(staging, ignore_errors=True)
+    clear_serving_dir(repo_dir, model_name, version)
+
+
+def migrate_layout(repo_dir: Path, model_name: str) -> list[int]:
+    """Move the versions of a repository written before one model per version (`<repo>/<model>/<N>/`,
+    parked ones as `<model>/.parked-<N>`, the query model `<model>_query`) to their own models;
+    their configs are written by write_model_config (restore_version for parked ones). Returns
+    the versions moved."""
+    old = repo_dir / model_name
+    if not old.is_dir():
+        return []
+    moved = []
+    for entry in sorted(old.iterdir()):
+        found = re.fullmatch(r"(\.parked-)?(\d+)", entry.name)
+        if not found or not (entry / "model.py").is_file():
+            continue
+        version = int(found.group(2))
+        root = version_root(repo_dir, model_name, version)
+        if found.group(1):
+            root = repo_dir / PARKED_DIR / root.name
+        if root.exists():
+            continue
+        root.mkdir(parents=True)
+        entry.rename(root / str(version))
+        moved.append(version)
+    shutil.rmtree(repo_dir / query_model_name(model_name), ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return sorted(moved)
 
 
 def build_model_repository(
@@ -304,14 +438,14 @@ def build_model_repository(
     min_cosine: float = 0.999,
     bulk_nice: int = 0,
 ) -> Path:
-    """Write the model's config (and the query lane's) and its version `version`; returns the
-    version directory."""
-    target = add_model_version(repo_dir, model_name, version, model_dir)
+    """Move an older layout over (migrate_layout), write the settings and the configs of the
+    versions present, and place version `version` (kept when present); returns its directory."""
+    migrate_layout(repo_dir, model_name)
     write_model_config(repo_dir, model_name, max_batch_size, preferred_batch_sizes,
                        instance_kind=instance_kind, instance_count=instance_count,
                        intra_op_threads=intra_op_threads, precision=precision, min_cosine=min_cosine,
                        bulk_nice=bulk_nice)
-    return target
+    return add_model_version(repo_dir, model_name, version, model_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     parser = argparse.ArgumentParser(
         prog="python -m core.adapters.triton_repository",
-        description="Write the embedder's Triton model repository: the base version and config.pbtxt.",
+        description="Write the embedder's Triton model repository: the base version and its configs.",
     )
     parser.add_argument("repository", nargs="?", type=Path, default=settings.triton_repository,
                         help="the model repository directory (default: FLYWHEEL_TRITON_REPOSITORY_DIR)")
@@ -347,7 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     versions = model_versions(args.repository, settings.triton_model_name)
     print(f"model repository {args.repository}: {settings.triton_model_name} versions {versions} "
-          f"(version {target.name} from {model_dir}), instances {args.instance_kind}")
+          f"(version {target.name} from {model_dir}), instances {args.instance_kind}; Triton models "
+          f"{', '.join(lane_models(settings.triton_model_name, versions))}")
     return 0
 
 

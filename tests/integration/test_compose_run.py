@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from core.adapters.triton_repository import model_versions
+from core.adapters.triton_repository import model_versions, version_root
 from core.config import REPO_ROOT, Settings
 from core.kafka_auth import local_credentials
 from infra.process import Component
@@ -189,7 +189,7 @@ def test_triton_models_job_writes_a_repository_triton_loads(
 ) -> None:
     name = test_settings.triton_model_name
     assert model_versions(world.models, name) == [1]
-    config = (world.models / name / "config.pbtxt").read_text()
+    config = (version_root(world.models, name, 1) / "config.pbtxt").read_text()
     # The init container has no say in where Triton runs the model.
     assert "kind:" not in config
     health = compose_triton.check()

@@ -16,7 +16,7 @@ from core.bootstrap import build_model_control, ensure_initial_version
 from core.config import Settings
 from core.domain import SearchQuery
 from core.search import search
-from core.serving import BASE_SERVING_VERSION
+from core.serving import BASE_SERVING_VERSION, query_model_name, version_model_name
 from infra.process import Component
 
 pytestmark = pytest.mark.integration
@@ -80,16 +80,18 @@ async def test_a_query_overtakes_queued_bulk_work(
         embedded = await embedder.embed(["how do I reset my password?"], BASE_SERVING_VERSION, lane="query")
         assert embedded.vectors.shape[0] == 1
 
-    answered = await successes(embedder, embedder.query_model_name)
+    bulk_model = version_model_name(embedder.model_name, BASE_SERVING_VERSION)
+    query_model = query_model_name(bulk_model)
+    answered = await successes(embedder, query_model)
     position, bulk_requests = await finished_order(embedder, BASE_SERVING_VERSION, query)
     # Without the lane the query would queue behind every bulk request and come last; with it,
     # the query model's own instance answers it while the bulk instance works through its queue.
     assert position < bulk_requests // 2, (position, bulk_requests)
-    assert await successes(embedder, embedder.query_model_name) == answered + 1  # the query model answered
+    assert await successes(embedder, query_model) == answered + 1  # the query model answered
     # On a CPU the bulk instance runs at the configured lower priority, the query's instance at 0.
     niceness = stub_niceness(test_settings.triton_repository)
-    assert niceness.get(test_settings.triton_model_name) == test_settings.triton_bulk_nice, niceness
-    assert niceness.get(embedder.query_model_name) == 0, niceness
+    assert niceness.get(bulk_model) == test_settings.triton_bulk_nice, niceness
+    assert niceness.get(query_model) == 0, niceness
 
 
 async def test_a_search_is_answered_while_indexing_is_queued(
@@ -108,29 +110,36 @@ async def test_a_search_is_answered_while_indexing_is_queued(
     assert position < bulk_requests // 2, (position, bulk_requests)
 
 
-async def test_loading_again_reloads_no_version_already_loaded(
+def loaded_since(triton: Component, offset: int) -> list[str]:
+    """The models Triton started loading since byte `offset` of its log ("loading: <model>:<v>")."""
+    with triton.log_file.open("rb") as log:
+        log.seek(offset)
+        lines = log.read().decode(errors="replace").splitlines()
+    return [line.split('"loading: ', 1)[1].rstrip('"') for line in lines if '"loading: ' in line]
+
+
+async def test_a_load_loads_only_the_version_placed_and_a_removal_unloads_only_it(
     triton: Component, embedder: TritonEmbedder, test_settings: Settings,
 ) -> None:
-    """What a version's first load writes (its serving decisions, its ONNX files) stays out of
-    the model's directory, so the next load, a deploy's or residency's, reloads nothing that
-    did not change. Triton reloads every version of a model whose directory changed in any
-    way: each version of each model then starts its stub and loads its weights again."""
+    """Each version is a Triton model of its own in each lane, and what a version's first load
+    writes (its serving decisions, its ONNX files) stays out of its model's directory: placing
+    a version loads that version alone, loading again reloads nothing, and removing it unloads
+    it alone. (Triton reloads every version of a model whose directory changed in any way.)"""
     control = build_model_control(test_settings)
     version = 9_001
+    bulk = version_model_name(test_settings.triton_model_name, version)
     await asyncio.to_thread(control.place_version, version, default_base_model_dir())
     try:
+        logged = triton.log_file.stat().st_size
         await control.load()  # loads the new version: it measures, decides and builds
+        assert sorted(loaded_since(triton, logged)) == [f"{bulk}:{version}", f"{bulk}_query:{version}"]
         decision = control.serving_decision(version)
         assert decision is not None and "query_lane" in decision, decision
-        version_dir = test_settings.triton_repository / test_settings.triton_model_name / str(version)
+        version_dir = test_settings.triton_repository / bulk / str(version)
         files = sorted(path.relative_to(version_dir) for path in version_dir.rglob("*"))
         logged = triton.log_file.stat().st_size
         await control.load()
-        with triton.log_file.open("rb") as log:
-            log.seek(logged)
-            reloads = [line for line in log.read().decode(errors="replace").splitlines()
-                       if '"loading: ' in line]
-        assert reloads == [], reloads
+        assert loaded_since(triton, logged) == []
         assert sorted(path.relative_to(version_dir) for path in version_dir.rglob("*")) == files
         assert not any(path.parts[0] in ("onnx", "__pycache__") or (path.suffix == ".json"
                        and path.name.startswith("serving")) for path in files), files
@@ -138,5 +147,9 @@ async def test_loading_again_reloads_no_version_already_loaded(
         assert served.vectors.shape[0] == 1
     finally:
         await asyncio.to_thread(control.remove_version, version)
-        await control.load()
-    assert control.serving_decision(version) is None  # removed with its version
+    logged = triton.log_file.stat().st_size
+    await control.load()
+    assert loaded_since(triton, logged) == []
+    assert not await control.is_ready(str(version))
+    assert (await control.version_states())[BASE_SERVING_VERSION][0] == "READY"  # untouched
+    await control.close()

@@ -12,8 +12,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from core.adapters.triton_repository import MODEL_PY, read_serving_decision, serving_dir
+from core.adapters.triton_repository import version_dir as version_files
 from core.base_model import default_base_model_dir
 from core.config import Settings
+from core.serving import version_model_name
 from infra.process import Component
 
 pytestmark = pytest.mark.integration
@@ -29,7 +31,8 @@ def _embed_with_triton(settings: Settings, texts: list[str], version: str = "1")
             batch = texts[start:start + 16]
             text = grpcclient.InferInput("TEXT", [len(batch), 1], "BYTES")
             text.set_data_from_numpy(np.array([[t.encode()] for t in batch], dtype=np.object_))
-            result = client.infer(settings.triton_model_name, [text], model_version=version)
+            result = client.infer(version_model_name(settings.triton_model_name, version), [text],
+                                  model_version=version)
             out = result.as_numpy("EMBEDDING")
             assert out is not None
             vectors.append(out)
@@ -63,7 +66,7 @@ def test_the_served_version_reports_its_form_and_check(triton: Component, test_s
         # directory, outside the model's directory (Triton would reload a changed version)
         assert measured == {"fp32", "bf16", "onnx", "onnx-int8"}, decision["refused"]
         onnx_dir = serving_dir(test_settings.triton_repository, test_settings.triton_model_name, 1) / "onnx"
-        version_dir = test_settings.triton_repository / test_settings.triton_model_name / "1"
+        version_dir = version_files(test_settings.triton_repository, test_settings.triton_model_name, 1)
         assert not (version_dir / "onnx").exists() and not (version_dir / "serving.json").exists()
         assert (onnx_dir / "model.onnx").is_file() and (onnx_dir / "model_int8.onnx").is_file()
         assert decision["onnx_build"]["size_bytes"]["onnx"] == (onnx_dir / "model.onnx").stat().st_size

@@ -7,9 +7,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from core.adapters.triton_repository import model_versions
+from core.adapters.triton_repository import lane_models, model_versions, version_dir
 from core.base_model import default_base_model_dir
 from core.config import Settings
+from core.serving import version_model_name
 from infra.process import Component
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ def _embed_with_triton(settings: Settings, texts: list[str]) -> np.ndarray:
     try:
         text = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
         text.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=np.object_))
-        result = client.infer(settings.triton_model_name, [text])
+        result = client.infer(version_model_name(settings.triton_model_name, 1), [text])
     finally:
         client.close()
     vectors = result.as_numpy("EMBEDDING")
@@ -53,16 +54,16 @@ def test_triton_serves_numeric_versions(triton: Component, test_settings: Settin
     repo = test_settings.triton_repository
     versions = model_versions(repo, test_settings.triton_model_name)
     assert versions and versions[0] == 1
-    model_root = repo / test_settings.triton_model_name
-    # Versions being placed are built aside in hidden directories, never served.
-    served = [p.name for p in model_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    assert served and all(name.isdigit() for name in served)
-    assert (model_root / "1" / "model" / "model.safetensors").is_file()
+    # One Triton model per version in each lane; versions being placed are built aside in hidden
+    # directories, never served.
+    served = sorted(p.name for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert served == sorted(lane_models(test_settings.triton_model_name, versions))
+    assert (version_dir(repo, test_settings.triton_model_name, 1) / "model" / "model.safetensors").is_file()
 
     health = triton.check()
     assert health.healthy, health.detail
     client = httpclient.InferenceServerClient(test_settings.triton_http_url)
     try:
-        assert client.is_model_ready(test_settings.triton_model_name, "1")
+        assert client.is_model_ready(version_model_name(test_settings.triton_model_name, 1), "1")
     finally:
         client.close()

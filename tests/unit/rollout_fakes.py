@@ -50,12 +50,13 @@ class FakeServingEmbedder(FakeEmbedder):
         super().__init__(dim=dim)
         self.served = served if served is not None else {"1"}
 
-    async def ready(self, model_version: str | None = None) -> bool:
+    async def ready(self, model_version: str) -> bool:
         return model_version in self.served
 
 
 class FakeModelServer:
-    """A model repository plus a server that loads every version not marked broken."""
+    """A model repository plus a server that loads every version not marked broken; `loads`
+    counts the loads that changed what it serves."""
 
     def __init__(self, embedder: FakeServingEmbedder, broken: set[int] | None = None) -> None:
         self.embedder = embedder
@@ -90,9 +91,11 @@ class FakeModelServer:
         if version in self.parked:
             self.repo[version] = self.parked.pop(version)
 
-    async def load(self) -> None:
-        self.loads += 1
-        self.embedder.served = {str(v) for v in self.repo if v not in self.broken}
+    async def load(self, retry_failed: bool = True) -> None:
+        served = {str(v) for v in self.repo if v not in self.broken}
+        if served != self.embedder.served:
+            self.loads += 1
+        self.embedder.served = served
 
     async def is_ready(self, version: str) -> bool:
         return version in self.embedder.served

@@ -60,7 +60,7 @@ class Store:
 
 
 class Embedder:
-    async def ready(self, model_version: str | None = None) -> bool:
+    async def ready(self, model_version: str) -> bool:
         return True
 
 

@@ -15,7 +15,7 @@ from core.adapters.triton_embedder import TritonEmbedder
 from core.adapters.triton_repository import default_instance_count, model_config
 from core.domain import SearchQuery
 from core.search import search
-from core.serving import BULK_PRIORITY, QUERY_PRIORITY, query_model_name
+from core.serving import BULK_PRIORITY, QUERY_PRIORITY, query_model_name, served_version, version_model_name
 from tests.unit.fakes import FakeEmbedder, FakeStore
 
 
@@ -71,20 +71,23 @@ async def test_queries_go_to_the_query_model_and_bulk_to_the_bulk_model(
     triton, client = embedder
     await triton.embed(["one query"], "1", lane="query")
     await triton.embed(["a document"], "1")
-    assert client.models == ["embedder_query", "embedder"]
+    assert client.models == ["embedder_v1_query", "embedder_v1"]  # each version a model of its own
     # The query model has one level (0: its default); the bulk model's bulk level.
     assert client.requests == [(1, 0), (1, BULK_PRIORITY)]
-    assert query_model_name("embedder") == "embedder_query"
+    assert query_model_name(version_model_name("embedder", 3)) == "embedder_v3_query"
+    assert served_version("embedder", "embedder_v3_query") == served_version("embedder", "embedder_v3") == 3
+    assert served_version("embedder", "embedder_v3x") is None
+    assert served_version("other", "embedder_v3") is None
 
 
 async def test_without_a_query_model_the_bulk_model_answers_queries_first() -> None:
     triton = TritonEmbedder("127.0.0.1:1", "embedder", max_batch_size=64, request_size=16, retries=3)
-    client = _Client(missing=frozenset({"embedder_query"}))
+    client = _Client(missing=frozenset({"embedder_v1_query"}))
     triton._client = client  # type: ignore[assignment]
     result = await triton.embed(["one query"], "1", lane="query")
     assert result.vectors.shape == (1, 3)
     # Tried once (no retries against a model that is not there), then the bulk model, ahead of bulk.
-    assert client.models == ["embedder_query", "embedder"]
+    assert client.models == ["embedder_v1_query", "embedder_v1"]
     assert client.requests == [(1, QUERY_PRIORITY)]
     assert QUERY_PRIORITY < BULK_PRIORITY  # Triton serves level 1 before level 2
 

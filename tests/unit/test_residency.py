@@ -43,3 +43,25 @@ async def test_reconcile_parks_unneeded_versions_and_restores_needed_ones_then_l
     needed.add("3")  # a tenant reindexes 3 again
     plan = await reconcile(server, tenants_need, deployed_since)
     assert plan.restore == {3} and embedder.served == {"1", "2", "3", "4"}
+
+
+async def test_reconcile_loads_the_versions_a_restarted_server_does_not_serve() -> None:
+    """Compose and helm start Triton with the base version only: the next round loads the rest."""
+    from datetime import datetime
+
+    from consumers.deployer.residency import reconcile
+    from tests.unit.rollout_fakes import FakeModelServer, FakeServingEmbedder
+
+    embedder = FakeServingEmbedder()
+    server = FakeModelServer(embedder)
+    server.place_version(2, Path("/v2"))
+    embedder.served = {"1"}  # a server that just started
+
+    async def tenants_need() -> set[str]:
+        return {"1", "2"}
+
+    async def nothing_in_progress(since: datetime) -> set[int]:
+        return set()
+
+    plan = await reconcile(server, tenants_need, nothing_in_progress)
+    assert not plan.changes and embedder.served == {"1", "2"} and server.loads == 1

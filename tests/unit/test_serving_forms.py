@@ -21,6 +21,8 @@ from core.adapters.triton_repository import (
     model_config,
     read_serving_decision,
     serving_dir,
+    version_root,
+    write_model_config,
 )
 from core.config import Settings
 from tests.unit.test_rollout_handlers import DeployRig, published
@@ -188,12 +190,13 @@ def test_the_setting_is_in_the_config_and_the_chooser_ships_with_each_version(tm
     model = tmp_path / "st"
     model.mkdir()
     (model / "modules.json").write_text("[]")
+    write_model_config(tmp_path / "repo", "embedder", 64, [64])
     target = add_model_version(tmp_path / "repo", "embedder", 2, model)
     assert all((target / name).is_file() for name in MODEL_FILES)
     assert read_serving_decision(tmp_path / "repo", "embedder", 2) is None
     # what a load writes lives outside the model's directory, which Triton watches
     work = serving_dir(tmp_path / "repo", "embedder", 2)
-    assert not work.is_relative_to(tmp_path / "repo" / "embedder")
+    assert not work.is_relative_to(version_root(tmp_path / "repo", "embedder", 2))
     work.mkdir(parents=True)
     (work / "serving.json").write_text(json.dumps({"form": "bf16", "reason": "faster"}))
     assert read_serving_decision(tmp_path / "repo", "embedder", "2") == {"form": "bf16", "reason": "faster"}
@@ -266,7 +269,7 @@ def test_the_model_measures_once_per_server_and_writes_its_decision(
     backend = types.ModuleType("triton_python_backend_utils")
     backend.Logger = types.SimpleNamespace(log_info=print, log_warn=print)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", backend)
-    version = tmp_path / "7"
+    version = tmp_path / "embedder_v7" / "7"  # triton_repository.version_dir
     (version / "model").mkdir(parents=True)
     for name in MODEL_FILES:
         shutil.copy2(MODEL_DIR / name, version / name)
@@ -288,7 +291,7 @@ def test_the_model_measures_once_per_server_and_writes_its_decision(
     assert decision["size_bytes"] == 1000 and decision["check_set"]["documents"] == 53
     assert [len(decision["pass_seconds"][form]) for form in ("fp32", "bf16")] == [4, 4]
     written = json.loads((module.WORK / "serving.json").read_text())
-    assert serving_dir(version.parent.parent, version.parent.name, version.name) == module.WORK
+    assert serving_dir(tmp_path, "embedder", 7) == module.WORK  # the stub's copy of the layout
     assert written == decision
     # another instance of the same server reads it; another setting measures again
     monkeypatch.setattr(module, "measure_and_choose", lambda *a: pytest.fail("measured twice"))

@@ -25,8 +25,10 @@ one); its speed is recorded.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -222,3 +224,10 @@ def choose(
         quality={f: asdict(q) for f, q in qualities.items()}, passed=passed, refused=refused,
         max_ndcg_drop=max_ndcg_drop, min_cosine=min_cos, min_speedup=min_speedup,
     )
+
+
+def work_dir(version_dir: Path) -> Path:
+    """The work directory of the version in `version_dir`, `<repo>/<model>_v<N>/<N>`:
+    `<repo>/.serving/<model>/<N>` (core.adapters.triton_repository.serving_dir)."""
+    model = re.sub(r"_v\d+$", "", version_dir.parent.name)
+    return version_dir.parent.parent / SERVING_DIR / model / version_dir.name

@@ -62,10 +62,11 @@ def _load_beside(name: str) -> Any:
 forms = _load_beside("forms")
 onnx_form = _load_beside("onnx_form")
 # What loading this version writes (its serving decisions, its ONNX files) goes outside the
-# model's directory, to <repo>/.serving/<model>/<version>/: Triton reloads every version of a
-# model whose directory changed in any way since the last load, so a file written there made
-# the next load reload them all. (HERE is resolved: the query model's links share it.)
-WORK = HERE.parent.parent / forms.SERVING_DIR / HERE.parent.name / HERE.name
+# model's directory, to <repo>/.serving/<model>/<version>/: Triton reloads a model whose
+# directory changed in any way since the last load. The versions of the embedder share the
+# parent, so a later version finds the speeds an earlier one measured (sibling_speeds).
+# (HERE is resolved: the query model's link shares it.)
+WORK = forms.work_dir(HERE)
 
 
 def parameter(config: dict[str, Any], name: str, default: str) -> str:
