@@ -40,6 +40,7 @@ from core.adapters.pgvector.schema import chunk_table, chunk_table_ddl
 from core.bootstrap import build_chunker
 from core.config import Settings
 from core.search import NoActiveModel
+from core.serving import version_model_name
 
 IndexStrategy = Literal["auto", "insert", "rebuild"]
 # Texts per embed call: a few requests of Triton's batch size in flight keep it busy; many more
@@ -270,7 +271,7 @@ async def run_fill(settings: Settings, config: FillConfig, progress: Progress) -
         "documents": "synthetic" if config.corpus is None else f"{config.corpus}, repeated to {config.n}",
         "seed": config.seed if config.corpus is None else None,
         "model_version": version,
-        "vectors": f"Triton bulk lane ({settings.triton_model_name}, version {version})",
+        "vectors": f"Triton bulk lane ({version_model_name(settings.triton_model_name, version)})",
         "index_strategy": strategy,
         "seconds": {key: round(value, 2) for key, value in timings.items()},
         "texts_per_s_embed": round(rate(len(texts), timings["embed_s"]), 1),

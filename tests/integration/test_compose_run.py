@@ -197,7 +197,7 @@ def test_triton_models_job_writes_a_repository_triton_loads(
     # Serving: one embedding through the compose-written model.
     import tritonclient.http as httpclient
 
-    from core.serving import TRITON_INPUT, TRITON_OUTPUT
+    from core.serving import TRITON_INPUT, TRITON_OUTPUT, version_model_name
 
     client = httpclient.InferenceServerClient(f"127.0.0.1:{world.triton['http']}")
     try:
@@ -205,7 +205,7 @@ def test_triton_models_job_writes_a_repository_triton_loads(
 
         text = httpclient.InferInput(TRITON_INPUT, [1, 1], "BYTES")
         text.set_data_from_numpy(np.array([[b"compose runs as written"]], dtype=object))
-        vector = client.infer(name, [text]).as_numpy(TRITON_OUTPUT)
+        vector = client.infer(version_model_name(name, 1), [text]).as_numpy(TRITON_OUTPUT)
     finally:
         client.close()
     assert vector is not None and vector.shape == (1, 384)
