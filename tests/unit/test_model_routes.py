@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -88,7 +89,8 @@ class Experiments:
 
 @contextmanager
 def client(store: Store) -> Iterator[TestClient]:
-    app = create_app(Settings(api_keys_json=json.dumps(KEYS)))
+    # No model repository here, whatever FLYWHEEL_STATE_DIR says: serving forms come from the deploys.
+    app = create_app(Settings(api_keys_json=json.dumps(KEYS), triton_repository_dir=Path("/nonexistent")))
 
     class Tasks:
         async def evaluation_metrics(self) -> dict[str, Any]:
