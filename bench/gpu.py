@@ -24,10 +24,11 @@ from typing import Any
 from rich.progress import Progress
 
 from bench.corpus import synthetic_corpus
-from bench.runtime import load_local_model, machine_info, model_dir_for, open_stack
+from bench.runtime import load_local_model, machine_info, open_stack
 from bench.stats import rate
 from core.adapters.triton_repository import read_serving_decision, version_root
 from core.config import Settings
+from core.embeddings import served_model_dir
 
 LIMIT_S = 600
 
@@ -167,7 +168,8 @@ async def run_gpu(settings: Settings, config: GpuConfig, progress: Progress) -> 
                 report["triton_skipped"] = f"{type(error).__name__}: {error}"
             progress.update(task, total=1, completed=1)
         task = progress.add_task(f"training ({config.train_steps} steps)", total=None)
-        report["training"] = await asyncio.to_thread(training_rate, model_dir_for(settings, version), config)
+        model_dir = served_model_dir(settings, version)
+        report["training"] = await asyncio.to_thread(training_rate, model_dir, config)
         progress.update(task, total=1, completed=1)
     report["seconds"] = round(time.perf_counter() - began, 1)
     report["machine"] = machine_info()

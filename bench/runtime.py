@@ -146,12 +146,6 @@ async def run_bounded(calls: Sequence[Callable[[], Awaitable[None]]], concurrenc
 
 
 # --- the in-process baseline ------------------------------------------------------------------
-def model_dir_for(settings: Settings, version: str | None) -> Path:
-    """The weights Triton serves for `version` (from its model repository), falling back to the
-    base model: the baseline must run the same model as the pipeline."""
-    return served_model_dir(settings, version)
-
-
 @dataclass
 class LocalModel:
     model: Any
@@ -181,7 +175,7 @@ def load_local_model(
 
     if threads:
         torch.set_num_threads(threads)
-    path = model_dir_for(settings, version)
+    path = served_model_dir(settings, version)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(str(path), device=device, local_files_only=True)
     model.eval()

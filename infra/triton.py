@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.adapters.triton_repository import (
-    BASE_VERSION,
-    add_model_version,
-    lane_models,
-    migrate_layout,
-    model_versions,
-    write_model_config,
-)
+from core.adapters.triton_repository import BASE_VERSION, build_model_repository, lane_models, model_versions
 from core.base_model import base_model_dir
 from core.config import Settings
 from gateway.readiness import triton_health
@@ -61,17 +54,14 @@ class Triton(Component):
         s = self.settings
         if not self.write_repository:
             return
-        migrate_layout(self.model_repository, s.triton_model_name)
-        # Rewritten on every start, so batching, lanes and instances follow the settings.
-        write_model_config(
-            self.model_repository, s.triton_model_name, s.triton_max_batch_size,
-            s.triton_preferred_batch_sizes, instance_kind=local_instance_kind(),
-            instance_count=s.triton_instance_count,
-            intra_op_threads=s.triton_intra_op_threads,
+        # The configs are rewritten on every start, so batching, lanes and instances follow the
+        # settings; an older layout is moved over and the base version placed when missing.
+        build_model_repository(
+            self.model_repository, base_model_dir(s), s.triton_model_name, BASE_VERSION,
+            s.triton_max_batch_size, s.triton_preferred_batch_sizes, instance_kind=local_instance_kind(),
+            instance_count=s.triton_instance_count, intra_op_threads=s.triton_intra_op_threads,
             precision=s.triton_precision, min_cosine=s.deploy_min_cosine, bulk_nice=s.triton_bulk_nice,
         )
-        if not model_versions(self.model_repository, s.triton_model_name):
-            add_model_version(self.model_repository, s.triton_model_name, BASE_VERSION, base_model_dir(s))
 
     def command(self) -> list[str]:
         s = self.settings

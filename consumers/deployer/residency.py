@@ -43,7 +43,7 @@ async def reconcile(
         await asyncio.to_thread(server.park_version, version)
     for version in sorted(plan.restore):
         await asyncio.to_thread(server.restore_version, version)
-    await server.load(retry_failed=False)  # one index call when nothing changed
+    await server.load(retry_failed=False)  # two status calls when nothing changed
     if not plan.changes:
         return plan
     log.info("model versions parked (unloaded): %s; restored (loaded): %s",

@@ -141,8 +141,12 @@ class TritonModelControl:
 
     async def version_states(self) -> dict[str, tuple[str, str]]:
         """Each version Triton knows of (its bulk model): (state, reason)."""
-        return {str(served_version(self.model_name, name)): state
-                for name, state in (await self._index()).items() if not name.endswith(query_model_name(""))}
+        states: dict[str, tuple[str, str]] = {}
+        for name, state in (await self._index()).items():
+            version = served_version(self.model_name, name)
+            if version is not None and name == version_model_name(self.model_name, version):
+                states[str(version)] = state
+        return states
 
     async def is_ready(self, version: str) -> bool:
         try:

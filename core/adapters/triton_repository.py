@@ -42,6 +42,7 @@ from core.serving import (
     TRITON_INPUT,
     TRITON_OUTPUT,
     query_model_name,
+    served_version,
     version_model_name,
 )
 
@@ -191,7 +192,6 @@ def write_model_config(
     preferred_batch_sizes: Sequence[int],
     *,
     instance_kind: str = "KIND_AUTO",
-    versions: Sequence[int] | None = None,
     instance_count: int = 0,
     intra_op_threads: int = 0,
     precision: str = "auto",
@@ -199,8 +199,8 @@ def write_model_config(
     bulk_nice: int = 0,
 ) -> Path:
     """Record the settings every version's configs are written from (`<repo>/.config/<model>.json`)
-    and rewrite the configs of the versions present (`versions`: only those) in both lanes; a
-    config whose text is unchanged is not touched, so Triton reloads no version for nothing.
+    and rewrite the configs of the versions present in both lanes; a config whose text is
+    unchanged is not touched, so Triton reloads no version for nothing.
     `instance_count` 0 picks one (default_instance_count). Returns the settings file."""
     settings: dict[str, Any] = {
         "max_batch_size": max_batch_size, "preferred_batch_sizes": list(preferred_batch_sizes),
@@ -212,10 +212,9 @@ def write_model_config(
     model_config(model_name, **settings)  # refuses bad settings before anything is written
     path = _settings_path(repo_dir, model_name)
     _write_if_changed(path, json.dumps(settings, indent=1, sort_keys=True))
-    for version in versions or model_versions(repo_dir, model_name):
-        if (version_dir(repo_dir, model_name, version) / "model.py").is_file():
-            _write_configs(repo_dir, model_name, version, version_root(repo_dir, model_name, version))
-            _place_query_model(repo_dir, model_name, version)
+    for version in model_versions(repo_dir, model_name):
+        _write_configs(settings, model_name, version, version_root(repo_dir, model_name, version))
+        _place_query_model(repo_dir, settings, model_name, version)
     return path
 
 
@@ -235,18 +234,23 @@ def _write_if_changed(path: Path, text: str) -> None:
     tmp.replace(path)  # atomic: Triton never reads half a config
 
 
-def _config_text(repo_dir: Path, model_name: str, version: int, lane: str) -> str:
+def _read_settings(repo_dir: Path, model_name: str) -> dict[str, Any]:
     try:
-        settings = json.loads(_settings_path(repo_dir, model_name).read_text(encoding="utf-8"))
+        text = _settings_path(repo_dir, model_name).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{_settings_path(repo_dir, model_name)} is missing: write the model's settings first "
             f"(write_model_config, or `python -m core.adapters.triton_repository {repo_dir}`)") from None
+    settings: dict[str, Any] = json.loads(text)
+    return settings
+
+
+def _config_text(settings: dict[str, Any], model_name: str, version: int, lane: str) -> str:
     return model_config(version_model_name(model_name, version), versions=[version], lane=lane, **settings)
 
 
-def _write_configs(repo_dir: Path, model_name: str, version: int, bulk_root: Path) -> None:
-    _write_if_changed(bulk_root / "config.pbtxt", _config_text(repo_dir, model_name, version, "bulk"))
+def _write_configs(settings: dict[str, Any], model_name: str, version: int, bulk_root: Path) -> None:
+    _write_if_changed(bulk_root / "config.pbtxt", _config_text(settings, model_name, version, "bulk"))
 
 
 def version_root(repo_dir: Path, model_name: str, version: int | str) -> Path:
@@ -265,13 +269,13 @@ def lane_models(model_name: str, versions: Sequence[int]) -> list[str]:
     return [name for model in bulk for name in (model, query_model_name(model))]
 
 
-def _place_query_model(repo_dir: Path, model_name: str, version: int) -> None:
+def _place_query_model(repo_dir: Path, settings: dict[str, Any], model_name: str, version: int) -> None:
     """Write the query lane's model of a version: its config and a relative link to the bulk
     model's version directory (the repository can be mounted anywhere: compose, helm)."""
     bulk = version_model_name(model_name, version)
     root = repo_dir / query_model_name(bulk)
     link = root / str(version)
-    config = _config_text(repo_dir, model_name, version, "query")
+    config = _config_text(settings, model_name, version, "query")
     if link.is_symlink() and (root / "config.pbtxt").is_file():
         _write_if_changed(root / "config.pbtxt", config)
         return
@@ -304,15 +308,16 @@ def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: 
     if version < 1:
         raise ValueError(f"model versions are positive integers, not {version}")
     target = version_dir(repo_dir, model_name, version)
+    settings = _read_settings(repo_dir, model_name)
     if (target / "model.py").is_file():
-        _place_query_model(repo_dir, model_name, version)
+        _place_query_model(repo_dir, settings, model_name, version)
         return target
     if not (model_dir / "modules.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a sentence-transformers model directory")
     root = version_root(repo_dir, model_name, version)
     staging = repo_dir / f".{root.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    _write_configs(repo_dir, model_name, version, staging)
+    _write_configs(settings, model_name, version, staging)
     files = staging / str(version)
     shutil.copytree(model_dir, files / "model", ignore=shutil.ignore_patterns(".git*", "README.md"))
     for name in MODEL_FILES:
@@ -320,7 +325,7 @@ def add_model_version(repo_dir: Path, model_name: str, version: int, model_dir: 
     clear_serving_dir(repo_dir, model_name, version)
     shutil.rmtree(root, ignore_errors=True)  # an incomplete earlier attempt
     staging.rename(root)
-    _place_query_model(repo_dir, model_name, version)
+    _place_query_model(repo_dir, settings, model_name, version)
     return target
 
 
@@ -345,11 +350,13 @@ def read_serving_decision(repo_dir: Path, model_name: str, version: int | str) -
 
 
 def _versions_in(directory: Path, model_name: str) -> list[int]:
+    """The versions whose complete bulk model is in `directory`."""
     if not directory.is_dir():
         return []
-    found = (re.fullmatch(rf"{re.escape(model_name)}_v(\d+)", p.name) for p in directory.iterdir())
-    return sorted(int(m.group(1)) for m in found
-                  if m and (directory / m.group(0) / m.group(1) / "model.py").is_file())
+    found = ((served_version(model_name, p.name), p.name) for p in directory.iterdir())
+    return sorted(v for v, name in found
+                  if v is not None and name == version_model_name(model_name, v)
+                  and (directory / name / str(v) / "model.py").is_file())
 
 
 def model_versions(repo_dir: Path, model_name: str) -> list[int]:
@@ -377,11 +384,12 @@ def restore_version(repo_dir: Path, model_name: str, version: int) -> None:
     """Put a parked version back (its configs from the current settings): the next load loads it."""
     root = version_root(repo_dir, model_name, version)
     parked = repo_dir / PARKED_DIR / root.name
+    settings = _read_settings(repo_dir, model_name)
     if parked.is_dir() and not root.exists():
-        _write_configs(repo_dir, model_name, version, parked)
+        _write_configs(settings, model_name, version, parked)
         parked.rename(root)
     if (version_dir(repo_dir, model_name, version) / "model.py").is_file():
-        _place_query_model(repo_dir, model_name, version)
+        _place_query_model(repo_dir, settings, model_name, version)
 
 
 def remove_version(repo_dir: Path, model_name: str, version: int) -> None:

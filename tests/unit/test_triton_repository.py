@@ -62,7 +62,7 @@ async def test_each_version_is_a_model_of_its_own_in_each_lane(tmp_path: Path) -
     # The query lane's version is a relative link, so the repository can be mounted anywhere.
     assert (query / "1").is_symlink() and str((query / "1").readlink()) == "../embedder_v1/1"
 
-    def tree(root: Path) -> dict[str, float]:
+    def tree(root: Path) -> dict[str, int]:
         return {str(p.relative_to(root)): p.lstat().st_mtime_ns for p in root.rglob("*")}
 
     base = {name: tree(repo / name) for name in ("embedder_v1", "embedder_v1_query")}
