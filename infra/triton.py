@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.adapters.triton_repository import BASE_VERSION, build_model_repository, lane_models, model_versions
+from core.adapters.triton_repository import BASE_VERSION, build_model_repository, lane_models
 from core.base_model import base_model_dir
 from core.config import Settings
 from gateway.readiness import triton_health
@@ -70,10 +70,12 @@ class Triton(Component):
             str(dist.binary),
             f"--model-repository={self.model_repository}",
             "--model-control-mode=explicit",
-            # Every version in the repository, both lanes (the deployer's residency loop would
-            # load them too, but a restarted server should serve at once).
-            *(f"--load-model={name}" for name in lane_models(
-                s.triton_model_name, model_versions(self.model_repository, s.triton_model_name))),
+            # The base version in both lanes, as compose and helm start it: the deployer's
+            # residency round loads the other versions in the repository while this one serves.
+            *(f"--load-model={name}" for name in lane_models(s.triton_model_name, [BASE_VERSION])),
+            # The configs are complete; auto-completing them would start a second Python stub
+            # per model just to read them, doubling each load.
+            "--disable-auto-complete-config",
             f"--backend-directory={dist.backends_dir}",
             f"--cache-directory={dist.caches_dir}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",

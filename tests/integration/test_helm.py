@@ -144,7 +144,8 @@ def test_settings_are_those_compose_gives(manifests: list[Manifest]) -> None:
     [renamed_config] = by_kind(renamed, "ConfigMap").values()
     assert renamed_config["data"]["FLYWHEEL_TRITON_MODEL_NAME"] == "search"
     triton = by_kind(renamed, "Deployment")["flywheel-triton"]["spec"]["template"]["spec"]["containers"][0]
-    assert {"--load-model=search_v1", "--load-model=search_v1_query"} <= set(triton["command"])
+    assert {"--load-model=search_v1", "--load-model=search_v1_query",
+            "--disable-auto-complete-config"} <= set(triton["command"])
     assert not set(config["data"]) & set(secret["data"])
     # Each service's health URL names the Service in front of it.
     urls = yaml.safe_load(config["data"]["FLYWHEEL_SERVICE_URLS"])
