@@ -16,8 +16,11 @@ from rich.progress import Progress
 
 from bench.beir import clicks_for, judged_metrics, ndcg, read_dataset, read_qrels, recall, split_held_out
 from bench.chunk_quality import best_chunk_scores
+from bench.finetune_split import mined_examples
 from bench.quality import Api, QualityConfig, QualityError, QualityRun
 from core.datasets import parse
+from core.training.dataset import Example
+from core.training.mining import MiningConfig
 from gateway.bodies import TrainingRunRequest
 
 
@@ -179,3 +182,20 @@ def test_an_item_scores_its_best_chunk() -> None:
     scores = best_chunk_scores(queries, chunks, np.array([0, 0, 1]), 3)
     assert scores[:, :2].tolist() == [[1.0, 0.0], [0.800000011920929, 1.0]]
     assert np.isneginf(scores[:, 2]).all()  # a document without chunks never ranks
+
+
+def test_each_judged_pair_gets_the_negative_the_platform_would_mine() -> None:
+    docs = ["d0", "d1", "d2", "d3"]
+    scores = np.array([
+        [0.90, 0.99, 0.50, 0.40],  # q0: d1 scores above 0.95 of the positive's 0.90, so d2 is mined
+        [0.90, 0.88, 0.87, 0.86],  # q1: every candidate is too close to the positive: a pair only
+        [0.10, 0.20, 0.90, 0.30],  # q2: judged d2 and d3, never each other's negative
+    ], dtype=np.float32)
+    qrels = {"q0": {"d0": 1}, "q1": {"d0": 1, "gone": 1}, "q2": {"d2": 1, "d3": 1}}
+    queries = {"q0": "zero", "q1": "one", "q2": "two"}
+    triples, pairs, skipped = mined_examples(
+        ["q0", "q1", "q2"], qrels, queries, scores, docs, lambda qi, doc: f"{docs[doc]}@{qi}", MiningConfig())
+    assert triples == [Example("zero", "d0@0", "d2@0"), Example("two", "d2@2", "d1@2"),
+                       Example("two", "d3@2", "d1@2")]
+    assert pairs == [Example("one", "d0@1")]  # "gone" is not in the corpus: no example
+    assert skipped == 1 + 3

@@ -1,0 +1,145 @@
+"""The trainer's recipe in process, without the stack: does a fine-tune on a BEIR folder's train
+judgements lift its test queries, or only the train queries held out for the gate?
+
+`python -m bench.finetune_split ../shared/data/scifact-dev [--epochs N --positives whole|chunk]`:
+the train judgements are split as `flywheel bench quality --source judgments` splits them
+(every seventh query held out); each trained pair gets one negative mined as the platform mines
+it (core.training.mining.select_negatives over the base model's best-chunk ranking); the model
+is fine-tuned with core.training.finetune; the held-out and test queries are scored with exact
+search (bench.chunk_quality), the test split also by whether a relevant document was trained
+on. `--positives chunk` trains on the positive's best chunk instead of the whole item, the
+text the index embeds. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.beir import Qrels, read_dataset, split_held_out
+from bench.chunk_quality import best_chunk_scores, ndcg_at_10
+from core.base_model import base_model_dir
+from core.bootstrap import build_chunker
+from core.config import get_settings
+from core.training.dataset import Example, TrainingDataset, item_text
+from core.training.finetune import FineTuneConfig, fine_tune, load_model
+from core.training.mining import MiningConfig, select_negatives
+
+# (query position, document position) -> the text trained on
+TextOf = Callable[[int, int], str]
+Encode = Callable[[list[str]], np.ndarray]
+
+
+def mined_examples(
+    qids: Sequence[str], qrels: Qrels, queries: dict[str, str], scores: np.ndarray, doc_ids: Sequence[str],
+    text_of: TextOf, config: MiningConfig,
+) -> tuple[list[Example], list[Example], int]:
+    """(triples, pairs without a negative, candidates the false-negative filter skipped): one
+    negative per judged pair, as the platform mines it from `scores` (queries x documents)."""
+    position = {d: i for i, d in enumerate(doc_ids)}
+    triples: list[Example] = []
+    pairs: list[Example] = []
+    skipped = 0
+    for qi, q in enumerate(qids):
+        row = scores[qi]
+        ranked = [(doc_ids[j], float(row[j])) for j in np.argsort(-row)[: config.depth]]
+        judged = frozenset(qrels[q])
+        for item in qrels[q]:
+            if item not in position:
+                continue
+            chosen, s = select_negatives(ranked, item, float(row[position[item]]), judged, config)
+            skipped += s
+            positive = text_of(qi, position[item])
+            if chosen:
+                triples.append(Example(queries[q], positive, text_of(qi, position[chosen[0]])))
+            else:
+                pairs.append(Example(queries[q], positive))
+    return triples, pairs, skipped
+
+
+def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path) -> dict[str, Any]:
+    began = time.perf_counter()
+    settings = get_settings()
+    data = read_dataset(dataset)
+    chunker = build_chunker(settings)
+    doc_ids = [d.id for d in data.docs]
+    chunks: list[str] = []
+    owner: list[int] = []
+    for i, doc in enumerate(data.docs):
+        for chunk in chunker.split_item(doc.title, doc.text, doc.metadata):
+            chunks.append(chunk)
+            owner.append(i)
+    chunk_owner = np.array(owner)
+    base = base_model_dir(settings)
+    trained, held_out = split_held_out(data.train, 1 / 7)
+
+    def encoder(model_dir: Path) -> Encode:
+        model = load_model(model_dir, "cpu")
+        return lambda texts: np.asarray(model.encode(
+            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=True),
+            dtype=np.float32)
+
+    def figure(encode: Encode, chunk_vectors: np.ndarray, qrels: Qrels) -> float | None:
+        if not qrels:  # a split with no queries has no figure
+            return None
+        query_vectors = encode([data.queries[q] for q in qrels])
+        return ndcg_at_10(best_chunk_scores(query_vectors, chunk_vectors, chunk_owner, len(doc_ids)),
+                          doc_ids, list(qrels), qrels)
+
+    trained_docs = {item for judged in trained.values() for item in judged}
+    test_seen = {q: j for q, j in data.test.items() if any(item in trained_docs for item in j)}
+    splits = {"held_out_train": held_out, "test": data.test, "test_doc_trained": test_seen,
+              "test_doc_unseen": {q: j for q, j in data.test.items() if q not in test_seen}}
+
+    encode = encoder(base)
+    base_chunks = encode(chunks)
+    trained_ids = list(trained)
+    chunk_scores = encode([data.queries[q] for q in trained_ids]) @ base_chunks.T
+    base_figures = {name: figure(encode, base_chunks, qrels) for name, qrels in splits.items()}
+
+    def text_of(qi: int, doc: int) -> str:
+        if positives == "whole":
+            return item_text(data.docs[doc].title, data.docs[doc].text)
+        own = np.flatnonzero(chunk_owner == doc)
+        return chunks[own[np.argmax(chunk_scores[qi, own])]]
+
+    scores = np.full((len(trained_ids), len(doc_ids)), -np.inf, dtype=np.float32)
+    np.maximum.at(scores.T, chunk_owner, chunk_scores.T)
+    triples, pairs, skipped = mined_examples(trained_ids, trained, data.queries, scores, doc_ids, text_of,
+                                             MiningConfig())
+    result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs),
+                       FineTuneConfig(epochs=epochs, learning_rate=learning_rate))
+    encode = encoder(out)
+    tuned_chunks = encode(chunks)
+    return {
+        "dataset": data.name, "epochs": epochs, "positives": positives, "learning_rate": learning_rate,
+        "steps": result.steps, "triples": len(triples), "pairs": len(pairs), "mined_skipped": skipped,
+        "splits": {name: {"queries": len(qrels), "base": base_figures[name],
+                          "fine_tuned": figure(encode, tuned_chunks, qrels)}
+                   for name, qrels in splits.items()},
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("dataset", type=Path, help="a BEIR folder with qrels/train.tsv and qrels/test.tsv")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--positives", choices=["whole", "chunk"], default="whole",
+                        help="train on the whole item (as the trainer does) or on its best chunk")
+    parser.add_argument("--learning-rate", type=float, default=FineTuneConfig.learning_rate)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="finetune-split-") as out:
+        report = run(args.dataset, args.epochs, args.positives, args.learning_rate, Path(out))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
