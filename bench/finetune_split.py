@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import Progress
 
 from bench.beir import Qrels, read_dataset, split_held_out
 from bench.chunk_quality import best_chunk_scores, ndcg_at_10
@@ -64,7 +66,8 @@ def mined_examples(
     return triples, pairs, skipped
 
 
-def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path) -> dict[str, Any]:
+def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
+        progress: Progress) -> dict[str, Any]:
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
@@ -114,8 +117,10 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     np.maximum.at(scores.T, chunk_owner, chunk_scores.T)
     triples, pairs, skipped = mined_examples(trained_ids, trained, data.queries, scores, doc_ids, text_of,
                                              MiningConfig())
+    steps = progress.add_task("fine-tuning", total=None)
     result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs),
-                       FineTuneConfig(epochs=epochs, learning_rate=learning_rate))
+                       FineTuneConfig(epochs=epochs, learning_rate=learning_rate),
+                       lambda done, total: progress.update(steps, completed=done, total=total))
     encode = encoder(out)
     tuned_chunks = encode(chunks)
     return {
@@ -136,8 +141,9 @@ def main() -> None:
                         help="train on the whole item (as the trainer does) or on its best chunk")
     parser.add_argument("--learning-rate", type=float, default=FineTuneConfig.learning_rate)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="finetune-split-") as out:
-        report = run(args.dataset, args.epochs, args.positives, args.learning_rate, Path(out))
+    with tempfile.TemporaryDirectory(prefix="finetune-split-") as out, Progress(
+            console=Console(stderr=True), transient=True) as progress:
+        report = run(args.dataset, args.epochs, args.positives, args.learning_rate, Path(out), progress)
     print(json.dumps(report, indent=2))
 
 
