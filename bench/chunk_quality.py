@@ -14,23 +14,42 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.beir import Qrels, judged_metrics, read_dataset
+from bench.corpus import Doc
 from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
+from core.chunking import Chunker
 from core.config import get_settings
 
 
 def best_chunk_scores(query_vectors: np.ndarray, chunk_vectors: np.ndarray, owner: np.ndarray,
                       documents: int) -> np.ndarray:
     """queries x documents: each document's score is its best chunk's cosine."""
-    scores = np.full((len(query_vectors), documents), -np.inf, dtype=np.float32)
-    np.maximum.at(scores.T, owner, (query_vectors @ chunk_vectors.T).T)
+    return fold_to_documents(query_vectors @ chunk_vectors.T, owner, documents)
+
+
+def fold_to_documents(chunk_scores: np.ndarray, owner: np.ndarray, documents: int) -> np.ndarray:
+    """queries x chunks -> queries x documents, each document its best chunk's score."""
+    scores = np.full((len(chunk_scores), documents), -np.inf, dtype=np.float32)
+    np.maximum.at(scores.T, owner, chunk_scores.T)
     return scores
+
+
+def chunk_corpus(chunker: Chunker, docs: Sequence[Doc]) -> tuple[list[str], np.ndarray]:
+    """Every document's chunks as the indexer cuts them, and the position of each one's document."""
+    chunks: list[str] = []
+    owner: list[int] = []
+    for i, doc in enumerate(docs):
+        for chunk in chunker.split_item(doc.title, doc.text, doc.metadata):
+            chunks.append(chunk)
+            owner.append(i)
+    return chunks, np.array(owner)
 
 
 def ndcg_at_10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels: Qrels) -> float:
@@ -54,12 +73,8 @@ def run(dataset: Path, max_docs: int | None, max_queries: int | None, batch_size
     doc_ids = [d.id for d in data.docs]
     began = time.perf_counter()
     whole = encode([f"{d.title} {d.text}".strip() for d in data.docs])
-    chunks, owner = [], []
-    for i, doc in enumerate(data.docs):
-        for chunk in chunker.split_item(doc.title, doc.text, doc.metadata):
-            chunks.append(chunk)
-            owner.append(i)
-    chunk_vectors, chunk_owner = encode(chunks), np.array(owner)
+    chunks, chunk_owner = chunk_corpus(chunker, data.docs)
+    chunk_vectors = encode(chunks)
     report: dict[str, Any] = {
         "dataset": data.name, "documents": len(doc_ids), "chunks": len(chunks),
         "max_seq_length": model.max_seq_length, "chunk_header": settings.chunk_header, "splits": {},

@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench.beir import Qrels, read_dataset, split_held_out
-from bench.chunk_quality import best_chunk_scores, ndcg_at_10
+from bench.chunk_quality import best_chunk_scores, chunk_corpus, fold_to_documents, ndcg_at_10
+from bench.quality import QualityConfig
 from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.config import get_settings
@@ -71,17 +72,11 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
-    chunker = build_chunker(settings)
     doc_ids = [d.id for d in data.docs]
-    chunks: list[str] = []
-    owner: list[int] = []
-    for i, doc in enumerate(data.docs):
-        for chunk in chunker.split_item(doc.title, doc.text, doc.metadata):
-            chunks.append(chunk)
-            owner.append(i)
-    chunk_owner = np.array(owner)
+    chunks, chunk_owner = chunk_corpus(build_chunker(settings), data.docs)
     base = base_model_dir(settings)
-    trained, held_out = split_held_out(data.train, 1 / 7)
+    # Split as `bench quality --source judgments` splits the uploads.
+    trained, held_out = split_held_out(data.train, QualityConfig.held_out_fraction)
 
     def encoder(model_dir: Path) -> Encode:
         model = load_model(model_dir, "cpu")
@@ -113,8 +108,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
         own = np.flatnonzero(chunk_owner == doc)
         return chunks[own[np.argmax(chunk_scores[qi, own])]]
 
-    scores = np.full((len(trained_ids), len(doc_ids)), -np.inf, dtype=np.float32)
-    np.maximum.at(scores.T, chunk_owner, chunk_scores.T)
+    scores = fold_to_documents(chunk_scores, chunk_owner, len(doc_ids))
     triples, pairs, skipped = mined_examples(trained_ids, trained, data.queries, scores, doc_ids, text_of,
                                              MiningConfig())
     steps = progress.add_task("fine-tuning", total=None)

@@ -50,6 +50,14 @@ def served_version(model_name: str, triton_model: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def bulk_version(model_name: str, triton_model: str) -> int | None:
+    """The version whose bulk model `triton_model` is, if it is one (not a query model)."""
+    version = served_version(model_name, triton_model)
+    if version is None or triton_model != version_model_name(model_name, version):
+        return None
+    return version
+
+
 def serving_version(registry_version: int) -> str:
     """The serving version of MLflow registered model version `registry_version`."""
     if registry_version < 1:

@@ -18,7 +18,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 import core.adapters.triton_repository as repository
-from core.serving import query_model_name, served_version, version_model_name
+from core.serving import bulk_version, query_model_name, served_version, version_model_name
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,9 @@ class TritonModelControl:
 
     async def version_states(self) -> dict[str, tuple[str, str]]:
         """Each version Triton knows of (its bulk model): (state, reason)."""
-        states: dict[str, tuple[str, str]] = {}
-        for name, state in (await self._index()).items():
-            version = served_version(self.model_name, name)
-            if version is not None and name == version_model_name(self.model_name, version):
-                states[str(version)] = state
-        return states
+        index = await self._index()
+        found = ((bulk_version(self.model_name, name), state) for name, state in index.items())
+        return {str(version): state for version, state in found if version is not None}
 
     async def is_ready(self, version: str) -> bool:
         try:

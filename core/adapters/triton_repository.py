@@ -41,8 +41,8 @@ from core.serving import (
     PRIORITY_LEVELS,
     TRITON_INPUT,
     TRITON_OUTPUT,
+    bulk_version,
     query_model_name,
-    served_version,
     version_model_name,
 )
 
@@ -353,10 +353,9 @@ def _versions_in(directory: Path, model_name: str) -> list[int]:
     """The versions whose complete bulk model is in `directory`."""
     if not directory.is_dir():
         return []
-    found = ((served_version(model_name, p.name), p.name) for p in directory.iterdir())
+    found = ((bulk_version(model_name, p.name), p.name) for p in directory.iterdir())
     return sorted(v for v, name in found
-                  if v is not None and name == version_model_name(model_name, v)
-                  and (directory / name / str(v) / "model.py").is_file())
+                  if v is not None and (directory / name / str(v) / "model.py").is_file())
 
 
 def model_versions(repo_dir: Path, model_name: str) -> list[int]:
