@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +33,8 @@ class StartupFailed(RuntimeError):
     """A component did not become ready in time."""
 
 
-__all__ = ["Component", "Health", "PrerequisiteMissing", "StartupFailed", "pid_alive", "require_program"]
+__all__ = ["Component", "Health", "PrerequisiteMissing", "StartupFailed", "pid_alive", "require_program",
+           "start_overlapped"]
 
 
 def require_program(program: str, how_to_install: str) -> str:
@@ -218,12 +220,20 @@ class Component(ABC):
             return process.pid
 
     def start(self) -> None:
+        self.finish_start(self.begin_start())
+
+    def begin_start(self) -> bool:
+        """Spawn the process unless ours already runs; True when this call spawned it."""
         if self.pid() is not None:
-            self.wait_ready()
-            return
+            return False
         self.spawn()
+        return True
+
+    def finish_start(self, spawned: bool) -> None:
+        """Wait until ready; a process `begin_start` just spawned also gets `after_start`."""
         self.wait_ready()
-        self.after_start()
+        if spawned:
+            self.after_start()
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
@@ -281,6 +291,34 @@ class Component(ABC):
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def start_overlapped(
+    components: Sequence[Component],
+    needs: Mapping[str, Collection[str]],
+    on_started: Callable[[Component], None] | None = None,
+) -> None:
+    """Start `components` with their start-ups overlapping: each is spawned as soon as the
+    components it needs (`needs[name]`, those among `components`) are ready, and they are
+    waited for in the order given. A component that needs nothing does not wait for the
+    slowest one before it (Triton loading its models while Kafka formats its log)."""
+    names = {c.name for c in components}
+    pending = list(components)
+    spawned: list[tuple[Component, bool]] = []
+    ready: set[str] = set()
+    while pending or spawned:
+        for component in list(pending):
+            if set(needs.get(component.name, ())) & names <= ready:
+                spawned.append((component, component.begin_start()))
+                pending.remove(component)
+        if not spawned:
+            blocked = {c.name: sorted(set(needs.get(c.name, ())) - ready) for c in pending}
+            raise ValueError(f"components waiting on each other: {blocked}")
+        component, fresh = spawned.pop(0)
+        component.finish_start(fresh)
+        ready.add(component.name)
+        if on_started is not None:
+            on_started(component)
 
 
 def _reap(pid: int) -> None:

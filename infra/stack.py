@@ -1,10 +1,10 @@
-"""The whole local stack in start order: real components first, then our services."""
+"""The whole local stack: real components first, then our services, started overlapping."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from consumers.service import SERVICES
@@ -14,7 +14,7 @@ from infra.kafka import Kafka
 from infra.kafka_connect import KafkaConnect
 from infra.mlflow_server import MLflowServer
 from infra.postgres import Postgres
-from infra.process import Component
+from infra.process import Component, start_overlapped
 from infra.prometheus import Prometheus
 from infra.services import AsgiService, consumer_service, gateway_service
 from infra.supervisor import SupervisorComponent, restarts
@@ -114,6 +114,19 @@ def service_components(settings: Settings, scale: Mapping[str, int] | None = Non
     return [*consumers, gateway_service(settings)]
 
 
+def start_needs(components: Sequence[Component]) -> dict[str, set[str]]:
+    """What each component waits for before it is spawned: Kafka Connect a ready broker (its
+    topics made), our services every real component, the supervisor everything else. The real
+    components need nothing of each other, so they start together."""
+    dependencies = {c.name for c in components if not isinstance(c, AsgiService | SupervisorComponent)}
+    processes = {c.name for c in components} - {SupervisorComponent.name}
+    needs: dict[str, set[str]] = {KafkaConnect.name: {Kafka.name}, SupervisorComponent.name: processes}
+    for component in components:
+        if isinstance(component, AsgiService):
+            needs[component.name] = dependencies
+    return needs
+
+
 def all_components(settings: Settings) -> list[Component]:
     """Start order; the supervisor comes last (and so is stopped first)."""
     return [*dependency_components(settings), *service_components(settings), SupervisorComponent(settings)]
@@ -173,16 +186,11 @@ def up(
     services = {c.name for c in service_components(settings)}
     if any(c.name in services for c in chosen) and not any(c.name == "supervisor" for c in chosen):
         chosen.append(components[-1])
-    started = []
-    for component in chosen:
-        component.start()
-        started.append(component)
-        if on_started is not None:
-            on_started(component)
+    start_overlapped(chosen, start_needs(components), on_started)
     prometheus = Prometheus(settings)
     if prometheus.pid() is not None:  # it scrapes the processes as they are now (`--scale`)
         prometheus.write_targets()
-    return started
+    return chosen
 
 
 def down(settings: Settings, names: Iterable[str] | None = None) -> None:
