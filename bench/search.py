@@ -5,7 +5,7 @@ of the HNSW index against an exact scan, on the same queries in the same run.
   (active version lookup, query embedding in Triton over gRPC, HNSW SQL, titles).
 - bare path: the query embedded in-process by the same model, then the same vector_search
   and describe SQL: what the platform costs over calling the model and PostgreSQL directly.
-- hybrid: the search function with mode=hybrid (adds full-text ranking and RRF).
+- hybrid: the search function with mode=hybrid (adds the BM25 ranking and the fusion).
 - recall@k: for each query (its Triton vector), the HNSW top-k items against the exact top-k
   of a sequential scan over the tenant's chunks.
 - k-independence: for each query and mode, whether its top k at k are its top k at k=100

@@ -45,7 +45,7 @@ class SearchHit:
     # The text of the item's chunk closest to the query, trimmed (core.snippets); None: not asked.
     snippet: str | None = None
     # Hybrid: the `vector` and `keyword` rankings' score and rank of the item (None where a
-    # ranking does not hold it), whose reciprocal ranks sum to `score`.
+    # ranking does not hold it), from which `score` is fused (core.fusion.convex_fusion).
     score_parts: dict[str, dict[str, float | int] | None] | None = None
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from core.domain import SearchHit, SearchQuery, SearchResult
-from core.fusion import reciprocal_rank_fusion
+from core.fusion import convex_fusion
 from core.ports import Embedder, VectorStore
 from core.snippets import BestChunks, Snippets, score_parts
 
-# Candidates of each ranking that hybrid search fuses (reciprocal rank fusion).
+# Candidates of each ranking that hybrid search fuses.
 FUSION_DEPTH = 100
 
 
@@ -40,7 +40,7 @@ async def search(
     if query.mode == "hybrid":
         lexical = await store.text_search(query.tenant, query.text, depth, query.filters)
         parts = score_parts(ranked, lexical)
-        ranked = reciprocal_rank_fusion(ranked, lexical)
+        ranked = convex_fusion(ranked, lexical)
     ranked = ranked[: query.k]
     ids = [item_id for item_id, _ in ranked]
     texts: dict[str, str] = {}

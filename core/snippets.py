@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from core.chunking import Chunker
+from core.fusion import min_max
 
 # The longest snippet, in characters (cut at a word, with an ellipsis).
 SNIPPET_CHARS = 300
@@ -138,10 +139,13 @@ class Snippets:
 def score_parts(
     vector: list[tuple[str, float]], keyword: list[tuple[str, float]]
 ) -> dict[str, dict[str, dict[str, float | int] | None]]:
-    """Per item of either ranking, its `vector` and `keyword` part: score and rank (1-based) in
-    that ranking, or null where the ranking does not hold it."""
+    """Per item of either ranking, its `vector` and `keyword` part: score, rank (1-based) and
+    the score min-max normalised over that ranking (what core.fusion.convex_fusion weighs), or
+    null where the ranking does not hold it."""
     def ranks(ranking: list[tuple[str, float]]) -> dict[str, dict[str, float | int]]:
-        return {item_id: {"score": score, "rank": rank} for rank, (item_id, score) in enumerate(ranking, 1)}
+        normalised = min_max(ranking)
+        return {item_id: {"score": score, "rank": rank, "normalised": normalised[item_id]}
+                for rank, (item_id, score) in enumerate(ranking, 1)}
 
     by_vector, by_keyword = ranks(vector), ranks(keyword)
     return {item_id: {"vector": by_vector.get(item_id), "keyword": by_keyword.get(item_id)}

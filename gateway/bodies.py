@@ -70,6 +70,8 @@ class ScorePart(BaseModel):
     score: float = Field(description="The item's score in this ranking (cosine similarity of its best "
                                      "chunk, or BM25).")
     rank: int = Field(ge=1, description="Its rank in this ranking (of up to 100 candidates).")
+    normalised: float = Field(ge=0, le=1, description="Its score min-max normalised over this ranking's "
+                                                     "candidates: the part the fused score weighs.")
 
 
 class ScoreParts(BaseModel):
@@ -81,7 +83,9 @@ class ScoreParts(BaseModel):
 class SearchResultItem(BaseModel):
     id: str
     score: float = Field(description="Vector mode: cosine similarity of the item's best chunk. Hybrid: the "
-                                     "reciprocal rank fusion of both rankings, sum of 1 / (60 + rank).")
+                                     "fused score in [0, 1]: 0.5 * vector + 0.5 * keyword, each part's score "
+                                     "min-max normalised over its 100 candidates (0 where it does not hold "
+                                     "the item).")
     title: str
     metadata: dict[str, Any]
     snippet: str | None = Field(

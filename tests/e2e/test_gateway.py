@@ -122,7 +122,7 @@ def test_results_explain_themselves_with_the_matching_chunk_and_score_parts(gate
         assert len(hit["snippet"]) <= 300
         parts = hit["score_parts"]
         assert parts["vector"]["rank"] >= 1 and parts["keyword"]["rank"] >= 1
-        fused = 1 / (60 + parts["vector"]["rank"]) + 1 / (60 + parts["keyword"]["rank"])
+        fused = 0.5 * parts["vector"]["normalised"] + 0.5 * parts["keyword"]["normalised"]
         assert abs(hit["score"] - fused) < 1e-9
         plain = client.post("/v1/search", json={"query": "kneading bread dough", "k": 5},
                             headers=auth("search-a"))

@@ -13,7 +13,7 @@ from core.adapters.pgvector import PgVectorStore
 from core.adapters.pgvector.bm25 import COMPACT_EVERY, K1, B
 from core.adapters.triton_embedder import TritonEmbedder
 from core.domain import SearchQuery
-from core.fusion import reciprocal_rank_fusion
+from core.fusion import convex_fusion
 from core.search import FUSION_DEPTH, search
 from infra.process import Component
 from producers.publisher import Publisher
@@ -161,7 +161,10 @@ async def test_hybrid_search_fuses_bm25_with_the_vector_ranking(
     assert version is not None
     vector = (await embedder.embed([query], version, lane="query")).vectors[0]
     semantic = await store.vector_search(version, who, vector, FUSION_DEPTH, {})
-    expected = reciprocal_rank_fusion(semantic, lexical)
+    # Fused from the hand-computed BM25 scores: the order exactly, the scores to float precision.
+    expected = convex_fusion(semantic, lexical)
+    assert expected[0][1] > expected[-1][1]
     for k in (2, 10):
         result = await search(SearchQuery(query, k, who, mode="hybrid"), store.for_tenant(who), embedder)
-        assert [(hit.id, hit.score) for hit in result.hits] == expected[:k]
+        assert [hit.id for hit in result.hits] == [item_id for item_id, _ in expected[:k]]
+        assert [hit.score for hit in result.hits] == pytest.approx([score for _, score in expected[:k]])

@@ -14,7 +14,6 @@ from core.base_model import base_model_dir
 from core.chunking import Chunker, ChunkingConfig, tokenizer_for
 from core.config import Settings
 from core.domain import ChunkVectors, Item, SearchQuery
-from core.fusion import RRF_K
 from core.search import search
 from core.snippets import ItemView, Snippets, chunk_text, score_parts, trim
 from tests.unit.fakes import FakeEmbedder, FakeStore
@@ -67,9 +66,10 @@ def test_a_later_chunk_is_cut_again_without_its_header() -> None:
 
 def test_score_parts_name_each_rankings_score_and_rank() -> None:
     parts = score_parts([("a", 0.9), ("b", 0.5)], [("b", 7.0), ("c", 2.0)])
-    assert parts["a"] == {"vector": {"score": 0.9, "rank": 1}, "keyword": None}
-    assert parts["b"] == {"vector": {"score": 0.5, "rank": 2}, "keyword": {"score": 7.0, "rank": 1}}
-    assert parts["c"] == {"vector": None, "keyword": {"score": 2.0, "rank": 2}}
+    assert parts["a"] == {"vector": {"score": 0.9, "rank": 1, "normalised": 1.0}, "keyword": None}
+    assert parts["b"] == {"vector": {"score": 0.5, "rank": 2, "normalised": 0.0},
+                          "keyword": {"score": 7.0, "rank": 1, "normalised": 1.0}}
+    assert parts["c"] == {"vector": None, "keyword": {"score": 2.0, "rank": 2, "normalised": 0.0}}
 
 
 def _indexed(store: FakeStore, embedder: FakeEmbedder) -> None:
@@ -98,7 +98,7 @@ def test_hits_carry_the_snippet_of_their_best_chunk_and_hybrid_parts() -> None:
     assert whales.title == TITLE and whales.metadata == {"kind": "animal"}
     parts: dict[str, Any] = whales.score_parts or {}
     assert parts["vector"]["rank"] == 1 and parts["keyword"]["rank"] == 1
-    assert whales.score == 1 / (RRF_K + 1) + 1 / (RRF_K + 1)
+    assert whales.score == 1.0  # first in both rankings: the top of each normalised scale
     cats = next(h for h in result.hits if h.id == "cats")
     assert cats.snippet == "Cats sleep most of the day."
 

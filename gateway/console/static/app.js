@@ -366,7 +366,7 @@ function searchPage(root) {
         h("p", { id: "search-summary" }, `${found.results.length} results from model version `,
           h("strong", { id: "answered-by" }, found.model_version), ` in ${fmt.num(found.took_ms, 1)} ms`,
           asTenant ? ` (as tenant ${asTenant})` : "",
-          body.mode === "hybrid" ? ". Hybrid score: 1/(60 + vector rank) + 1/(60 + keyword rank)." : ""),
+          body.mode === "hybrid" ? ". Hybrid score: 0.5 × vector + 0.5 × keyword, each normalised to [0, 1] over its candidates." : ""),
         table(["#", "Id", "Result", ["Score", "num"], ["Metadata", "hide-narrow"]], found.results.map((r, i) =>
           h("tr", { class: "result", "data-id": r.id }, h("td", {}, i + 1),
             h("td", { class: "mono" }, h("a", { href: itemHref(r.id, asTenant), class: "item-link",
