@@ -8,7 +8,7 @@ it (core.training.mining.select_negatives over the base model's best-chunk ranki
 is fine-tuned with core.training.finetune; the held-out and test queries are scored with exact
 search (bench.chunk_quality), the test split also by whether a relevant document was trained
 on. `--positives chunk` trains on the positive's best chunk instead of the whole item, the
-text the index embeds. Prints one JSON object.
+text the index embeds; `--save-model DIR` keeps the fine-tuned model. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -134,10 +134,13 @@ def main() -> None:
     parser.add_argument("--positives", choices=["whole", "chunk"], default="whole",
                         help="train on the whole item (as the trainer does) or on its best chunk")
     parser.add_argument("--learning-rate", type=float, default=FineTuneConfig.learning_rate)
+    parser.add_argument("--save-model", type=Path, default=None, metavar="DIR",
+                        help="keep the fine-tuned model in DIR (e.g. for bench.fusion_quality --model)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="finetune-split-") as out, Progress(
+    with tempfile.TemporaryDirectory(prefix="finetune-split-") as scratch, Progress(
             console=Console(stderr=True), transient=True) as progress:
-        report = run(args.dataset, args.epochs, args.positives, args.learning_rate, Path(out), progress)
+        out = args.save_model or Path(scratch)
+        report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress)
     print(json.dumps(report, indent=2))
 
 
