@@ -122,30 +122,51 @@ def gateway_with_keys(
 
 
 @pytest.fixture(scope="session")
-def kafka(test_settings: Settings) -> Iterator[Component]:
-    yield from _run(Kafka(test_settings))
-
-
-@pytest.fixture(scope="session")
-def postgres(test_settings: Settings) -> Iterator[Component]:
-    yield from _run(Postgres(test_settings))
-
-
-@pytest.fixture(scope="session")
-def mongodb(test_settings: Settings) -> Iterator[Component]:
-    yield from _run(FerretDB(test_settings))
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(test_settings: Settings) -> Iterator[Component]:
-    yield from _run(MLflowServer(test_settings))
-
-
-@pytest.fixture(scope="session")
-def triton(test_settings: Settings) -> Iterator[Component]:
+def spawned(test_settings: Settings) -> Iterator[dict[str, tuple[Component, bool]]]:
+    """The real components most tests need, spawned together when the first of them is asked
+    for, so their start-ups overlap as in `flywheel up`; each fixture below waits for its own.
+    Whatever a session never asked for is stopped here at its end."""
     from infra.triton import Triton
 
-    yield from _run(Triton(test_settings))
+    components = [Kafka(test_settings), Postgres(test_settings), FerretDB(test_settings),
+                  MLflowServer(test_settings), Triton(test_settings)]
+    yield {c.name: (c, c.begin_start()) for c in components}
+    for component in components:
+        component.stop()
+
+
+def _ready(spawned: dict[str, tuple[Component, bool]], name: str) -> Iterator[Component]:
+    component, fresh = spawned[name]
+    component.finish_start(fresh)
+    try:
+        yield component
+    finally:
+        component.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(spawned: dict[str, tuple[Component, bool]]) -> Iterator[Component]:
+    yield from _ready(spawned, "kafka")
+
+
+@pytest.fixture(scope="session")
+def postgres(spawned: dict[str, tuple[Component, bool]]) -> Iterator[Component]:
+    yield from _ready(spawned, "postgres")
+
+
+@pytest.fixture(scope="session")
+def mongodb(spawned: dict[str, tuple[Component, bool]]) -> Iterator[Component]:
+    yield from _ready(spawned, "mongodb")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(spawned: dict[str, tuple[Component, bool]]) -> Iterator[Component]:
+    yield from _ready(spawned, "mlflow")
+
+
+@pytest.fixture(scope="session")
+def triton(spawned: dict[str, tuple[Component, bool]]) -> Iterator[Component]:
+    yield from _ready(spawned, "triton")
 
 
 @pytest.fixture(scope="session")
