@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,24 @@ from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.chunking import Chunker
 from core.config import get_settings
+from core.training.finetune import load_model
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+# Texts -> L2-normalised float32 vectors, one row per text.
+Encode = Callable[[list[str]], np.ndarray]
+
+
+def cpu_encoder(model_dir: Path, batch_size: int = 32) -> tuple[SentenceTransformer, Encode]:
+    """The sentence-transformers model in `model_dir` on CPU, and its encoder (progress bars on
+    stderr)."""
+    model = load_model(model_dir, "cpu")
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.asarray(model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=True), dtype=np.float32)
+    return model, encode
 
 
 def best_chunk_scores(query_vectors: np.ndarray, chunk_vectors: np.ndarray, owner: np.ndarray,
@@ -59,16 +77,10 @@ def ndcg_at_10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels: Q
 
 
 def run(dataset: Path, max_docs: int | None, max_queries: int | None, batch_size: int) -> dict[str, Any]:
-    from sentence_transformers import SentenceTransformer
-
     settings = get_settings()
     data = read_dataset(dataset, max_docs, max_queries, max_queries)
-    model = SentenceTransformer(str(base_model_dir(settings)), device="cpu")
+    model, encode = cpu_encoder(base_model_dir(settings), batch_size)
     chunker = build_chunker(settings)
-
-    def encode(texts: list[str]) -> np.ndarray:
-        return np.asarray(model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                       convert_to_numpy=True, show_progress_bar=True), dtype=np.float32)
 
     doc_ids = [d.id for d in data.docs]
     began = time.perf_counter()

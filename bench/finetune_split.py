@@ -26,18 +26,24 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench.beir import Qrels, read_dataset, split_held_out
-from bench.chunk_quality import best_chunk_scores, chunk_corpus, fold_to_documents, ndcg_at_10
+from bench.chunk_quality import (
+    Encode,
+    best_chunk_scores,
+    chunk_corpus,
+    cpu_encoder,
+    fold_to_documents,
+    ndcg_at_10,
+)
 from bench.quality import QualityConfig
 from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.config import get_settings
 from core.training.dataset import Example, TrainingDataset, item_text
-from core.training.finetune import FineTuneConfig, fine_tune, load_model
+from core.training.finetune import FineTuneConfig, fine_tune
 from core.training.mining import MiningConfig, select_negatives
 
 # (query position, document position) -> the text trained on
 TextOf = Callable[[int, int], str]
-Encode = Callable[[list[str]], np.ndarray]
 
 
 def mined_examples(
@@ -78,12 +84,6 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     # Split as `bench quality --source judgments` splits the uploads.
     trained, held_out = split_held_out(data.train, QualityConfig.held_out_fraction)
 
-    def encoder(model_dir: Path) -> Encode:
-        model = load_model(model_dir, "cpu")
-        return lambda texts: np.asarray(model.encode(
-            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=True),
-            dtype=np.float32)
-
     def figure(encode: Encode, chunk_vectors: np.ndarray, qrels: Qrels) -> float | None:
         if not qrels:  # a split with no queries has no figure
             return None
@@ -96,7 +96,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     splits = {"held_out_train": held_out, "test": data.test, "test_doc_trained": test_seen,
               "test_doc_unseen": {q: j for q, j in data.test.items() if q not in test_seen}}
 
-    encode = encoder(base)
+    _, encode = cpu_encoder(base)
     base_chunks = encode(chunks)
     trained_ids = list(trained)
     chunk_scores = encode([data.queries[q] for q in trained_ids]) @ base_chunks.T
@@ -115,7 +115,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs),
                        FineTuneConfig(epochs=epochs, learning_rate=learning_rate),
                        lambda done, total: progress.update(steps, completed=done, total=total))
-    encode = encoder(out)
+    _, encode = cpu_encoder(out)
     tuned_chunks = encode(chunks)
     return {
         "dataset": data.name, "epochs": epochs, "positives": positives, "learning_rate": learning_rate,

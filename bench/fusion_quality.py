@@ -25,14 +25,13 @@ import psycopg
 from scipy.sparse import csr_matrix
 
 from bench.beir import BeirDataset, Qrels, judged_metrics, read_dataset
-from bench.chunk_quality import chunk_corpus, fold_to_documents
+from bench.chunk_quality import chunk_corpus, cpu_encoder, fold_to_documents
 from core.adapters.pgvector.bm25 import K1, B
 from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.config import get_settings
 from core.fusion import convex_fusion
 from core.search import FUSION_DEPTH
-from core.training.finetune import load_model
 
 WEIGHTS = tuple(round(w / 10, 1) for w in range(1, 10))
 RRF_K = 60
@@ -109,12 +108,7 @@ def run(dataset: Path, model: Path | None) -> dict[str, Any]:
     keyword = bm25_scores(docs, queries)
 
     chunks, owner = chunk_corpus(build_chunker(settings), data.docs)
-    encoder = load_model(model or base_model_dir(settings), "cpu")
-
-    def encode(texts: list[str]) -> np.ndarray:
-        return np.asarray(encoder.encode(texts, batch_size=32, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=True), dtype=np.float32)
-
+    _, encode = cpu_encoder(model or base_model_dir(settings))
     similarities = encode([data.queries[q] for q in qids]) @ encode(chunks).T
     vector = fold_to_documents(similarities, owner, len(doc_ids))
     by_vector = [top(row, doc_ids) for row in vector]

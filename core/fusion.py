@@ -7,8 +7,12 @@ from __future__ import annotations
 # rank fusion on the test split, and 0.5 scored best on the train split.
 VECTOR_WEIGHT = 0.5
 
+Ranking = list[tuple[str, float]]
+# item id -> {"vector": part or None, "keyword": part or None}; a part: score, rank, normalised
+ScoreParts = dict[str, dict[str, dict[str, float | int] | None]]
 
-def min_max(ranking: list[tuple[str, float]]) -> dict[str, float]:
+
+def min_max(ranking: Ranking) -> dict[str, float]:
     """Each item's score rescaled to [0, 1] over the ranking (1.0 for all when they are equal)."""
     if not ranking:
         return {}
@@ -17,14 +21,33 @@ def min_max(ranking: list[tuple[str, float]]) -> dict[str, float]:
     return {item_id: (score - low) / (high - low) if high > low else 1.0 for item_id, score in ranking}
 
 
-def convex_fusion(
-    vector: list[tuple[str, float]], keyword: list[tuple[str, float]], weight: float = VECTOR_WEIGHT,
-) -> list[tuple[str, float]]:
-    """A convex combination of min-max normalised scores: each item scores
+def score_parts(vector: Ranking, keyword: Ranking) -> ScoreParts:
+    """Per item of either ranking, its `vector` and `keyword` part: score, rank (1-based) and
+    the score min-max normalised over that ranking (what the fused score weighs), or null
+    where the ranking does not hold it."""
+    def ranks(ranking: Ranking) -> dict[str, dict[str, float | int]]:
+        normalised = min_max(ranking)
+        return {item_id: {"score": score, "rank": rank, "normalised": normalised[item_id]}
+                for rank, (item_id, score) in enumerate(ranking, 1)}
+
+    by_vector, by_keyword = ranks(vector), ranks(keyword)
+    return {item_id: {"vector": by_vector.get(item_id), "keyword": by_keyword.get(item_id)}
+            for item_id in by_vector.keys() | by_keyword.keys()}
+
+
+def fuse_parts(parts: ScoreParts, weight: float = VECTOR_WEIGHT) -> Ranking:
+    """A convex combination of the parts' normalised scores: each item scores
     `weight * vector + (1 - weight) * keyword`, a part counting 0 where its ranking does not
     hold the item. Unlike reciprocal rank fusion it keeps how far apart the scores are, not
     only their order. Ties are broken by id so the order is stable."""
-    by_vector, by_keyword = min_max(vector), min_max(keyword)
-    scores = {item_id: weight * by_vector.get(item_id, 0.0) + (1 - weight) * by_keyword.get(item_id, 0.0)
-              for item_id in by_vector.keys() | by_keyword.keys()}
+    def normalised(part: dict[str, float | int] | None) -> float:
+        return float(part["normalised"]) if part is not None else 0.0
+
+    scores = {item_id: weight * normalised(p["vector"]) + (1 - weight) * normalised(p["keyword"])
+              for item_id, p in parts.items()}
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def convex_fusion(vector: Ranking, keyword: Ranking, weight: float = VECTOR_WEIGHT) -> Ranking:
+    """The two rankings fused as hybrid search fuses them (fuse_parts of their score_parts)."""
+    return fuse_parts(score_parts(vector, keyword), weight)

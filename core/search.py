@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from core.domain import SearchHit, SearchQuery, SearchResult
-from core.fusion import convex_fusion
+from core.fusion import ScoreParts, fuse_parts, score_parts
 from core.ports import Embedder, VectorStore
-from core.snippets import BestChunks, Snippets, score_parts
+from core.snippets import BestChunks, Snippets
 
 # Candidates of each ranking that hybrid search fuses.
 FUSION_DEPTH = 100
@@ -36,11 +36,11 @@ async def search(
     # the first results do not depend on k; vector search does the same inside the store.
     depth = query.k if query.mode == "vector" else max(query.k, FUSION_DEPTH)
     ranked = await store.vector_search(version, query.tenant, embedded.vectors[0], depth, query.filters)
-    parts: dict[str, dict[str, dict[str, float | int] | None]] = {}
+    parts: ScoreParts = {}
     if query.mode == "hybrid":
         lexical = await store.text_search(query.tenant, query.text, depth, query.filters)
         parts = score_parts(ranked, lexical)
-        ranked = convex_fusion(ranked, lexical)
+        ranked = fuse_parts(parts)
     ranked = ranked[: query.k]
     ids = [item_id for item_id, _ in ranked]
     texts: dict[str, str] = {}

@@ -1,5 +1,5 @@
 """What a search result shows of its item: the text of the chunk that matched the query best,
-trimmed to a snippet, and for hybrid search the vector and keyword parts of the fused score.
+trimmed to a snippet (the parts of a hybrid score are core.fusion's).
 
 Chunks keep only their vectors in the store, not their text; a chunk's text is cut again from
 the item's text by the same chunker the indexer used (core.chunking). The first chunk starts
@@ -18,7 +18,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from core.chunking import Chunker
-from core.fusion import min_max
 
 # The longest snippet, in characters (cut at a word, with an ellipsis).
 SNIPPET_CHARS = 300
@@ -134,19 +133,3 @@ class Snippets:
             if self._chunker is None:
                 self._chunker = self._make_chunker()
         return {item_id: chunk_text(self._chunker, view) for item_id, view in views.items()}
-
-
-def score_parts(
-    vector: list[tuple[str, float]], keyword: list[tuple[str, float]]
-) -> dict[str, dict[str, dict[str, float | int] | None]]:
-    """Per item of either ranking, its `vector` and `keyword` part: score, rank (1-based) and
-    the score min-max normalised over that ranking (what core.fusion.convex_fusion weighs), or
-    null where the ranking does not hold it."""
-    def ranks(ranking: list[tuple[str, float]]) -> dict[str, dict[str, float | int]]:
-        normalised = min_max(ranking)
-        return {item_id: {"score": score, "rank": rank, "normalised": normalised[item_id]}
-                for rank, (item_id, score) in enumerate(ranking, 1)}
-
-    by_vector, by_keyword = ranks(vector), ranks(keyword)
-    return {item_id: {"vector": by_vector.get(item_id), "keyword": by_keyword.get(item_id)}
-            for item_id in by_vector.keys() | by_keyword.keys()}

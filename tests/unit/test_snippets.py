@@ -14,8 +14,9 @@ from core.base_model import base_model_dir
 from core.chunking import Chunker, ChunkingConfig, tokenizer_for
 from core.config import Settings
 from core.domain import ChunkVectors, Item, SearchQuery
+from core.fusion import score_parts
 from core.search import search
-from core.snippets import ItemView, Snippets, chunk_text, score_parts, trim
+from core.snippets import ItemView, Snippets, chunk_text, trim
 from tests.unit.fakes import FakeEmbedder, FakeStore
 
 CHUNKER = Chunker(tokenizer_for(base_model_dir(Settings())), ChunkingConfig(max_tokens=32, overlap_tokens=4))
