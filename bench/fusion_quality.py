@@ -7,7 +7,7 @@ PostgreSQL analyses the texts: `flywheel up postgres`). BM25 is the platform's f
 (core.adapters.pgvector.bm25) over the lexemes PostgreSQL's `english` configuration makes of
 each title and text, as items.tsv does; the vector ranking is exact search over the platform's
 chunks (bench.chunk_quality), scored by each item's best chunk; each ranking is cut to the
-depth hybrid search fuses (core.search.FUSION_DEPTH). Prints one JSON object; the corpus is
+depth hybrid search fuses (core.fusion.FUSION_DEPTH). Prints one JSON object; the corpus is
 embedded once (about 15 minutes on a 2-core CPU).
 """
 
@@ -30,8 +30,7 @@ from core.adapters.pgvector.bm25 import K1, B
 from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.config import get_settings
-from core.fusion import convex_fusion
-from core.search import FUSION_DEPTH
+from core.fusion import FUSION_DEPTH, convex_fusion
 
 WEIGHTS = tuple(round(w / 10, 1) for w in range(1, 10))
 RRF_K = 60

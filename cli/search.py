@@ -88,10 +88,14 @@ def search(
             ],
             "model_version": result.model_version,
             "mode": result.mode,
+            "fusion_weight": result.fusion_weight,
             "took_ms": round(sum(result.timings_ms.values()), 2),
         }, indent=2))
         return
-    table = Table("#", "score", "id", "title", title=f"model version {result.model_version}, {result.mode}")
+    how: str = result.mode
+    if result.fusion_weight is not None:
+        how += f" (vector weight {result.fusion_weight:g})"
+    table = Table("#", "score", "id", "title", title=f"model version {result.model_version}, {how}")
     for rank, hit in enumerate(result.hits, start=1):
         table.add_row(str(rank), f"{hit.score:.4f}", hit.id, hit.title)
     out.print(table)

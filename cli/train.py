@@ -121,7 +121,12 @@ def train(
             out.print(f"[yellow]{task['status']}[/]: {task.get('error')}")
         metrics = details.get("metrics") or {}
         if metrics:
-            out.print(f"nDCG@10 base {metrics['base']['ndcg_at_10']:.4f} -> candidate "
-                      f"{metrics['candidate']['ndcg_at_10']:.4f}")
+            base, candidate = metrics["base"], metrics["candidate"]
+            out.print(f"nDCG@10 base {base['ndcg_at_10']:.4f} -> candidate {candidate['ndcg_at_10']:.4f}")
+            if "fusion_weight" in candidate:
+                out.print(f"hybrid nDCG@10 base {base['hybrid_ndcg_at_10']:.4f} -> candidate "
+                          f"{candidate['hybrid_ndcg_at_10']:.4f} at vector weight "
+                          f"{candidate['fusion_weight']:g} (held-out queries with a BM25 ranking: "
+                          f"{candidate['fusion_queries']:g})")
     if task["status"] != "succeeded":
         raise typer.Exit(1)

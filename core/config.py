@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     training_mining_depth: int = Field(default=30, ge=1, le=200)
     training_mining_max_ratio: float = Field(default=0.95, gt=0, le=1)
     training_mining_max_queries: int = Field(default=5_000, ge=0)
+    # Held-out queries with a BM25 ranking a run needs before it records the hybrid fusion
+    # weight that scored best on them; with fewer it records the default (core.fusion).
+    training_fusion_min_queries: int = Field(default=20, ge=1)  # core.fusion.FUSION_MIN_QUERIES
     mlflow_experiment: str = "flywheel-training"
     # Retries of one MLflow request inside its client; past them the trainer retries the run.
     mlflow_http_retries: int = 2

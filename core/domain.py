@@ -55,6 +55,7 @@ class SearchResult:
     model_version: str
     mode: SearchMode = "vector"
     timings_ms: dict[str, float] = field(default_factory=dict)
+    fusion_weight: float | None = None  # hybrid: the vector part's share of each score
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-# The vector ranking's share of the fused score, BM25's the rest. Equal shares: on scifact-dev
-# (docs/benchmarks.md, "Fusing BM25 and vectors") every weight from 0.2 to 0.6 beat reciprocal
-# rank fusion on the test split, and 0.5 scored best on the train split.
+# The vector ranking's share of the fused score, BM25's the rest, for a version whose training
+# chose none (the base model; fewer held-out queries than FUSION_MIN_QUERIES). Equal shares: on
+# scifact-dev (docs/benchmarks.md, "Fusing BM25 and vectors") every weight from 0.2 to 0.6
+# beat reciprocal rank fusion on the test split, and 0.5 scored best on the train split.
 VECTOR_WEIGHT = 0.5
+# Candidates of each ranking that hybrid search fuses.
+FUSION_DEPTH = 100
+# The weights a training run tries on its held-out queries, and how many queries it needs
+# before it trusts the best of them over VECTOR_WEIGHT (a handful would swing it to 0 or 1).
+WEIGHT_GRID = tuple(round(0.1 * step, 1) for step in range(11))
+FUSION_MIN_QUERIES = 20
 
 Ranking = list[tuple[str, float]]
 # item id -> {"vector": part or None, "keyword": part or None}; a part: score, rank, normalised
@@ -51,3 +58,9 @@ def fuse_parts(parts: ScoreParts, weight: float = VECTOR_WEIGHT) -> Ranking:
 def convex_fusion(vector: Ranking, keyword: Ranking, weight: float = VECTOR_WEIGHT) -> Ranking:
     """The two rankings fused as hybrid search fuses them (fuse_parts of their score_parts)."""
     return fuse_parts(score_parts(vector, keyword), weight)
+
+
+def choose_weight(scores: dict[float, float], default: float = VECTOR_WEIGHT) -> float:
+    """The weight whose score is highest; among equal scores the one nearest `default`, so a
+    weight moves from the default only for a real gain."""
+    return min(scores, key=lambda weight: (-round(scores[weight], 9), abs(weight - default), weight))

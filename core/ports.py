@@ -39,7 +39,15 @@ class Embedder(Protocol):
         ...
 
 
-class VectorStore(Protocol):
+class KeywordSearch(Protocol):
+    async def text_search(
+        self, tenant: str, query: str, k: int, filters: dict[str, Any]
+    ) -> list[tuple[str, float]]:
+        """The tenant's items BM25 ranks highest for `query`, (id, score) best first."""
+        ...
+
+
+class VectorStore(KeywordSearch, Protocol):
     async def writable_versions(self) -> list[str]:
         """The active version and any version being built: every write goes to all of them."""
         ...
@@ -48,6 +56,11 @@ class VectorStore(Protocol):
 
     async def dimensions(self) -> dict[str, int]:
         """The vector dimension of every model version with an index."""
+        ...
+
+    async def fusion_weight(self, version: str) -> float | None:
+        """The vector share of hybrid search's score chosen for `version` by its training;
+        None: core.fusion.VECTOR_WEIGHT."""
         ...
 
     async def pending(
@@ -67,10 +80,6 @@ class VectorStore(Protocol):
 
     async def vector_search(
         self, version: str, tenant: str, query: np.ndarray, k: int, filters: dict[str, Any]
-    ) -> list[tuple[str, float]]: ...
-
-    async def text_search(
-        self, tenant: str, query: str, k: int, filters: dict[str, Any]
     ) -> list[tuple[str, float]]: ...
 
     async def describe(self, tenant: str, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -227,7 +236,8 @@ class ModelServer(Protocol):
 
 
 class ReindexStore(VectorStore, Protocol):
-    async def ensure_version(self, version: str, dim: int, status: str = "building") -> None: ...
+    async def ensure_version(self, version: str, dim: int, status: str = "building",
+                             fusion_weight: float | None = None) -> None: ...
 
     async def activate(self, version: str, expected: Expected | None = None) -> str | None:
         """Switch search to `version`; with `expected`, only if the state still is that (else

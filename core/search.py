@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from core.domain import SearchHit, SearchQuery, SearchResult
-from core.fusion import ScoreParts, fuse_parts, score_parts
+from core.fusion import FUSION_DEPTH, VECTOR_WEIGHT, ScoreParts, fuse_parts, score_parts
 from core.ports import Embedder, VectorStore
 from core.snippets import BestChunks, Snippets
-
-# Candidates of each ranking that hybrid search fuses.
-FUSION_DEPTH = 100
 
 
 class NoActiveModel(RuntimeError):
@@ -22,7 +20,8 @@ async def search(
 ) -> SearchResult:
     """The query's top k items. With `snippets` (a store that can tell each item's best chunk),
     each hit also carries the text of its chunk closest to the query, read in the same query
-    as titles and metadata, for the top k only; hybrid hits carry the parts of their score."""
+    as titles and metadata, for the top k only; hybrid hits carry the parts of their score,
+    fused at the weight the version's training chose (VECTOR_WEIGHT if none)."""
     timings: dict[str, float] = {}
     began = time.perf_counter()
     version = query.version or await store.active_version()
@@ -37,10 +36,13 @@ async def search(
     depth = query.k if query.mode == "vector" else max(query.k, FUSION_DEPTH)
     ranked = await store.vector_search(version, query.tenant, embedded.vectors[0], depth, query.filters)
     parts: ScoreParts = {}
+    weight = None
     if query.mode == "hybrid":
-        lexical = await store.text_search(query.tenant, query.text, depth, query.filters)
+        lexical, chosen = await asyncio.gather(
+            store.text_search(query.tenant, query.text, depth, query.filters), store.fusion_weight(version))
+        weight = VECTOR_WEIGHT if chosen is None else chosen
         parts = score_parts(ranked, lexical)
-        ranked = fuse_parts(parts)
+        ranked = fuse_parts(parts, weight)
     ranked = ranked[: query.k]
     ids = [item_id for item_id, _ in ranked]
     texts: dict[str, str] = {}
@@ -58,4 +60,4 @@ async def search(
         for item_id, score in ranked
         if item_id in described  # deleted between the two reads
     ]
-    return SearchResult(hits, version, query.mode, timings)
+    return SearchResult(hits, version, query.mode, timings, fusion_weight=weight)

@@ -99,6 +99,10 @@ class SearchResponse(BaseModel):
     results: list[SearchResultItem]
     model_version: str
     took_ms: float
+    fusion_weight: float | None = Field(
+        default=None, description="Hybrid only: the vector part's share of each score (the keyword part's is "
+        "the rest), chosen for the model version by its training run on held-out queries; 0.5 for a "
+        "version that chose none.")
 
 
 class SessionEventIn(Strict):
@@ -167,6 +171,9 @@ class ModelVersionInfo(BaseModel):
     dim: int
     created_at: datetime
     activated_at: datetime | None = None
+    fusion_weight: float | None = Field(
+        default=None, description="The vector part's share of its hybrid scores, chosen by its training "
+        "run on held-out queries; null: 0.5 (the base model).")
     metrics: dict[str, float] = Field(default_factory=dict)
     traffic: dict[str, float] = Field(
         default_factory=dict, description="`percent`: the share of session traffic this version serves.")

@@ -19,3 +19,6 @@ class ModelPublished(Envelope):
     artifact_uri: str = Field(min_length=1, description="Where the model files are.")
     run_id: str = Field(min_length=1, description="The training run that produced it.")
     base_version: str | None = Field(default=None, description="The version it was fine-tuned from.")
+    fusion_weight: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The vector ranking's share of the version's hybrid "
+        "scores, chosen by the training run on held-out queries; null: the default 0.5.")

@@ -20,3 +20,6 @@ class ReindexRequested(Envelope):
     from_offset: int = Field(default=0, ge=0, le=INT64_MAX,
                              description="Replay from this offset on every partition.")
     activate: bool = Field(default=True, description="Switch search to the new index once complete.")
+    fusion_weight: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The version's hybrid fusion weight (from "
+        "model-published), recorded with the version unless it has one; null: leave it as it is.")

@@ -84,6 +84,7 @@ def reindex_event(event: ModelPublished) -> ReindexRequested:
     return ReindexRequested(
         event_id=uuid.uuid5(_EVENT_NAMESPACE, f"reindex-{event.model_version}-{event.event_id}"),
         model_version=event.model_version,
+        fusion_weight=event.fusion_weight,
         tenant=event.tenant,
         source="deployer",
     )

@@ -126,7 +126,7 @@ async def reindex(event: ReindexRequested, deps: ReindexDeps) -> dict[str, Any]:
         if version in known and known[version] != dim:
             raise ReindexFailed(f"version {version} has an index of {known[version]} dimensions; "
                                 f"Triton's model gives {dim}")
-        await deps.store.ensure_version(version, dim, status="building")
+        await deps.store.ensure_version(version, dim, status="building", fusion_weight=event.fusion_weight)
 
         stage = "backfilling"
         consumed = await _backfill(event, deps, task.get("details", {}))

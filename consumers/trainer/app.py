@@ -62,7 +62,7 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
         ), IndexRanker(store.for_tenant(tenant), embedder, version_of), MiningConfig(
             per_pair=settings.training_mined_negatives, depth=settings.training_mining_depth,
             max_ratio=settings.training_mining_max_ratio, max_queries=settings.training_mining_max_queries,
-        ))
+        ), keyword=store.for_tenant(tenant))
 
     config = TrainerConfig(
         base_model_dir=base_model_dir(settings), work_dir=training_work_dir(settings),
@@ -76,7 +76,8 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
 
     lineage = store.for_tenant(DEFAULT_TENANT)
     return Trainer(TrainerDeps(
-        tasks, datasets_of(DEFAULT_TENANT), SentenceTransformersTrainer(), build_model_registry(settings),
+        tasks, datasets_of(DEFAULT_TENANT), SentenceTransformersTrainer(settings.training_fusion_min_queries),
+        build_model_registry(settings),
         lineage.active_version, publish_model, config, is_transient=service.policy.is_transient,
         judgments=uploaded),
         datasets_of, store, MongoWorkQueue(tasks.client, settings.mongo_db))

@@ -228,7 +228,8 @@ class _Run:
                ) -> ModelPublished:
         return ModelPublished(
             model_version=serving_version(version), registry_version=version,
-            metrics={k: v for k, v in metrics.items() if k != "base_queries" and k != "candidate_queries"},
+            metrics={k: v for k, v in metrics.items() if not k.endswith("_queries")},
+            fusion_weight=metrics.get("candidate_fusion_weight"),
             artifact_uri=artifact_uri, run_id=self.request.run_id, base_version=base_version,
             tenant=self.request.tenant, source="trainer",
         )

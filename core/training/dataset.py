@@ -10,6 +10,9 @@
 - Uploaded judgments (core.datasets) add pairs: grade > 0 a positive, grade 0 a negative of
   every positive of its query; a held-out uploaded set replaces held-out sessions for the gate
   (its pool: the judged items and what the active model ranks highest for each query).
+- With a `KeywordSearch`, each held-out query also carries the tenant's BM25 ranking, whose
+  items join the pool: the evaluation fuses it with the candidate's ranking to choose the
+  version's fusion weight (core.training.evaluation).
 - Streamed: sessions come from a cursor in batches; item texts are fetched per batch; the
   examples and evaluation queries kept are capped, so memory never grows with history.
 """
@@ -22,7 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from core.ports import CandidateRanker, ItemTexts, SessionSource
+from core.fusion import FUSION_DEPTH
+from core.ports import CandidateRanker, ItemTexts, KeywordSearch, SessionSource
 from core.sessions import SessionDoc
 from core.training.mining import MiningConfig, MiningQuery, mine
 
@@ -58,6 +62,9 @@ class EvalQuery:
     tenant: str
     query: str
     relevant: frozenset[str]
+    # The tenant's BM25 ranking for the query, (id, score) best first, as hybrid search reads
+    # it: what the evaluation fuses with the candidate's ranking to choose the fusion weight.
+    keyword: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -80,6 +87,8 @@ class DatasetStats:
     mined_queries: int = 0
     mined_negatives: int = 0  # triples whose negative was mined from the index
     mined_skipped_close_to_positive: int = 0  # candidates the false-negative filter dropped
+    keyword_eval_queries: int = 0  # held-out queries with a BM25 ranking (choose the fusion weight)
+    keyword_pool_items: int = 0  # pool items added because BM25 ranks them for a held-out query
     truncated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -140,12 +149,14 @@ def hard_negatives(judgement: Judgement, rank: int, max_negatives: int) -> list[
 
 class DatasetBuilder:
     def __init__(self, source: SessionSource, items: ItemTexts, config: DatasetConfig,
-                 ranker: CandidateRanker | None = None, mining: MiningConfig | None = None) -> None:
+                 ranker: CandidateRanker | None = None, mining: MiningConfig | None = None,
+                 keyword: KeywordSearch | None = None) -> None:
         self.source = source
         self.items = items
         self.config = config
         self.ranker = ranker
         self.mining = mining or MiningConfig()
+        self.keyword = keyword
 
     async def build(
         self, since: datetime | None = None, until: datetime | None = None, *, tenant: str = "default",
@@ -164,6 +175,8 @@ class DatasetBuilder:
             await self._mine(acc)
         if held_out is not None:
             await self._held_out(tenant, held_out, acc)
+        if self.keyword is not None:
+            await self._keyword_rankings(self.keyword, acc)
         acc.finish()
         return data
 
@@ -226,6 +239,25 @@ class DatasetBuilder:
                 acc.eval[(tenant, query)] = kept
                 stats.judged_eval_queries += 1
 
+    async def _keyword_rankings(self, keyword: KeywordSearch, acc: _Accumulator) -> None:
+        """Each held-out query's BM25 top FUSION_DEPTH in its tenant's index; the items not in
+        the pool join it (while it has room), so the candidate ranks them too, as hybrid search
+        fuses the top items of both rankings."""
+        data = acc.data
+        wanted: dict[str, list[str]] = {}
+        for tenant, query in acc.eval:
+            ranked = await keyword.text_search(tenant, query, FUSION_DEPTH, {})
+            if not ranked:
+                continue
+            acc.keyword[(tenant, query)] = tuple(ranked)
+            pool = data.pools.get(tenant, {})
+            wanted.setdefault(tenant, []).extend(item for item, _ in ranked if item not in pool)
+        for tenant, ids in sorted(wanted.items()):
+            room = self.config.max_pool_items - sum(len(p) for p in data.pools.values())
+            texts = await self.items.texts(tenant, list(dict.fromkeys(ids))[: max(room, 0)])
+            data.pools.setdefault(tenant, {}).update(texts)
+            data.stats.keyword_pool_items += len(texts)
+
     async def _mine(self, acc: _Accumulator) -> None:
         """Mined negatives for the training pairs, as triples (none for held-out queries)."""
         queries = [MiningQuery(tenant, query, positives, frozenset(acc.clicked.get((tenant, query), ())))
@@ -268,6 +300,7 @@ class _Accumulator:
         self.pairs: dict[tuple[str, str, str], Example] = {}
         self.triples: dict[tuple[str, str, str, str], Example] = {}
         self.eval: dict[tuple[str, str], set[str]] = {}
+        self.keyword: dict[tuple[str, str], tuple[tuple[str, float], ...]] = {}
         self.pool_size = 0
         # For mining: every item clicked for a query (training and held-out sessions alike),
         # and the training positives with their texts.
@@ -348,7 +381,9 @@ class _Accumulator:
         with_negatives = {key[:3] for key in self.triples}
         data.triples = list(self.triples.values())
         data.pairs = [ex for key, ex in self.pairs.items() if key not in with_negatives]
-        data.eval_queries = [EvalQuery(t, q, frozenset(rel)) for (t, q), rel in self.eval.items()]
+        data.eval_queries = [EvalQuery(t, q, frozenset(rel), self.keyword.get((t, q), ()))
+                             for (t, q), rel in self.eval.items()]
+        stats.keyword_eval_queries = len(self.keyword)
         stats.pairs = len(self.pairs)
         stats.pairs_with_negatives = len(with_negatives)
         stats.triples = len(data.triples)

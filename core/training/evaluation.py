@@ -1,4 +1,5 @@
-"""Offline evaluation on held-out sessions: rank each tenant's candidate pool by cosine."""
+"""Offline evaluation on held-out sessions: rank each tenant's candidate pool by cosine, and
+fuse that ranking with each query's BM25 ranking to choose the version's fusion weight."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from core.fusion import (
+    FUSION_DEPTH,
+    FUSION_MIN_QUERIES,
+    VECTOR_WEIGHT,
+    WEIGHT_GRID,
+    Ranking,
+    ScoreParts,
+    choose_weight,
+    fuse_parts,
+    score_parts,
+)
 from core.training.dataset import EvalQuery
-from core.training.metrics import mean_metrics
+from core.training.metrics import mean_metrics, ndcg_at_k
 
 # Texts -> L2-normalised vectors, one row per text.
 Encode = Callable[[list[str]], np.ndarray]
@@ -15,18 +27,22 @@ K = 10
 
 
 def rank_pool(query_vectors: np.ndarray, pool_vectors: np.ndarray, pool_ids: Sequence[str], k: int = K
-              ) -> list[list[str]]:
-    """For each query, the ids of the k pool items most similar by cosine, best first
+              ) -> list[Ranking]:
+    """For each query, the k pool items most similar by cosine as (id, cosine), best first
     (ties broken by pool order, so the ranking is deterministic)."""
     scores = query_vectors @ pool_vectors.T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return [[pool_ids[i] for i in row] for row in order]
+    return [[(pool_ids[i], float(row_scores[i])) for i in row]
+            for row, row_scores in zip(order, scores, strict=True)]
 
 
-def evaluate(encode: Encode, queries: Sequence[EvalQuery], pools: dict[str, dict[str, str]]
-             ) -> dict[str, float]:
-    """nDCG@10, MRR@10 and Recall@10 averaged over the queries (clicked items are relevant)."""
+def evaluate(encode: Encode, queries: Sequence[EvalQuery], pools: dict[str, dict[str, str]],
+             min_fusion_queries: int = FUSION_MIN_QUERIES) -> dict[str, float]:
+    """nDCG@10, MRR@10 and Recall@10 of the pool ranking, averaged over the queries (clicked
+    items are relevant). Where queries carry their BM25 ranking (`EvalQuery.keyword`), also
+    `hybrid_ndcg_at_10`, `fusion_weight` and `fusion_queries` (fusion_metrics)."""
     rankings: list[tuple[list[str], frozenset[str]]] = []
+    fused: list[tuple[ScoreParts, frozenset[str]]] = []
     for tenant, pool in sorted(pools.items()):
         mine = [q for q in queries if q.tenant == tenant]
         if not mine or not pool:
@@ -34,8 +50,27 @@ def evaluate(encode: Encode, queries: Sequence[EvalQuery], pools: dict[str, dict
         ids = list(pool)
         pool_vectors = encode([pool[i] for i in ids])
         query_vectors = encode([q.query for q in mine])
-        for ranked, q in zip(rank_pool(query_vectors, pool_vectors, ids), mine, strict=True):
-            rankings.append((ranked, q.relevant))
+        for ranked, q in zip(rank_pool(query_vectors, pool_vectors, ids, FUSION_DEPTH), mine, strict=True):
+            rankings.append(([item for item, _ in ranked[:K]], q.relevant))
+            if q.keyword:
+                fused.append((score_parts(ranked, list(q.keyword)), q.relevant))
     metrics = mean_metrics(rankings, K)
     metrics["queries"] = float(len(rankings))
+    if fused:
+        metrics.update(fusion_metrics(fused, min_fusion_queries))
     return metrics
+
+
+def fusion_metrics(fused: Sequence[tuple[ScoreParts, frozenset[str]]], min_queries: int) -> dict[str, float]:
+    """Hybrid search's nDCG@10 at each weight of WEIGHT_GRID, as search fuses (the pool's top
+    FUSION_DEPTH with the query's BM25 top FUSION_DEPTH); the best weight becomes the
+    version's `fusion_weight` when at least `min_queries` queries chose it (else
+    VECTOR_WEIGHT), with `hybrid_ndcg_at_10` at that weight."""
+    by_weight = {
+        weight: sum(ndcg_at_k([item for item, _ in fuse_parts(parts, weight)[:K]], relevant, K)
+                    for parts, relevant in fused) / len(fused)
+        for weight in WEIGHT_GRID
+    }
+    weight = choose_weight(by_weight) if len(fused) >= min_queries else VECTOR_WEIGHT
+    return {"hybrid_ndcg_at_10": by_weight[weight], "fusion_weight": weight,
+            "fusion_queries": float(len(fused))}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.fusion import FUSION_MIN_QUERIES
 from core.training.dataset import Example, TrainingDataset
 from core.training.evaluation import evaluate
 
@@ -176,22 +177,26 @@ def fine_tune(
     return FineTuneResult(len(batches), seconds, device, sum(losses) / len(losses), losses[-1])
 
 
-def evaluate_model(model_dir: Path, data: TrainingDataset, batch_size: int = 64) -> dict[str, float]:
+def evaluate_model(model_dir: Path, data: TrainingDataset, batch_size: int = 64,
+                   min_fusion_queries: int = FUSION_MIN_QUERIES) -> dict[str, float]:
     model = load_model(model_dir)
 
     def encode(texts: list[str]) -> Any:
         return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                             convert_to_numpy=True, show_progress_bar=False)
 
-    return evaluate(encode, data.eval_queries, data.pools)
+    return evaluate(encode, data.eval_queries, data.pools, min_fusion_queries)
 
 
 class SentenceTransformersTrainer:
     """The real `ModelTrainer`: fine-tunes and evaluates with sentence-transformers."""
+
+    def __init__(self, min_fusion_queries: int = FUSION_MIN_QUERIES) -> None:
+        self.min_fusion_queries = min_fusion_queries
 
     def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
                   progress: Progress | None = None) -> FineTuneResult:
         return fine_tune(base_dir, out_dir, data, config, progress)
 
     def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]:
-        return evaluate_model(model_dir, data)
+        return evaluate_model(model_dir, data, min_fusion_queries=self.min_fusion_queries)

@@ -109,4 +109,5 @@ async def search_items(
             results=[ShownResult(id=h.id, rank=rank, score=h.score) for rank, h in enumerate(hits, 1)],
         ))
     return SearchResponse(results=hits, model_version=result.model_version,
-                          took_ms=round(sum(result.timings_ms.values()), 3))
+                          took_ms=round(sum(result.timings_ms.values()), 3),
+                          fusion_weight=result.fusion_weight)

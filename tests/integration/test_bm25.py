@@ -13,8 +13,8 @@ from core.adapters.pgvector import PgVectorStore
 from core.adapters.pgvector.bm25 import COMPACT_EVERY, K1, B
 from core.adapters.triton_embedder import TritonEmbedder
 from core.domain import SearchQuery
-from core.fusion import convex_fusion
-from core.search import FUSION_DEPTH, search
+from core.fusion import FUSION_DEPTH, convex_fusion
+from core.search import search
 from infra.process import Component
 from producers.publisher import Publisher
 from tests.helpers import wait_for

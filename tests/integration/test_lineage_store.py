@@ -155,3 +155,22 @@ async def test_a_failed_or_cancelled_build_drops_what_it_wrote_of_its_tenant_onl
         assert not await a.fail_version("6", "again")  # only a version being built
     finally:
         await store.close()
+
+
+async def test_a_version_keeps_the_first_fusion_weight_recorded_for_it(fresh_dsn: str) -> None:
+    store = await PgVectorStore.connect(fresh_dsn)
+    try:
+        new = store.for_tenant(NEW_TENANTS)
+        await new.ensure_version("1", DIM)
+        await new.activate("1")
+        a = store.for_tenant("tenant-a")
+        await a.ensure_version("5", DIM)  # an operator's reindex before the trained one: none yet
+        assert await store.fusion_weight("5") is None
+        await a.ensure_version("5", DIM, fusion_weight=0.3)  # model-published's, via the deployer
+        await a.ensure_version("5", DIM)  # a later reindex naming none keeps it
+        await a.ensure_version("5", DIM, fusion_weight=0.9)  # recorded once: never changed after
+        assert await store.fusion_weight("5") == 0.3 and await store.fusion_weight("1") is None
+        assert await store.fusion_weight("404") is None
+        assert {r["version"]: r["fusion_weight"] for r in await a.list_versions()} == {"1": None, "5": 0.3}
+    finally:
+        await store.close()

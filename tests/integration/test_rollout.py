@@ -309,7 +309,7 @@ async def test_deploy_then_blue_green_reindex_then_rollback(
         register_model, test_settings, copy_base_model(tmp_path / "model"))
     await publisher.publish("model-published", ModelPublished(
         model_version=version, registry_version=registry, artifact_uri=uri, run_id=run_id,
-        metrics={"ndcg_at_10": 0.7}, base_version="1", tenant=first))
+        metrics={"ndcg_at_10": 0.7}, base_version="1", tenant=first, fusion_weight=0.7))
     reindex_id = reindex_task_id(version, first)
 
     deployed = await wait_task(tasks, f"deploy-{version}")
@@ -359,6 +359,10 @@ async def test_deploy_then_blue_green_reindex_then_rollback(
     assert (await chunked_items(store, version)).keys() == mine.keys()
     result = await search(SearchQuery("a pet that purrs", 2, first), lineage, embedder)
     assert result.model_version == version and result.hits[0].id in ("cat", "cat-new")
+    # The fusion weight its training chose came with model-published and is the version's now.
+    assert {r["version"]: r["fusion_weight"] for r in await lineage.list_versions()}[version] == 0.7
+    hybrid = await search(SearchQuery("a pet that purrs", 2, first, mode="hybrid"), lineage, embedder)
+    assert hybrid.model_version == version and hybrid.fusion_weight == 0.7
     # `second` is served by its own version, which holds its items, old and new.
     result = await search(SearchQuery("a pet that purrs", 2, second), other, embedder)
     assert result.model_version == "1" and {h.id for h in result.hits} == {"cat", "cat-new"}
@@ -462,6 +466,9 @@ async def test_a_full_cycle_from_clicks_to_search_served_by_the_new_version(
     assert await store.active_version(DEFAULT_TENANT) == default_before
     result = await search(SearchQuery("anything at all", 3, who), store.for_tenant(who), embedder)
     assert result.model_version == version and result.hits
+    # The fusion weight the run chose on its held-out queries is recorded with the version.
+    chosen = trained["details"]["metrics"]["candidate"]["fusion_weight"]
+    assert await store.fusion_weight(version) == chosen
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=test_settings.mlflow_uri)

@@ -197,6 +197,10 @@ async def test_training_publishes_a_better_model_once(
     assert details["dataset"]["sessions_with_clicks"] == 24 and details["dataset"]["eval_sessions"] > 0
     # Negatives mined from the tenant's index by the active (base) model, beside the shown ones.
     assert details["dataset"]["mined_queries"] > 0 and details["dataset"]["mined_negatives"] > 0, details
+    # Held-out queries carry the tenant's BM25 ranking: the run chose the version's fusion weight.
+    assert details["dataset"]["keyword_eval_queries"] > 0, details
+    assert metrics["candidate"]["fusion_queries"] == details["dataset"]["keyword_eval_queries"]
+    assert 0.0 <= metrics["candidate"]["fusion_weight"] <= 1.0 and "hybrid_ndcg_at_10" in metrics["base"]
     assert task["stage"] == "published" and task["progress"] == 1.0
     assert task["links"]["mlflow_run"].startswith(test_settings.mlflow_uri)
     registry_version = details["registry_version"]
@@ -209,6 +213,7 @@ async def test_training_publishes_a_better_model_once(
     assert run.data.metrics["candidate_ndcg_at_10"] == pytest.approx(metrics["candidate"]["ndcg_at_10"])
     assert "base_mrr_at_10" in run.data.metrics and "dataset_triples" in run.data.metrics
     assert run.data.metrics["dataset_mined_negatives"] == details["dataset"]["mined_negatives"]
+    assert run.data.metrics["candidate_fusion_weight"] == metrics["candidate"]["fusion_weight"]
     assert run.data.params["epochs"] == "1" and run.data.tags["gate"] == "passed"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert "model/modules.json" in artifacts and "model/model.safetensors" in artifacts
@@ -220,6 +225,7 @@ async def test_training_publishes_a_better_model_once(
     assert event["model_version"] == str(registry_version + 1)
     assert event["registry_version"] == registry_version
     assert event["artifact_uri"] == version.source and event["base_version"] == "1"
+    assert event["fusion_weight"] == metrics["candidate"]["fusion_weight"]
     print(f"training run took {elapsed:.1f}s end to end; {details['training']}")
     training_window["run_id"] = run_id
 

@@ -38,6 +38,7 @@ class FakeStore:
         self.versions = list(versions)
         self.items: dict[Key, Item] = {}
         self.chunks: dict[str, dict[Key, ChunkVectors]] = {v: {} for v in versions}
+        self.fusion_weights: dict[str, float] = {}
         self.transactions = 0
 
     async def writable_versions(self) -> list[str]:
@@ -48,6 +49,9 @@ class FakeStore:
 
     async def dimensions(self) -> dict[str, int]:
         return dict.fromkeys(self.chunks, 8)
+
+    async def fusion_weight(self, version: str) -> float | None:
+        return self.fusion_weights.get(version)
 
     def _due(self, key: Key, item_version: int, version: str) -> bool:
         stored = self.items[key].version if key in self.items else 0

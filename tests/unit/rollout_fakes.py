@@ -132,8 +132,11 @@ class FakeReindexStore(FakeStore):
     async def active_version(self) -> str | None:
         return next((v for v, s in self.status.items() if s == "active"), None)
 
-    async def ensure_version(self, version: str, dim: int, status: str = "building") -> None:
+    async def ensure_version(self, version: str, dim: int, status: str = "building",
+                             fusion_weight: float | None = None) -> None:
         self.chunks.setdefault(version, {})
+        if fusion_weight is not None:
+            self.fusion_weights.setdefault(version, fusion_weight)
         self.status.setdefault(version, status)
         if self.status[version] == "failed":
             self.status[version] = "building"

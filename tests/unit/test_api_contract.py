@@ -59,6 +59,9 @@ class Store:
     async def dimensions(self) -> dict[str, int]:
         return {"1": 4, "2": 4}
 
+    async def fusion_weight(self, version: str) -> float | None:
+        return None
+
     async def active_version(self) -> str | None:
         return "2"
 

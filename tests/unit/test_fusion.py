@@ -1,4 +1,14 @@
-from core.fusion import VECTOR_WEIGHT, convex_fusion, min_max
+from core.fusion import (
+    FUSION_MIN_QUERIES,
+    VECTOR_WEIGHT,
+    WEIGHT_GRID,
+    ScoreParts,
+    choose_weight,
+    convex_fusion,
+    min_max,
+    score_parts,
+)
+from core.training.evaluation import fusion_metrics
 
 
 def test_scores_are_rescaled_over_each_ranking() -> None:
@@ -34,3 +44,28 @@ def test_one_ranking_alone_keeps_its_order() -> None:
     vector = [("a", 0.9), ("b", 0.5), ("c", 0.2)]
     assert [item for item, _ in convex_fusion(vector, [])] == ["a", "b", "c"]
     assert [item for item, _ in convex_fusion([], vector)] == ["a", "b", "c"]
+
+
+def test_the_best_weight_wins_and_ties_stay_nearest_the_default() -> None:
+    assert choose_weight({0.2: 0.6, 0.5: 0.55, 0.8: 0.5}) == 0.2
+    assert choose_weight({0.3: 0.6, 0.4: 0.6, 0.7: 0.6}) == 0.4  # equal: the one nearest 0.5
+    assert choose_weight({0.4: 0.6, 0.6: 0.6}) == 0.4  # equally near: the lower, deterministic
+    assert choose_weight(dict.fromkeys(WEIGHT_GRID, 0.0)) == VECTOR_WEIGHT
+
+
+def relevant_first_in(ranking_of: str, n: int) -> list[tuple[ScoreParts, frozenset[str]]]:
+    """n queries whose relevant item `r` tops one ranking and is last in the other."""
+    good = [("r", 0.9), ("x", 0.5), ("y", 0.1)]
+    bad = [("x", 9.0), ("y", 5.0), ("r", 1.0)]
+    vector, keyword = (good, bad) if ranking_of == "vector" else (bad, good)
+    return [(score_parts(vector, keyword), frozenset({"r"})) for _ in range(n)]
+
+
+def test_the_held_out_queries_choose_the_weight_once_there_are_enough() -> None:
+    chosen = fusion_metrics(relevant_first_in("keyword", FUSION_MIN_QUERIES), FUSION_MIN_QUERIES)
+    assert chosen["fusion_weight"] < 0.5 and chosen["hybrid_ndcg_at_10"] == 1.0
+    assert chosen["fusion_queries"] == FUSION_MIN_QUERIES
+    assert fusion_metrics(relevant_first_in("vector", 30), 20)["fusion_weight"] > 0.5
+    # Too few queries to trust: the default, scored at the default.
+    few = fusion_metrics(relevant_first_in("keyword", 3), FUSION_MIN_QUERIES)
+    assert few["fusion_weight"] == VECTOR_WEIGHT and few["hybrid_ndcg_at_10"] < 1.0

@@ -47,7 +47,7 @@ def test_serving_and_registry_versions() -> None:
 # --- deployer -----------------------------------------------------------------------------------
 def published(version: str = "2", registry: int = 1) -> ModelPublished:
     return ModelPublished(model_version=version, registry_version=registry, artifact_uri="runs:/r/model",
-                          run_id="r", metrics={"ndcg_at_10": 0.5})
+                          run_id="r", metrics={"ndcg_at_10": 0.5}, fusion_weight=0.3)
 
 
 class DeployRig:
@@ -85,7 +85,7 @@ async def test_deploy_loads_checks_and_requests_the_reindex(tmp_path: Path) -> N
     assert task["status"] == "succeeded" and task["progress"] == 1.0, task
     assert task["details"]["min_cosine"] >= 0.999
     assert rig.server.has_version(2) and await rig.server.is_ready("1")
-    assert [(e.model_version, e.activate) for e in rig.published] == [("2", True)]
+    assert [(e.model_version, e.activate, e.fusion_weight) for e in rig.published] == [("2", True, 0.3)]
     stages = [u["stage"] for _, u in rig.tasks.updates if "stage" in u]
     assert stages == ["validating", "downloading", "placing", "loading", "warming_up", "smoke_testing",
                       "requesting_reindex", "done"]
@@ -166,9 +166,10 @@ async def test_reindex_backfills_its_tenant_s_items_only_and_switches_at_the_end
     await rig.live_index()
     assert set(rig.store.chunks["1"]) == set(rig.store.items)
 
-    task = await reindex(ReindexRequested(tenant="a", model_version="2"), rig.deps())
+    task = await reindex(ReindexRequested(tenant="a", model_version="2", fusion_weight=0.3), rig.deps())
     assert task["status"] == "succeeded" and task["progress"] == 1.0, task
     assert task["id"] == "reindex-2-a"  # one reindex per version per tenant
+    assert await rig.store.fusion_weight("2") == 0.3  # recorded with the version
     # Tenant a's items only: b's item is neither replayed into nor reconciled into a's version.
     assert set(rig.store.chunks["2"]) == {("a", f"doc{i}") for i in range(5)} and len(rig.store.items) == 6
     assert not any("another tenant" in text for texts, v in rig.embedder.calls if v == "2" for text in texts)

@@ -158,3 +158,20 @@ def test_searches_that_need_the_chunker_at_once_build_it_once() -> None:
     answers = asyncio.run(many())
     assert len(built) == 1
     assert all(answer[f"i{n}"] for n, answer in enumerate(answers))
+
+
+def test_hybrid_fuses_at_the_weight_its_version_chose() -> None:
+    store, embedder = SnippetStore(), FakeEmbedder()
+    _indexed(store, embedder)
+    query = SearchQuery("whales sleep", 2, mode="hybrid")
+    default = asyncio.run(search(query, store, embedder))
+    assert default.fusion_weight == 0.5  # no weight recorded for version 1
+    for weight in (0.0, 1.0):
+        store.fusion_weights["1"] = weight
+        result = asyncio.run(search(query, store, embedder))
+        assert result.fusion_weight == weight
+        part = "vector" if weight == 1.0 else "keyword"
+        for hit in result.hits:  # the score is the chosen ranking's normalised part alone
+            chosen = (hit.score_parts or {})[part]
+            assert hit.score == (chosen["normalised"] if chosen else 0.0)
+    assert asyncio.run(search(SearchQuery("whales sleep", 2), store, embedder)).fusion_weight is None

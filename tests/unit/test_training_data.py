@@ -108,8 +108,9 @@ def test_metrics_known_values() -> None:
 
 def test_rank_pool_and_evaluate_with_a_fake_encoder() -> None:
     pool_vectors = np.eye(3, dtype=np.float32)
-    assert rank_pool(np.array([[0.1, 0.9, 0.0]], dtype=np.float32), pool_vectors, ["a", "b", "c"], 2) == [
-        ["b", "a"]]
+    ranked = rank_pool(np.array([[0.1, 0.9, 0.0]], dtype=np.float32), pool_vectors, ["a", "b", "c"], 2)
+    assert [[item for item, _ in row] for row in ranked] == [["b", "a"]]
+    assert [score for _, score in ranked[0]] == pytest.approx([0.9, 0.1])
     from core.training.dataset import EvalQuery
 
     vectors = {"qa": [1, 0], "qb": [0, 1], "A": [1, 0], "B": [0.8, 0.6]}
@@ -120,6 +121,13 @@ def test_rank_pool_and_evaluate_with_a_fake_encoder() -> None:
     queries = [EvalQuery("t", "qa", frozenset({"a"})), EvalQuery("t", "qb", frozenset({"a"}))]
     metrics = evaluate(encode, queries, {"t": {"a": "A", "b": "B"}})
     assert metrics["mrr_at_10"] == pytest.approx((1 + 0.5) / 2) and metrics["queries"] == 2
+    assert "fusion_weight" not in metrics  # no query carries a BM25 ranking
+    # With their BM25 rankings (a first for both), the fused ranking puts a first for qb too.
+    bm25 = (("a", 3.0), ("b", 1.0))
+    fused = evaluate(encode, [EvalQuery(q.tenant, q.query, q.relevant, bm25) for q in queries],
+                     {"t": {"a": "A", "b": "B"}}, min_fusion_queries=1)
+    assert fused["ndcg_at_10"] < 1.0 and fused["hybrid_ndcg_at_10"] == 1.0
+    assert fused["fusion_weight"] == 0.5 and fused["fusion_queries"] == 2
 
 
 def test_the_gate_is_strict() -> None:
@@ -140,3 +148,33 @@ def test_batches_never_repeat_a_text() -> None:
         assert len(texts) == len(set(texts)) and len(batch) <= 4
     assert make_batches(examples, 4, random.Random(1)) == batches
     assert sum(map(len, batches)) == len(examples)
+
+
+class FakeKeywordSearch:
+    """BM25 stand-in: for query "q" it ranks h (no session showed it) above c; nothing else."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, int]] = []
+
+    async def text_search(self, tenant: str, query: str, k: int, filters: dict[str, object]
+                          ) -> list[tuple[str, float]]:
+        self.asked.append((tenant, query, k))
+        return [("h", 7.5), ("c", 2.0)] if query == "q" else []
+
+
+async def test_held_out_queries_carry_their_bm25_ranking_and_its_items_join_the_pool() -> None:
+    sessions: dict[str, list[SessionEventModel]] = {
+        f"s{i}": [search(f"s{i}", "q", ["a", "b", "c"]), click(f"s{i}", "c", 3)] for i in range(6)}
+    sessions["other"] = [search("other", "r", ["d"]), click("other", "d", 1)]
+    keyword = FakeKeywordSearch()
+    config = DatasetConfig(eval_fraction=1.0)
+    data = await DatasetBuilder(await repo_with(sessions), FakeItemTexts(TEXTS), config,
+                                keyword=keyword).build()
+    by_query = {q.query: q for q in data.eval_queries}
+    assert by_query["q"].keyword == (("h", 7.5), ("c", 2.0)) and by_query["r"].keyword == ()
+    assert sorted(keyword.asked) == [("default", "q", 100), ("default", "r", 100)]
+    assert data.pools["default"]["h"] == "text of h"  # ranked by BM25 only: now in the pool
+    assert data.stats.keyword_eval_queries == 1 and data.stats.keyword_pool_items == 1
+    # Without a keyword search the pool is what the sessions showed.
+    plain = await DatasetBuilder(await repo_with(sessions), FakeItemTexts(TEXTS), config).build()
+    assert "h" not in plain.pools["default"] and all(not q.keyword for q in plain.eval_queries)

@@ -131,8 +131,11 @@ class FakeTrainer:
         return FineTuneResult(3, 0.01, "cpu", 1.0, 0.5)
 
     def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]:
-        score = self.scores["base" if model_dir.name == "base" else "candidate"]
-        return {"ndcg_at_10": score, "mrr_at_10": score, "recall_at_10": score, "queries": 2.0}
+        which = "base" if model_dir.name == "base" else "candidate"
+        score = self.scores[which]
+        return {"ndcg_at_10": score, "mrr_at_10": score, "recall_at_10": score, "queries": 2.0,
+                "hybrid_ndcg_at_10": score + 0.05, "fusion_weight": 0.5 if which == "base" else 0.3,
+                "fusion_queries": 2.0}
 
 
 class FakeRegistry:

@@ -112,6 +112,10 @@ CREATE TABLE IF NOT EXISTS model_versions (
 -- The tenant whose sessions trained the version; null: shared (the base model, or trained
 -- before tenants had lineages).
 ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS owner text;
+-- The vector ranking's share of the version's hybrid score, chosen by its training run on
+-- held-out queries (core.training.evaluation); null: core.fusion.VECTOR_WEIGHT.
+ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS fusion_weight double precision
+    CHECK (fusion_weight BETWEEN 0 AND 1);
 CREATE TABLE IF NOT EXISTS tenant_versions (
     tenant text NOT NULL,
     version text NOT NULL REFERENCES model_versions (version),

@@ -34,12 +34,14 @@ class TenantStore:
     async def list_versions(self) -> list[dict[str, Any]]:
         return await self.store.list_versions(self.tenant)
 
-    async def ensure_version(self, version: str, dim: int, status: str = "building") -> None:
+    async def ensure_version(self, version: str, dim: int, status: str = "building",
+                             fusion_weight: float | None = None) -> None:
         """The version in this tenant's lineage; a new non-base version is owned by it."""
         from core.serving import BASE_SERVING_VERSION
 
         owner = None if version == BASE_SERVING_VERSION else self.tenant
-        await self.store.ensure_version(self.tenant, version, dim, status, owner=owner)
+        await self.store.ensure_version(self.tenant, version, dim, status, owner=owner,
+                                        fusion_weight=fusion_weight)
 
     async def activate(self, version: str, expected: Expected | None = None) -> str | None:
         return await self.store.activate(self.tenant, version, expected)
@@ -63,6 +65,9 @@ class TenantStore:
     # --- shared: the catalogue, writes and reads keyed by tenant ---------------------------------
     async def dimensions(self) -> dict[str, int]:
         return await self.store.dimensions()
+
+    async def fusion_weight(self, version: str) -> float | None:
+        return await self.store.fusion_weight(version)
 
     async def pending(
         self, wanted: dict[tuple[str, str], int], versions: Sequence[str]

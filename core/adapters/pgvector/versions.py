@@ -126,10 +126,12 @@ class VersionLifecycle(PoolBound):
     """The catalogue of versions (shared) and each tenant's lineage, by tenant."""
 
     async def ensure_version(self, tenant: str, version: str, dim: int, status: str = "building",
-                             owner: str | None = None) -> None:
+                             owner: str | None = None, fusion_weight: float | None = None) -> None:
         """Create the chunk table of a model version (idempotent) and the version in `tenant`'s
         lineage; a version whose reindex failed is building again (its retried reindex resumes
-        and reconciles what it missed). `owner`: the tenant that trained it, if it is new."""
+        and reconciles what it missed). `owner`: the tenant that trained it, if it is new.
+        `fusion_weight`: the one its training chose, recorded unless the version has one (a
+        version's weight never changes once recorded; a reindex that names none keeps it)."""
         statements = chunk_table_ddl(version, dim)
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7111)")
@@ -137,8 +139,10 @@ class VersionLifecycle(PoolBound):
                 await conn.execute(statement)
             await lock_state(conn, tenant)
             await conn.execute(
-                "INSERT INTO model_versions (version, dim, owner) VALUES (%s, %s, %s) "
-                "ON CONFLICT (version) DO NOTHING", (version, dim, owner))
+                "INSERT INTO model_versions (version, dim, owner, fusion_weight) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (version) DO UPDATE SET fusion_weight = EXCLUDED.fusion_weight "
+                "WHERE model_versions.fusion_weight IS NULL AND EXCLUDED.fusion_weight IS NOT NULL",
+                (version, dim, owner, fusion_weight))
             await conn.execute(
                 "INSERT INTO tenant_versions (tenant, version, status) VALUES (%s, %s, %s) "
                 "ON CONFLICT (tenant, version) DO UPDATE SET status = 'building', reason = NULL "
@@ -235,6 +239,14 @@ class VersionLifecycle(PoolBound):
             rows = await (await conn.execute("SELECT version, dim FROM model_versions")).fetchall()
         return {row[0]: int(row[1]) for row in rows}
 
+    async def fusion_weight(self, version: str) -> float | None:
+        """The vector share of hybrid search's score its training chose for `version`; None:
+        none was chosen (the base model, a version trained before weights were chosen)."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT fusion_weight FROM model_versions WHERE version = %s", (version,))).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     async def owners(self) -> dict[str, str | None]:
         """The tenant that trained each version in the catalogue; None: shared."""
         async with self.pool.connection() as conn:
@@ -243,13 +255,13 @@ class VersionLifecycle(PoolBound):
 
     async def list_versions(self, tenant: str) -> list[dict[str, Any]]:
         """The versions of `tenant`'s lineage (its own, or NEW_TENANTS' while it has none):
-        version, dim, status, created_at, activated_at, reason and `tenant` (the owner, null
-        for a shared version)."""
+        version, dim, status, created_at, activated_at, reason, `tenant` (the owner, null
+        for a shared version) and fusion_weight."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "WITH l AS (" + _LINEAGE_SQL + " AS tenant) "
                 "SELECT v.version, m.dim, v.status, v.created_at, v.activated_at, v.reason, "
-                " m.owner AS tenant "
+                " m.owner AS tenant, m.fusion_weight "
                 "FROM tenant_versions v JOIN model_versions m ON m.version = v.version "
                 "WHERE v.tenant = (SELECT tenant FROM l) ORDER BY v.version::bigint",
                 {"t": tenant, "new": NEW_TENANTS},
