@@ -74,7 +74,7 @@ def mined_examples(
 
 
 def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
-        progress: Progress) -> dict[str, Any]:
+        progress: Progress, frozen_layers: int = 0) -> dict[str, Any]:
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
@@ -112,13 +112,14 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     triples, pairs, skipped = mined_examples(trained_ids, trained, data.queries, scores, doc_ids, text_of,
                                              MiningConfig())
     steps = progress.add_task("fine-tuning", total=None)
-    result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs),
-                       FineTuneConfig(epochs=epochs, learning_rate=learning_rate),
+    tune = FineTuneConfig(epochs=epochs, learning_rate=learning_rate, frozen_layers=frozen_layers)
+    result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs), tune,
                        lambda done, total: progress.update(steps, completed=done, total=total))
     _, encode = cpu_encoder(out)
     tuned_chunks = encode(chunks)
     return {
         "dataset": data.name, "epochs": epochs, "positives": positives, "learning_rate": learning_rate,
+        "frozen_layers": frozen_layers,
         "steps": result.steps, "triples": len(triples), "pairs": len(pairs), "mined_skipped": skipped,
         "splits": {name: {"queries": len(qrels), "base": base_figures[name],
                           "fine_tuned": figure(encode, tuned_chunks, qrels)}
@@ -134,13 +135,16 @@ def main() -> None:
     parser.add_argument("--positives", choices=["whole", "chunk"], default="whole",
                         help="train on the whole item (as the trainer does) or on its best chunk")
     parser.add_argument("--learning-rate", type=float, default=FineTuneConfig.learning_rate)
+    parser.add_argument("--frozen-layers", type=int, default=0, metavar="N",
+                        help="leave the token embeddings and the lowest N transformer layers untrained")
     parser.add_argument("--save-model", type=Path, default=None, metavar="DIR",
                         help="keep the fine-tuned model in DIR (e.g. for bench.fusion_quality --model)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="finetune-split-") as scratch, Progress(
             console=Console(stderr=True), transient=True) as progress:
         out = args.save_model or Path(scratch)
-        report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress)
+        report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress,
+                     args.frozen_layers)
     print(json.dumps(report, indent=2))
 
 

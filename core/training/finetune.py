@@ -47,6 +47,9 @@ class FineTuneConfig:
     # with activation memory bounded by the mini-batch, not the batch (attention memory grows
     # with the square of the sequence length: 32 triples of 256 tokens take ~6 GB on CPU).
     mini_batch_size: int = 8
+    # The token embeddings and this many of the lowest transformer layers are not trained:
+    # what the base model knows of words it never sees in training stays as it was.
+    frozen_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,20 @@ def plan_batches(data: TrainingDataset, config: FineTuneConfig) -> list[list[Exa
     return batches
 
 
+def freeze_lower_layers(model: SentenceTransformer, layers: int) -> list[Any]:
+    """Stop training the token embeddings and the lowest `layers` transformer layers of a
+    BERT-style model (none when `layers` is 0); returns the parameters still trained."""
+    if layers > 0:
+        encoder: Any = model[0].auto_model
+        blocks = encoder.encoder.layer
+        if layers > len(blocks):
+            raise ValueError(f"frozen_layers: the model has {len(blocks)} layers; freeze at most that many")
+        for module in (encoder.embeddings, *blocks[:layers]):
+            for parameter in module.parameters():
+                parameter.requires_grad = False
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def fine_tune(
     base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
     progress: Progress | None = None,
@@ -148,7 +165,8 @@ def fine_tune(
         CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
         if 0 < config.mini_batch_size < config.batch_size else MultipleNegativesRankingLoss(model)
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    trained = freeze_lower_layers(model, config.frozen_layers)
+    optimizer = torch.optim.AdamW(trained, lr=config.learning_rate)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_fraction * len(batches)), len(batches)
     )
@@ -161,7 +179,7 @@ def fine_tune(
         features = [batch_to_device(model.preprocess(column), model.device) for column in columns]
         loss = loss_fn(features, None)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
