@@ -172,6 +172,7 @@ class QualityRun:
         rankings: dict[tuple[str, int], dict[str, list[str]]] = {
             (mode, k): {} for mode in SEARCH_MODES for k in (10, 100)}
         versions: Counter[str] = Counter()
+        weights: Counter[float | None] = Counter()
         bar = self.progress.add_task(f"evaluate {label} (vector and hybrid, k=10 and k=100)",
                                      total=len(qrels) * len(rankings))
 
@@ -181,6 +182,8 @@ class QualityRun:
                     "query": self.data.queries[qid], "k": k, "mode": mode})
                 rankings[mode, k][qid] = [hit["id"] for hit in body["results"]]
                 versions[body["model_version"]] += 1
+                if mode == "hybrid":
+                    weights[body.get("fusion_weight")] += 1
                 self.progress.advance(bar)
             return call
 
@@ -193,6 +196,8 @@ class QualityRun:
             at_100 = judged_metrics(rankings[mode, 100], qrels)
             report[mode] = {"ndcg@10": at_10["ndcg@10"], "recall@100": at_100["recall@100"],
                             "ndcg@10_at_k100": at_100["ndcg@10"]}
+        # The vector weight the hybrid answers were fused at (the answering version's).
+        report["hybrid"]["fusion_weight"] = weights.most_common(1)[0][0] if weights else None
         return {**report["vector"], "modes": report, "queries": len(qrels),
                 "model_version": versions.most_common(1)[0][0], "answered_by": dict(versions)}
 
