@@ -113,7 +113,8 @@ try {
   await page.getByRole("button", { name: "Search", exact: true }).click();
   await page.locator("tr.result .parts").first().waitFor();
   step("hybrid search", { results: await page.locator("tr.result").count(),
-    parts: await page.locator("tr.result .parts").first().textContent() });
+    parts: await page.locator("tr.result .parts").first().textContent(),
+    summary: await page.locator("#search-summary").textContent() });
   await shot("search-hybrid");
   await page.getByLabel("Mode").selectOption("vector");
   // The item page of the first result: what is stored, when it was indexed, by which versions.

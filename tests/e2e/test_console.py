@@ -172,6 +172,10 @@ def test_console_in_headless_chromium(
     # the vector and keyword parts of the score; the first result's item page opens.
     assert steps["search"]["title"] and steps["search"]["snippet"]
     assert "vector #" in steps["hybrid search"]["parts"] and "keyword" in steps["hybrid search"]["parts"]
+    # The base version chose no weight: its hybrid scores are fused at 0.5, and the page says so.
+    times = "\u00d7"  # the multiplication sign the page writes
+    hybrid = steps["hybrid search"]
+    assert f"0.5 {times} vector + 0.5 {times} keyword" in hybrid["summary"], hybrid
     item = report["item"]
     assert item["hash"].startswith("#/item/") and item["title"] and item["text"]
     assert item["searchable"].startswith("v") and item["nav"] == "Search"

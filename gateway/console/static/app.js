@@ -366,7 +366,7 @@ function searchPage(root) {
         h("p", { id: "search-summary" }, `${found.results.length} results from model version `,
           h("strong", { id: "answered-by" }, found.model_version), ` in ${fmt.num(found.took_ms, 1)} ms`,
           asTenant ? ` (as tenant ${asTenant})` : "",
-          body.mode === "hybrid" ? ". Hybrid score: 0.5 × vector + 0.5 × keyword, each normalised to [0, 1] over its candidates." : ""),
+          body.mode === "hybrid" ? hybridSummary(found.fusion_weight ?? 0.5) : ""),
         table(["#", "Id", "Result", ["Score", "num"], ["Metadata", "hide-narrow"]], found.results.map((r, i) =>
           h("tr", { class: "result", "data-id": r.id }, h("td", {}, i + 1),
             h("td", { class: "mono" }, h("a", { href: itemHref(r.id, asTenant), class: "item-link",
@@ -403,6 +403,13 @@ function scoreParts(parts) {
   const part = (name, p, digits) => h("div", { class: `part part-${name}` },
     p ? `${name} #${p.rank} (${fmt.num(p.score, digits)})` : `${name} –`);
   return h("div", { class: "muted parts" }, part("vector", parts.vector, 3), part("keyword", parts.keyword, 2));
+}
+
+// The fused score's formula at the weight of the version that answered (its training chose it).
+function hybridSummary(weight) {
+  const share = (value) => String(+value.toFixed(2));
+  return `. Hybrid score: ${share(weight)} × vector + ${share(1 - weight)} × keyword, each normalised ` +
+    "to [0, 1] over its candidates (the answering version's weight).";
 }
 
 // Item -------------------------------------------------------------------------------------
