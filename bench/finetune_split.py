@@ -39,7 +39,7 @@ from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.config import get_settings
 from core.training.dataset import Example, TrainingDataset, item_text
-from core.training.finetune import FineTuneConfig, fine_tune
+from core.training.finetune import FineTuneConfig, fine_tune, interpolate
 from core.training.mining import MiningConfig, select_negatives
 
 # (query position, document position) -> the text trained on
@@ -74,7 +74,7 @@ def mined_examples(
 
 
 def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
-        progress: Progress, frozen_layers: int = 0) -> dict[str, Any]:
+        progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = ()) -> dict[str, Any]:
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
@@ -117,6 +117,14 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
                        lambda done, total: progress.update(steps, completed=done, total=total))
     _, encode = cpu_encoder(out)
     tuned_chunks = encode(chunks)
+    interpolated: dict[str, dict[str, float | None]] = {}
+    for ratio in ratios:  # each: the corpus embedded again by the merged model
+        with tempfile.TemporaryDirectory(prefix="finetune-split-merged-") as merged:
+            interpolate(base, out, Path(merged), ratio)
+            _, merged_encode = cpu_encoder(Path(merged))
+        merged_chunks = merged_encode(chunks)
+        interpolated[str(ratio)] = {name: figure(merged_encode, merged_chunks, qrels)
+                                    for name, qrels in splits.items()}
     return {
         "dataset": data.name, "epochs": epochs, "positives": positives, "learning_rate": learning_rate,
         "frozen_layers": frozen_layers,
@@ -124,6 +132,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
         "splits": {name: {"queries": len(qrels), "base": base_figures[name],
                           "fine_tuned": figure(encode, tuned_chunks, qrels)}
                    for name, qrels in splits.items()},
+        "interpolated": interpolated,
         "seconds": round(time.perf_counter() - began, 1),
     }
 
@@ -139,12 +148,15 @@ def main() -> None:
                         help="leave the token embeddings and the lowest N transformer layers untrained")
     parser.add_argument("--save-model", type=Path, default=None, metavar="DIR",
                         help="keep the fine-tuned model in DIR (e.g. for bench.fusion_quality --model)")
+    parser.add_argument("--interpolate", type=float, nargs="*", default=[], metavar="RATIO",
+                        help="also score the base and fine-tuned weights mixed at each RATIO "
+                             "(the fine-tuned share)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="finetune-split-") as scratch, Progress(
             console=Console(stderr=True), transient=True) as progress:
         out = args.save_model or Path(scratch)
         report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress,
-                     args.frozen_layers)
+                     args.frozen_layers, args.interpolate)
     print(json.dumps(report, indent=2))
 
 

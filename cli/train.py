@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from cli.common import Bootstrap, bootstrap_or_default, err, fail, out
 from core.bootstrap import build_task_store
 from core.config import get_settings
+from core.fusion import WEIGHT_GRID, weight_metric
 from producers.publisher import Publisher, PublisherError
 from schemas.envelope import INT64_MAX
 from schemas.topics import TRAINING_REQUESTED
@@ -128,5 +129,8 @@ def train(
                           f"{candidate['hybrid_ndcg_at_10']:.4f} at vector weight "
                           f"{candidate['fusion_weight']:g} (held-out queries with a BM25 ranking: "
                           f"{candidate['fusion_queries']:g})")
+                curve = "  ".join(f"{w:g}: {candidate[weight_metric(w)]:.4f}" for w in WEIGHT_GRID
+                                  if weight_metric(w) in candidate)
+                out.print(f"candidate's hybrid nDCG@10 by vector weight: {curve}")
     if task["status"] != "succeeded":
         raise typer.Exit(1)

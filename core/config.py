@@ -191,6 +191,8 @@ class Settings(BaseSettings):
     # Held-out queries with a BM25 ranking a run needs before it records the hybrid fusion
     # weight that scored best on them; with fewer it records the default (core.fusion).
     training_fusion_min_queries: int = Field(default=20, ge=1)  # core.fusion.FUSION_MIN_QUERIES
+    # ... and how much better than the default weight it must score on them (mean nDCG@10).
+    training_fusion_min_gain: float = Field(default=0.01, ge=0.0, le=1.0)  # core.fusion.FUSION_MIN_GAIN
     mlflow_experiment: str = "flywheel-training"
     # Retries of one MLflow request inside its client; past them the trainer retries the run.
     mlflow_http_retries: int = 2

@@ -33,6 +33,7 @@ from core.bootstrap import (
     build_task_store,
     training_work_dir,
 )
+from core.fusion import FusionChoice
 from core.training.dataset import DatasetBuilder, DatasetConfig
 from core.training.finetune import SentenceTransformersTrainer
 from core.training.mining import MiningConfig
@@ -76,7 +77,8 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
 
     lineage = store.for_tenant(DEFAULT_TENANT)
     return Trainer(TrainerDeps(
-        tasks, datasets_of(DEFAULT_TENANT), SentenceTransformersTrainer(settings.training_fusion_min_queries),
+        tasks, datasets_of(DEFAULT_TENANT), SentenceTransformersTrainer(
+            FusionChoice(settings.training_fusion_min_queries, settings.training_fusion_min_gain)),
         build_model_registry(settings),
         lineage.active_version, publish_model, config, is_transient=service.policy.is_transient,
         judgments=uploaded),

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from core.domain import RegisteredModel
+from core.fusion import is_weight_metric
 from core.metrics import GATE_DECISIONS, TRAINING_RUNS
 from core.ports import Datasets, DependencyUnavailable, Judgments, ModelRegistry, ModelTrainer, Tasks
 from core.serving import BASE_SERVING_VERSION, serving_version
@@ -228,7 +229,8 @@ class _Run:
                ) -> ModelPublished:
         return ModelPublished(
             model_version=serving_version(version), registry_version=version,
-            metrics={k: v for k, v in metrics.items() if not k.endswith("_queries")},
+            metrics={k: v for k, v in metrics.items()
+                     if not k.endswith("_queries") and not is_weight_metric(k)},
             fusion_weight=metrics.get("candidate_fusion_weight"),
             artifact_uri=artifact_uri, run_id=self.request.run_id, base_version=base_version,
             tenant=self.request.tenant, source="trainer",

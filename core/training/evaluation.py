@@ -8,15 +8,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from core.fusion import (
+    DEFAULT_FUSION_CHOICE,
     FUSION_DEPTH,
-    FUSION_MIN_QUERIES,
     VECTOR_WEIGHT,
     WEIGHT_GRID,
+    FusionChoice,
     Ranking,
     ScoreParts,
     choose_weight,
     fuse_parts,
     score_parts,
+    weight_metric,
 )
 from core.training.dataset import EvalQuery
 from core.training.metrics import mean_metrics, ndcg_at_k
@@ -37,10 +39,11 @@ def rank_pool(query_vectors: np.ndarray, pool_vectors: np.ndarray, pool_ids: Seq
 
 
 def evaluate(encode: Encode, queries: Sequence[EvalQuery], pools: dict[str, dict[str, str]],
-             min_fusion_queries: int = FUSION_MIN_QUERIES) -> dict[str, float]:
+             fusion: FusionChoice = DEFAULT_FUSION_CHOICE) -> dict[str, float]:
     """nDCG@10, MRR@10 and Recall@10 of the pool ranking, averaged over the queries (clicked
     items are relevant). Where queries carry their BM25 ranking (`EvalQuery.keyword`), also
-    `hybrid_ndcg_at_10`, `fusion_weight` and `fusion_queries` (fusion_metrics)."""
+    `hybrid_ndcg_at_10`, `fusion_weight`, `fusion_queries` and the score at each weight
+    (fusion_metrics)."""
     rankings: list[tuple[list[str], frozenset[str]]] = []
     fused: list[tuple[ScoreParts, frozenset[str]]] = []
     for tenant, pool in sorted(pools.items()):
@@ -57,20 +60,24 @@ def evaluate(encode: Encode, queries: Sequence[EvalQuery], pools: dict[str, dict
     metrics = mean_metrics(rankings, K)
     metrics["queries"] = float(len(rankings))
     if fused:
-        metrics.update(fusion_metrics(fused, min_fusion_queries))
+        metrics.update(fusion_metrics(fused, fusion))
     return metrics
 
 
-def fusion_metrics(fused: Sequence[tuple[ScoreParts, frozenset[str]]], min_queries: int) -> dict[str, float]:
-    """Hybrid search's nDCG@10 at each weight of WEIGHT_GRID, as search fuses (the pool's top
-    FUSION_DEPTH with the query's BM25 top FUSION_DEPTH); the best weight becomes the
-    version's `fusion_weight` when at least `min_queries` queries chose it (else
-    VECTOR_WEIGHT), with `hybrid_ndcg_at_10` at that weight."""
+def fusion_metrics(fused: Sequence[tuple[ScoreParts, frozenset[str]]], fusion: FusionChoice
+                   ) -> dict[str, float]:
+    """Hybrid search's nDCG@10 at each weight of WEIGHT_GRID (`weight_metric`), as search fuses
+    (the pool's top FUSION_DEPTH with the query's BM25 top FUSION_DEPTH). The best weight
+    becomes the version's `fusion_weight` when at least `fusion.min_queries` queries chose it
+    and it beats VECTOR_WEIGHT by `fusion.min_gain` (else VECTOR_WEIGHT); `hybrid_ndcg_at_10`
+    is the score at that weight."""
     by_weight = {
         weight: sum(ndcg_at_k([item for item, _ in fuse_parts(parts, weight)[:K]], relevant, K)
                     for parts, relevant in fused) / len(fused)
         for weight in WEIGHT_GRID
     }
-    weight = choose_weight(by_weight) if len(fused) >= min_queries else VECTOR_WEIGHT
+    weight = (choose_weight(by_weight, VECTOR_WEIGHT, fusion.min_gain) if len(fused) >= fusion.min_queries
+              else VECTOR_WEIGHT)
     return {"hybrid_ndcg_at_10": by_weight[weight], "fusion_weight": weight,
-            "fusion_queries": float(len(fused))}
+            "fusion_queries": float(len(fused)),
+            **{weight_metric(w): score for w, score in by_weight.items()}}

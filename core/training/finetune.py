@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.fusion import FUSION_MIN_QUERIES
+from core.fusion import DEFAULT_FUSION_CHOICE, FusionChoice
 from core.training.dataset import Example, TrainingDataset
 from core.training.evaluation import evaluate
 
@@ -195,26 +195,44 @@ def fine_tune(
     return FineTuneResult(len(batches), seconds, device, sum(losses) / len(losses), losses[-1])
 
 
+def interpolate(base_dir: Path, tuned_dir: Path, out_dir: Path, ratio: float) -> None:
+    """Save to `out_dir` the model whose every weight is `ratio` of the fine-tuned one and the
+    rest the base's (weight-space ensembling, "WiSE-FT"): 1 is the fine-tuned model, 0 the base."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio: {ratio} is outside 0..1; give the fine-tuned model's share")
+    tuned = load_model(tuned_dir, "cpu")
+    base = load_model(base_dir, "cpu").state_dict()
+    merged = {}
+    for name, weight in tuned.state_dict().items():
+        if name not in base or base[name].shape != weight.shape:
+            raise ValueError(f"{tuned_dir} and {base_dir} differ at {name}; "
+                             "interpolate a fine-tuned model with its own base")
+        merged[name] = ratio * weight + (1.0 - ratio) * base[name] if weight.is_floating_point() else weight
+    tuned.load_state_dict(merged)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tuned.save(str(out_dir))
+
+
 def evaluate_model(model_dir: Path, data: TrainingDataset, batch_size: int = 64,
-                   min_fusion_queries: int = FUSION_MIN_QUERIES) -> dict[str, float]:
+                   fusion: FusionChoice = DEFAULT_FUSION_CHOICE) -> dict[str, float]:
     model = load_model(model_dir)
 
     def encode(texts: list[str]) -> Any:
         return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                             convert_to_numpy=True, show_progress_bar=False)
 
-    return evaluate(encode, data.eval_queries, data.pools, min_fusion_queries)
+    return evaluate(encode, data.eval_queries, data.pools, fusion)
 
 
 class SentenceTransformersTrainer:
     """The real `ModelTrainer`: fine-tunes and evaluates with sentence-transformers."""
 
-    def __init__(self, min_fusion_queries: int = FUSION_MIN_QUERIES) -> None:
-        self.min_fusion_queries = min_fusion_queries
+    def __init__(self, fusion: FusionChoice = DEFAULT_FUSION_CHOICE) -> None:
+        self.fusion = fusion
 
     def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
                   progress: Progress | None = None) -> FineTuneResult:
         return fine_tune(base_dir, out_dir, data, config, progress)
 
     def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]:
-        return evaluate_model(model_dir, data, min_fusion_queries=self.min_fusion_queries)
+        return evaluate_model(model_dir, data, fusion=self.fusion)

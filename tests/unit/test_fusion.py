@@ -1,12 +1,15 @@
 from core.fusion import (
+    FUSION_MIN_GAIN,
     FUSION_MIN_QUERIES,
     VECTOR_WEIGHT,
     WEIGHT_GRID,
+    FusionChoice,
     ScoreParts,
     choose_weight,
     convex_fusion,
     min_max,
     score_parts,
+    weight_metric,
 )
 from core.training.evaluation import fusion_metrics
 
@@ -53,6 +56,12 @@ def test_the_best_weight_wins_and_ties_stay_nearest_the_default() -> None:
     assert choose_weight(dict.fromkeys(WEIGHT_GRID, 0.0)) == VECTOR_WEIGHT
 
 
+def test_the_default_weight_stays_unless_the_best_beats_it_by_the_minimum_gain() -> None:
+    assert choose_weight({0.5: 0.80, 0.6: 0.805}, min_gain=0.01) == 0.5
+    assert choose_weight({0.5: 0.80, 0.6: 0.81}, min_gain=0.01) == 0.6  # exactly the minimum moves it
+    assert choose_weight({0.4: 0.80, 0.5: 0.70, 0.6: 0.805}, min_gain=0.01) == 0.6
+
+
 def relevant_first_in(ranking_of: str, n: int) -> list[tuple[ScoreParts, frozenset[str]]]:
     """n queries whose relevant item `r` tops one ranking and is last in the other."""
     good = [("r", 0.9), ("x", 0.5), ("y", 0.1)]
@@ -62,10 +71,24 @@ def relevant_first_in(ranking_of: str, n: int) -> list[tuple[ScoreParts, frozens
 
 
 def test_the_held_out_queries_choose_the_weight_once_there_are_enough() -> None:
-    chosen = fusion_metrics(relevant_first_in("keyword", FUSION_MIN_QUERIES), FUSION_MIN_QUERIES)
+    enough = FusionChoice(min_queries=FUSION_MIN_QUERIES)
+    chosen = fusion_metrics(relevant_first_in("keyword", FUSION_MIN_QUERIES), enough)
     assert chosen["fusion_weight"] < 0.5 and chosen["hybrid_ndcg_at_10"] == 1.0
     assert chosen["fusion_queries"] == FUSION_MIN_QUERIES
-    assert fusion_metrics(relevant_first_in("vector", 30), 20)["fusion_weight"] > 0.5
+    # The score at every weight is reported: BM25 alone (0) finds `r` first, vectors alone (1) last.
+    assert chosen[weight_metric(0.0)] == 1.0 and chosen[weight_metric(1.0)] == 0.5
+    assert chosen[weight_metric(0.5)] < 1.0
+    assert len([name for name in chosen if "_at_10_at_" in name]) == len(WEIGHT_GRID)
+    assert fusion_metrics(relevant_first_in("vector", 30), enough)["fusion_weight"] > 0.5
     # Too few queries to trust: the default, scored at the default.
-    few = fusion_metrics(relevant_first_in("keyword", 3), FUSION_MIN_QUERIES)
+    few = fusion_metrics(relevant_first_in("keyword", 3), enough)
     assert few["fusion_weight"] == VECTOR_WEIGHT and few["hybrid_ndcg_at_10"] < 1.0
+
+
+def test_a_gain_below_the_minimum_keeps_the_default() -> None:
+    queries = relevant_first_in("keyword", FUSION_MIN_QUERIES)
+    gain = fusion_metrics(queries, FusionChoice())["hybrid_ndcg_at_10"] - fusion_metrics(
+        queries, FusionChoice(min_gain=1.0))["hybrid_ndcg_at_10"]
+    assert gain > FUSION_MIN_GAIN  # what the default setting lets through
+    kept = fusion_metrics(queries, FusionChoice(min_gain=gain + 0.01))
+    assert kept["fusion_weight"] == VECTOR_WEIGHT and kept["hybrid_ndcg_at_10"] == kept[weight_metric(0.5)]

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from core.fusion import FusionChoice
 from core.sessions import SessionEventModel, fold
 from core.training.dataset import (
     DatasetBuilder,
@@ -125,7 +126,7 @@ def test_rank_pool_and_evaluate_with_a_fake_encoder() -> None:
     # With their BM25 rankings (a first for both), the fused ranking puts a first for qb too.
     bm25 = (("a", 3.0), ("b", 1.0))
     fused = evaluate(encode, [EvalQuery(q.tenant, q.query, q.relevant, bm25) for q in queries],
-                     {"t": {"a": "A", "b": "B"}}, min_fusion_queries=1)
+                     {"t": {"a": "A", "b": "B"}}, FusionChoice(min_queries=1))
     assert fused["ndcg_at_10"] < 1.0 and fused["hybrid_ndcg_at_10"] == 1.0
     assert fused["fusion_weight"] == 0.5 and fused["fusion_queries"] == 2
 
