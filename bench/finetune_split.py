@@ -1,14 +1,17 @@
 """The trainer's recipe in process, without the stack: does a fine-tune on a BEIR folder's train
 judgements lift its test queries, or only the train queries held out for the gate?
 
-`python -m bench.finetune_split ../shared/data/scifact-dev [--epochs N --positives whole|chunk]`:
+`python -m bench.finetune_split ../shared/data/scifact-dev [--epochs N --positives whole|chunk ...]`:
 the train judgements are split as `flywheel bench quality --source judgments` splits them
-(every seventh query held out); each trained pair gets one negative mined as the platform mines
-it (core.training.mining.select_negatives over the base model's best-chunk ranking); the model
+(every seventh query held out); each trained pair gets `--mined-negatives` (1) negatives mined
+as the platform mines them (core.training.mining.select_negatives over the base model's
+best-chunk ranking), and `--shown-k K` keeps only the pairs a session showing K results would
+have clicked; the model
 is fine-tuned with core.training.finetune; the held-out and test queries are scored with exact
 search (bench.chunk_quality), the test split also by whether a relevant document was trained
 on. `--positives chunk` trains on the positive's best chunk instead of the whole item, the
-text the index embeds; `--save-model DIR` keeps the fine-tuned model. Prints one JSON object.
+text the index embeds; `--interpolate R ...` also scores the base and fine-tuned weights mixed
+at each fine-tuned share R; `--save-model DIR` keeps the fine-tuned model. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -48,33 +51,38 @@ TextOf = Callable[[int, int], str]
 
 def mined_examples(
     qids: Sequence[str], qrels: Qrels, queries: dict[str, str], scores: np.ndarray, doc_ids: Sequence[str],
-    text_of: TextOf, config: MiningConfig,
+    text_of: TextOf, config: MiningConfig, shown_k: int = 0,
 ) -> tuple[list[Example], list[Example], int]:
-    """(triples, pairs without a negative, candidates the false-negative filter skipped): one
-    negative per judged pair, as the platform mines it from `scores` (queries x documents)."""
+    """(triples, pairs without a negative, candidates the false-negative filter skipped):
+    `config.per_pair` negatives per judged pair, as the platform mines them from `scores`
+    (queries x documents). With `shown_k`, only the pairs whose item ranks in the top
+    `shown_k`: what a session that showed that many results would have clicked."""
     position = {d: i for i, d in enumerate(doc_ids)}
     triples: list[Example] = []
     pairs: list[Example] = []
     skipped = 0
     for qi, q in enumerate(qids):
         row = scores[qi]
-        ranked = [(doc_ids[j], float(row[j])) for j in np.argsort(-row)[: config.depth]]
+        order = np.argsort(-row)
+        ranked = [(doc_ids[j], float(row[j])) for j in order[: config.depth]]
         judged = frozenset(qrels[q])
+        shown = {doc_ids[j] for j in order[:shown_k]}
         for item in qrels[q]:
-            if item not in position:
+            if item not in position or (shown_k and item not in shown):
                 continue
             chosen, s = select_negatives(ranked, item, float(row[position[item]]), judged, config)
             skipped += s
             positive = text_of(qi, position[item])
-            if chosen:
-                triples.append(Example(queries[q], positive, text_of(qi, position[chosen[0]])))
-            else:
+            for negative in chosen:
+                triples.append(Example(queries[q], positive, text_of(qi, position[negative])))
+            if not chosen:
                 pairs.append(Example(queries[q], positive))
     return triples, pairs, skipped
 
 
 def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
-        progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = ()) -> dict[str, Any]:
+        progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = (),
+        mined_negatives: int = 1, shown_k: int = 0) -> dict[str, Any]:
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
@@ -110,7 +118,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
 
     scores = fold_to_documents(chunk_scores, chunk_owner, len(doc_ids))
     triples, pairs, skipped = mined_examples(trained_ids, trained, data.queries, scores, doc_ids, text_of,
-                                             MiningConfig())
+                                             MiningConfig(per_pair=mined_negatives), shown_k)
     steps = progress.add_task("fine-tuning", total=None)
     tune = FineTuneConfig(epochs=epochs, learning_rate=learning_rate, frozen_layers=frozen_layers)
     result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs), tune,
@@ -127,7 +135,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
                                     for name, qrels in splits.items()}
     return {
         "dataset": data.name, "epochs": epochs, "positives": positives, "learning_rate": learning_rate,
-        "frozen_layers": frozen_layers,
+        "frozen_layers": frozen_layers, "mined_negatives": mined_negatives, "shown_k": shown_k,
         "steps": result.steps, "triples": len(triples), "pairs": len(pairs), "mined_skipped": skipped,
         "splits": {name: {"queries": len(qrels), "base": base_figures[name],
                           "fine_tuned": figure(encode, tuned_chunks, qrels)}
@@ -151,12 +159,17 @@ def main() -> None:
     parser.add_argument("--interpolate", type=float, nargs="*", default=[], metavar="RATIO",
                         help="also score the base and fine-tuned weights mixed at each RATIO "
                              "(the fine-tuned share)")
+    parser.add_argument("--mined-negatives", type=int, default=MiningConfig.per_pair, metavar="N",
+                        help="negatives mined per pair (0: in-batch negatives only)")
+    parser.add_argument("--shown-k", type=int, default=0, metavar="K",
+                        help="train only the pairs whose item the base model ranks in its top K, as "
+                             "sessions showing K results would click (0: every pair)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="finetune-split-") as scratch, Progress(
             console=Console(stderr=True), transient=True) as progress:
         out = args.save_model or Path(scratch)
         report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress,
-                     args.frozen_layers, args.interpolate)
+                     args.frozen_layers, args.interpolate, args.mined_negatives, args.shown_k)
     print(json.dumps(report, indent=2))
 
 
