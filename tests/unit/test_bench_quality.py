@@ -199,3 +199,10 @@ def test_each_judged_pair_gets_the_negative_the_platform_would_mine() -> None:
                        Example("two", "d3@2", "d1@2")]
     assert pairs == [Example("one", "d0@1")]  # "gone" is not in the corpus: no example
     assert skipped == 1 + 3
+    # Sessions showing one result click only what ranks first: q0's d0 and q2's d3 were not shown.
+    shown = mined_examples(["q0", "q1", "q2"], qrels, queries, scores, docs,
+                           lambda qi, doc: f"{docs[doc]}@{qi}", MiningConfig(), shown_k=1)
+    assert shown[:2] == ([Example("two", "d2@2", "d1@2")], [Example("one", "d0@1")])
+    two_each = mined_examples(["q0"], qrels, queries, scores, docs, lambda qi, doc: f"{docs[doc]}@{qi}",
+                              MiningConfig(per_pair=2))
+    assert two_each[0] == [Example("zero", "d0@0", "d2@0"), Example("zero", "d0@0", "d3@0")]
