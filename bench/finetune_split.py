@@ -80,9 +80,23 @@ def mined_examples(
     return triples, pairs, skipped
 
 
+def base_vectors(encode: Encode, chunks: list[str], cache: Path | None) -> np.ndarray:
+    """The base model's chunk vectors, from `cache` (a .npy file) when it holds this corpus's:
+    the same number of rows, and its first rows equal to a fresh encoding; else encoded (and
+    saved there). Runs that differ only in training then skip one pass over the corpus."""
+    if cache is not None and cache.exists():
+        cached = np.load(cache)
+        if cached.shape[0] == len(chunks) and np.allclose(cached[:16], encode(chunks[:16]), atol=1e-4):
+            return cached
+    vectors = encode(chunks)
+    if cache is not None:
+        np.save(cache, vectors)
+    return vectors
+
+
 def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
         progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = (),
-        mined_negatives: int = 1, shown_k: int = 0) -> dict[str, Any]:
+        mined_negatives: int = 1, shown_k: int = 0, base_cache: Path | None = None) -> dict[str, Any]:
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
@@ -105,7 +119,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
               "test_doc_unseen": {q: j for q, j in data.test.items() if q not in test_seen}}
 
     _, encode = cpu_encoder(base)
-    base_chunks = encode(chunks)
+    base_chunks = base_vectors(encode, chunks, base_cache)
     trained_ids = list(trained)
     chunk_scores = encode([data.queries[q] for q in trained_ids]) @ base_chunks.T
     base_figures = {name: figure(encode, base_chunks, qrels) for name, qrels in splits.items()}
@@ -164,12 +178,15 @@ def main() -> None:
     parser.add_argument("--shown-k", type=int, default=0, metavar="K",
                         help="train only the pairs whose item the base model ranks in its top K, as "
                              "sessions showing K results would click (0: every pair)")
+    parser.add_argument("--base-vectors", type=Path, default=None, metavar="FILE.npy",
+                        help="reuse the base model's chunk vectors from FILE (written on the first run)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="finetune-split-") as scratch, Progress(
             console=Console(stderr=True), transient=True) as progress:
         out = args.save_model or Path(scratch)
         report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress,
-                     args.frozen_layers, args.interpolate, args.mined_negatives, args.shown_k)
+                     args.frozen_layers, args.interpolate, args.mined_negatives, args.shown_k,
+                     args.base_vectors)
     print(json.dumps(report, indent=2))
 
 
