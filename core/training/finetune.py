@@ -195,24 +195,6 @@ def fine_tune(
     return FineTuneResult(len(batches), seconds, device, sum(losses) / len(losses), losses[-1])
 
 
-def interpolate(base_dir: Path, tuned_dir: Path, out_dir: Path, ratio: float) -> None:
-    """Save to `out_dir` the model whose every weight is `ratio` of the fine-tuned one and the
-    rest the base's (weight-space ensembling, "WiSE-FT"): 1 is the fine-tuned model, 0 the base."""
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio: {ratio} is outside 0..1; give the fine-tuned model's share")
-    tuned = load_model(tuned_dir, "cpu")
-    base = load_model(base_dir, "cpu").state_dict()
-    merged = {}
-    for name, weight in tuned.state_dict().items():
-        if name not in base or base[name].shape != weight.shape:
-            raise ValueError(f"{tuned_dir} and {base_dir} differ at {name}; "
-                             "interpolate a fine-tuned model with its own base")
-        merged[name] = ratio * weight + (1.0 - ratio) * base[name] if weight.is_floating_point() else weight
-    tuned.load_state_dict(merged)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tuned.save(str(out_dir))
-
-
 def evaluate_model(model_dir: Path, data: TrainingDataset, batch_size: int = 64,
                    fusion: FusionChoice = DEFAULT_FUSION_CHOICE) -> dict[str, float]:
     model = load_model(model_dir)

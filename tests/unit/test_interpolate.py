@@ -1,4 +1,4 @@
-"""Mixing a fine-tuned model's weights with its base's (core.training.finetune.interpolate)."""
+"""Mixing a fine-tuned model's weights with its base's (bench.finetune_split.interpolate)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.finetune_split import interpolate
 from core.base_model import base_model_dir
 from core.config import Settings
-from core.training.finetune import interpolate, load_model
+from core.training.finetune import load_model
 
 
 def test_each_weight_is_the_given_share_of_the_fine_tuned_model(tmp_path: Path) -> None:
