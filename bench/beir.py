@@ -143,6 +143,17 @@ def judged_metrics(rankings: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[
     }
 
 
+def paired_change(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """The mean per-query change from `before` to `after` (the same queries) and its standard
+    error: a change within about two standard errors of 0 is not told apart from noise."""
+    diffs = [after[q] - before[q] for q in before]
+    if len(diffs) < 2:
+        return {"change": round(sum(diffs), 4), "standard_error": float("nan")}
+    mean = sum(diffs) / len(diffs)
+    variance = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+    return {"change": round(mean, 4), "standard_error": round(math.sqrt(variance / len(diffs)), 4)}
+
+
 def split_held_out(qrels: Qrels, fraction: float) -> tuple[Qrels, Qrels]:
     """(kept, held out): every query whose position in the stable order falls on the held-out
     share, spread through the set rather than taken from its end."""

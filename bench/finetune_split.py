@@ -28,14 +28,13 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from bench.beir import Qrels, read_dataset, split_held_out
+from bench.beir import Qrels, ndcg, paired_change, read_dataset, split_held_out
 from bench.chunk_quality import (
     Encode,
     best_chunk_scores,
     chunk_corpus,
     cpu_encoder,
     fold_to_documents,
-    ndcg_at_10,
 )
 from bench.quality import QualityConfig
 from core.base_model import base_model_dir
@@ -98,6 +97,10 @@ def interpolate(base_dir: Path, tuned_dir: Path, out_dir: Path, ratio: float) ->
     tuned.save(str(out_dir))
 
 
+def mean(per_query: dict[str, float]) -> float | None:
+    return round(sum(per_query.values()) / len(per_query), 4) if per_query else None
+
+
 def base_vectors(encode: Encode, chunks: list[str], cache: Path | None) -> np.ndarray:
     """The base model's chunk vectors, from `cache` (a .npy file) when it holds this corpus's:
     the same number of rows, and its first rows equal to a fresh encoding; else encoded (and
@@ -124,12 +127,13 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     # Split as `bench quality --source judgments` splits the uploads.
     trained, held_out = split_held_out(data.train, QualityConfig.held_out_fraction)
 
-    def figure(encode: Encode, chunk_vectors: np.ndarray, qrels: Qrels) -> float | None:
-        if not qrels:  # a split with no queries has no figure
-            return None
+    def per_query(encode: Encode, chunk_vectors: np.ndarray, qrels: Qrels) -> dict[str, float]:
+        if not qrels:
+            return {}
         query_vectors = encode([data.queries[q] for q in qrels])
-        return ndcg_at_10(best_chunk_scores(query_vectors, chunk_vectors, chunk_owner, len(doc_ids)),
-                          doc_ids, list(qrels), qrels)
+        scores = best_chunk_scores(query_vectors, chunk_vectors, chunk_owner, len(doc_ids))
+        return {q: ndcg([doc_ids[j] for j in np.argsort(-row)[:10]], qrels[q], 10)
+                for row, q in zip(scores, qrels, strict=True)}
 
     trained_docs = {item for judged in trained.values() for item in judged}
     test_seen = {q: j for q, j in data.test.items() if any(item in trained_docs for item in j)}
@@ -140,7 +144,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     base_chunks = base_vectors(encode, chunks, base_cache)
     trained_ids = list(trained)
     chunk_scores = encode([data.queries[q] for q in trained_ids]) @ base_chunks.T
-    base_figures = {name: figure(encode, base_chunks, qrels) for name, qrels in splits.items()}
+    base_ndcg = {name: per_query(encode, base_chunks, qrels) for name, qrels in splits.items()}
 
     def text_of(qi: int, doc: int) -> str:
         if positives == "whole":
@@ -157,20 +161,22 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
                        lambda done, total: progress.update(steps, completed=done, total=total))
     _, encode = cpu_encoder(out)
     tuned_chunks = encode(chunks)
+    tuned_ndcg = {name: per_query(encode, tuned_chunks, qrels) for name, qrels in splits.items()}
     interpolated: dict[str, dict[str, float | None]] = {}
     for ratio in ratios:  # each: the corpus embedded again by the merged model
         with tempfile.TemporaryDirectory(prefix="finetune-split-merged-") as merged:
             interpolate(base, out, Path(merged), ratio)
             _, merged_encode = cpu_encoder(Path(merged))
         merged_chunks = merged_encode(chunks)
-        interpolated[str(ratio)] = {name: figure(merged_encode, merged_chunks, qrels)
+        interpolated[str(ratio)] = {name: mean(per_query(merged_encode, merged_chunks, qrels))
                                     for name, qrels in splits.items()}
     return {
         "dataset": data.name, "epochs": epochs, "positives": positives, "learning_rate": learning_rate,
         "frozen_layers": frozen_layers, "mined_negatives": mined_negatives, "shown_k": shown_k,
         "steps": result.steps, "triples": len(triples), "pairs": len(pairs), "mined_skipped": skipped,
-        "splits": {name: {"queries": len(qrels), "base": base_figures[name],
-                          "fine_tuned": figure(encode, tuned_chunks, qrels)}
+        "splits": {name: {"queries": len(qrels), "base": mean(base_ndcg[name]),
+                          "fine_tuned": mean(tuned_ndcg[name]),
+                          **paired_change(base_ndcg[name], tuned_ndcg[name])}
                    for name, qrels in splits.items()},
         "interpolated": interpolated,
         "seconds": round(time.perf_counter() - began, 1),

@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 from rich.progress import Progress
 
-from bench.beir import clicks_for, judged_metrics, ndcg, read_dataset, read_qrels, recall, split_held_out
+from bench.beir import (
+    clicks_for,
+    judged_metrics,
+    ndcg,
+    paired_change,
+    read_dataset,
+    read_qrels,
+    recall,
+    split_held_out,
+)
 from bench.chunk_quality import best_chunk_scores
 from bench.finetune_split import mined_examples
 from bench.quality import Api, QualityConfig, QualityError, QualityRun
@@ -206,3 +215,10 @@ def test_each_judged_pair_gets_the_negative_the_platform_would_mine() -> None:
     two_each = mined_examples(["q0"], qrels, queries, scores, docs, lambda qi, doc: f"{docs[doc]}@{qi}",
                               MiningConfig(per_pair=2))
     assert two_each[0] == [Example("zero", "d0@0", "d2@0"), Example("zero", "d0@0", "d3@0")]
+
+
+def test_a_change_is_reported_with_its_paired_standard_error() -> None:
+    before = {"a": 0.5, "b": 0.5, "c": 0.0, "d": 1.0}
+    after = {"a": 1.0, "b": 0.5, "c": 0.5, "d": 1.0}  # per query: +0.5, 0, +0.5, 0
+    assert paired_change(before, after) == {"change": 0.25, "standard_error": 0.1443}  # sqrt(1/12) / 2
+    assert paired_change(before, before) == {"change": 0.0, "standard_error": 0.0}
