@@ -32,7 +32,16 @@ from typing import Any, Literal
 import httpx
 from rich.progress import Progress
 
-from bench.beir import BeirDataset, Qrels, clicks_for, judged_metrics, judgments_jsonl, split_held_out
+from bench.beir import (
+    BeirDataset,
+    Qrels,
+    clicks_for,
+    judged_metrics,
+    judgments_jsonl,
+    ndcg,
+    paired_change,
+    split_held_out,
+)
 from bench.runtime import StackUnavailable, machine_info, run_bounded
 from core.rollout import reindex_task_id
 from schemas.topics import CLICKS
@@ -195,7 +204,9 @@ class QualityRun:
             at_10 = judged_metrics(rankings[mode, 10], qrels)
             at_100 = judged_metrics(rankings[mode, 100], qrels)
             report[mode] = {"ndcg@10": at_10["ndcg@10"], "recall@100": at_100["recall@100"],
-                            "ndcg@10_at_k100": at_100["ndcg@10"]}
+                            "ndcg@10_at_k100": at_100["ndcg@10"],
+                            "ndcg@10_by_query": {q: round(ndcg(rankings[mode, 10].get(q, []), judged, 10), 5)
+                                                 for q, judged in qrels.items()}}
         # The vector weight the hybrid answers were fused at (the answering version's).
         report["hybrid"]["fusion_weight"] = weights.most_common(1)[0][0] if weights else None
         return {**report["vector"], "modes": report, "queries": len(qrels),
@@ -365,11 +376,18 @@ async def run_quality(
         report["timings_s"] = run.timings.to_dict()
         report["machine"] = machine_info()
     if report["fine_tuned"]:
-        report["change"] = {name: round(report["fine_tuned"][name] - report["base"][name], 5)
-                            for name in ("ndcg@10", "recall@100")}
-        report["change_by_mode"] = {
-            mode: {name: round(report["fine_tuned"]["modes"][mode][name]
-                               - report["base"]["modes"][mode][name], 5)
-                   for name in ("ndcg@10", "recall@100")}
-            for mode in SEARCH_MODES}
+        report.update(changes(report["base"], report["fine_tuned"]))
     return report
+
+
+def changes(base: dict[str, Any], fine_tuned: dict[str, Any]) -> dict[str, Any]:
+    """`change` (vector mode) and `change_by_mode`: fine-tuned less base, with nDCG@10's paired
+    standard error over the test queries (a change within about two of them is noise)."""
+    by_mode: dict[str, Any] = {}
+    for mode in SEARCH_MODES:
+        before, after = base["modes"][mode], fine_tuned["modes"][mode]
+        by_mode[mode] = {name: round(after[name] - before[name], 5) for name in ("ndcg@10", "recall@100")}
+        by_mode[mode]["ndcg@10_standard_error"] = paired_change(
+            before["ndcg@10_by_query"], after["ndcg@10_by_query"])["standard_error"]
+    return {"change": {name: round(fine_tuned[name] - base[name], 5) for name in ("ndcg@10", "recall@100")},
+            "change_by_mode": by_mode}

@@ -26,7 +26,7 @@ from bench.beir import (
 )
 from bench.chunk_quality import best_chunk_scores
 from bench.finetune_split import mined_examples
-from bench.quality import Api, QualityConfig, QualityError, QualityRun
+from bench.quality import Api, QualityConfig, QualityError, QualityRun, changes
 from core.datasets import parse
 from core.training.dataset import Example
 from core.training.mining import MiningConfig
@@ -135,6 +135,24 @@ def test_evaluation_asks_as_users_do_k10_for_ndcg_and_k100_for_recall_in_both_mo
     assert report["modes"]["hybrid"]["ndcg@10"] == 1.0
     assert report["ndcg@10"] == report["modes"]["vector"]["ndcg@10"]
     assert report["answered_by"] == {"1": 4}
+    # Per query, for the paired standard error of a change (query 4 judges nothing relevant).
+    assert report["modes"]["hybrid"]["ndcg@10_by_query"] == {"3": 1.0}
+    assert report["modes"]["vector"]["ndcg@10_by_query"] == {"3": 0.0}
+
+
+def test_the_change_by_mode_carries_the_paired_standard_error() -> None:
+    def evaluation(vector: list[float], hybrid: list[float]) -> dict[str, Any]:
+        modes = {mode: {"ndcg@10": sum(scores) / 4, "recall@100": 1.0,
+                        "ndcg@10_by_query": dict(zip("abcd", scores, strict=True))}
+                 for mode, scores in (("vector", vector), ("hybrid", hybrid))}
+        return {**modes["vector"], "modes": modes}
+
+    change = changes(evaluation([0.5, 0.5, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]),
+                     evaluation([1.0, 0.5, 0.5, 1.0], [1.0, 1.0, 1.0, 1.0]))
+    assert change["change"] == {"ndcg@10": 0.25, "recall@100": 0.0}
+    assert change["change_by_mode"]["vector"] == {
+        "ndcg@10": 0.25, "recall@100": 0.0, "ndcg@10_standard_error": 0.1443}
+    assert change["change_by_mode"]["hybrid"]["ndcg@10_standard_error"] == 0.0
 
 
 def test_held_out_queries_are_spread_through_the_set_and_never_trained_on() -> None:
