@@ -79,8 +79,9 @@ def convex_fusion(vector: Ranking, keyword: Ranking, weight: float = VECTOR_WEIG
 
 
 def weight_metric(weight: float) -> str:
-    """The name of hybrid nDCG@10 at one weight of WEIGHT_GRID, e.g. `hybrid_ndcg_at_10_at_0.6`."""
-    return f"hybrid_ndcg_at_10_at_{weight:g}"
+    """The name of hybrid nDCG@10 at one weight of WEIGHT_GRID, e.g. `hybrid_ndcg_at_10_at_0_6`
+    for 0.6 (no dot: the name is a key of the task's details, and MongoDB keys hold none)."""
+    return f"hybrid_ndcg_at_10_at_{weight:g}".replace(".", "_")
 
 
 def is_weight_metric(name: str) -> bool:

@@ -24,6 +24,7 @@ from core.adapters.session_store import MongoSessionStore
 from core.adapters.task_store import TaskStore
 from core.config import Settings
 from core.datasets import parse_jsonl
+from core.fusion import WEIGHT_GRID, weight_metric
 from core.kafka_auth import kafka_client_options
 from core.serving import REGISTERED_MODEL_NAME
 from core.sessions import fold
@@ -339,6 +340,9 @@ async def test_training_on_uploaded_judgments_judged_on_a_held_out_set(
     for model in ("base", "candidate"):
         assert scores[model]["fusion_queries"] == 4.0 and scores[model]["fusion_weight"] == 0.5
         assert scores[model]["hybrid_ndcg_at_10"] > 0.5, scores  # BM25 finds each by its subject
+        # The score at every weight is kept with the task (and in MLflow), the chosen one among them.
+        curve = {w: scores[model][weight_metric(w)] for w in WEIGHT_GRID}
+        assert curve[0.5] == scores[model]["hybrid_ndcg_at_10"] and curve[0.0] > 0.5, curve
     if task["status"] == "succeeded":
         assert task["details"]["published_event"]["fusion_weight"] == 0.5
 

@@ -135,7 +135,7 @@ class FakeTrainer:
         score = self.scores[which]
         return {"ndcg_at_10": score, "mrr_at_10": score, "recall_at_10": score, "queries": 2.0,
                 "hybrid_ndcg_at_10": score + 0.05, "fusion_weight": 0.5 if which == "base" else 0.3,
-                "fusion_queries": 2.0, "hybrid_ndcg_at_10_at_0.3": score + 0.05}
+                "fusion_queries": 2.0, "hybrid_ndcg_at_10_at_0_3": score + 0.05}
 
 
 class FakeRegistry:
