@@ -59,6 +59,20 @@ def fold_to_documents(chunk_scores: np.ndarray, owner: np.ndarray, documents: in
     return scores
 
 
+def cached_vectors(encode: Encode, chunks: list[str], cache: Path | None) -> np.ndarray:
+    """The chunks' vectors, from `cache` (a .npy file) when it holds this corpus's with this
+    model: the same number of rows, and its first rows equal to a fresh encoding; else encoded
+    (and saved there). Runs over the same corpus and model then skip one pass over it."""
+    if cache is not None and cache.exists():
+        cached = np.load(cache)
+        if cached.shape[0] == len(chunks) and np.allclose(cached[:16], encode(chunks[:16]), atol=1e-4):
+            return cached
+    vectors = encode(chunks)
+    if cache is not None:
+        np.save(cache, vectors)
+    return vectors
+
+
 def chunk_corpus(chunker: Chunker, docs: Sequence[Doc]) -> tuple[list[str], np.ndarray]:
     """Every document's chunks as the indexer cuts them, and the position of each one's document."""
     chunks: list[str] = []

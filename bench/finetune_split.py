@@ -32,6 +32,7 @@ from bench.beir import Qrels, ndcg, paired_change, read_dataset, split_held_out
 from bench.chunk_quality import (
     Encode,
     best_chunk_scores,
+    cached_vectors,
     chunk_corpus,
     cpu_encoder,
     fold_to_documents,
@@ -101,20 +102,6 @@ def mean(per_query: dict[str, float]) -> float | None:
     return round(sum(per_query.values()) / len(per_query), 4) if per_query else None
 
 
-def base_vectors(encode: Encode, chunks: list[str], cache: Path | None) -> np.ndarray:
-    """The base model's chunk vectors, from `cache` (a .npy file) when it holds this corpus's:
-    the same number of rows, and its first rows equal to a fresh encoding; else encoded (and
-    saved there). Runs that differ only in training then skip one pass over the corpus."""
-    if cache is not None and cache.exists():
-        cached = np.load(cache)
-        if cached.shape[0] == len(chunks) and np.allclose(cached[:16], encode(chunks[:16]), atol=1e-4):
-            return cached
-    vectors = encode(chunks)
-    if cache is not None:
-        np.save(cache, vectors)
-    return vectors
-
-
 def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
         progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = (),
         mined_negatives: int = 1, shown_k: int = 0, base_cache: Path | None = None) -> dict[str, Any]:
@@ -141,7 +128,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
               "test_doc_unseen": {q: j for q, j in data.test.items() if q not in test_seen}}
 
     _, encode = cpu_encoder(base)
-    base_chunks = base_vectors(encode, chunks, base_cache)
+    base_chunks = cached_vectors(encode, chunks, base_cache)
     trained_ids = list(trained)
     chunk_scores = encode([data.queries[q] for q in trained_ids]) @ base_chunks.T
     base_ndcg = {name: per_query(encode, base_chunks, qrels) for name, qrels in splits.items()}

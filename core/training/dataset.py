@@ -65,6 +65,12 @@ class EvalQuery:
     # The tenant's BM25 ranking for the query, (id, score) best first, as hybrid search reads
     # it: what the evaluation fuses with the candidate's ranking to choose the fusion weight.
     keyword: tuple[tuple[str, float], ...] = ()
+    # The items whose relevance the sessions observed (shown: clicked or passed over), or None
+    # when every unlisted item counts as irrelevant (an uploaded evaluation set). The fusion
+    # weight is scored on the fused ranking cut down to them (a condensed list): an item only
+    # BM25 brings was never shown, so its relevance is unknown, and counting it irrelevant
+    # favours the vector ranking that chose what was shown.
+    judged: frozenset[str] | None = None
 
 
 @dataclass
@@ -237,6 +243,7 @@ class DatasetBuilder:
         for query in queries:
             if kept := {item for item in relevant[query] if item in texts}:
                 acc.eval[(tenant, query)] = kept
+                acc.eval_shown.pop((tenant, query), None)  # judged: every other item is irrelevant
                 stats.judged_eval_queries += 1
 
     async def _keyword_rankings(self, keyword: KeywordSearch, acc: _Accumulator) -> None:
@@ -300,6 +307,7 @@ class _Accumulator:
         self.pairs: dict[tuple[str, str, str], Example] = {}
         self.triples: dict[tuple[str, str, str, str], Example] = {}
         self.eval: dict[tuple[str, str], set[str]] = {}
+        self.eval_shown: dict[tuple[str, str], set[str]] = {}
         self.keyword: dict[tuple[str, str], tuple[tuple[str, float], ...]] = {}
         self.pool_size = 0
         # For mining: every item clicked for a query (training and held-out sessions alike),
@@ -366,6 +374,7 @@ class _Accumulator:
             if key not in self.eval and len(self.eval) >= self.config.max_eval_queries:
                 continue
             self.eval.setdefault(key, set()).update(relevant)
+            self.eval_shown.setdefault(key, set()).update(relevant, (i for i, _ in j.shown))
             for item in [*relevant, *(i for i, _ in j.shown)]:
                 if item in texts and item not in pool and self.pool_size < self.config.max_pool_items:
                     pool[item] = texts[item]
@@ -381,7 +390,8 @@ class _Accumulator:
         with_negatives = {key[:3] for key in self.triples}
         data.triples = list(self.triples.values())
         data.pairs = [ex for key, ex in self.pairs.items() if key not in with_negatives]
-        data.eval_queries = [EvalQuery(t, q, frozenset(rel), self.keyword.get((t, q), ()))
+        shown = {key: frozenset(items) for key, items in self.eval_shown.items()}
+        data.eval_queries = [EvalQuery(t, q, frozenset(rel), self.keyword.get((t, q), ()), shown.get((t, q)))
                              for (t, q), rel in self.eval.items()]
         stats.keyword_eval_queries = len(self.keyword)
         stats.pairs = len(self.pairs)

@@ -25,6 +25,8 @@ from core.training.metrics import mean_metrics, ndcg_at_k
 
 # Texts -> L2-normalised vectors, one row per text.
 Encode = Callable[[list[str]], np.ndarray]
+# A held-out query for the fusion weight: both rankings' parts, its relevant items, its judged ones.
+Fused = tuple[ScoreParts, frozenset[str], frozenset[str] | None]
 K = 10
 
 
@@ -45,7 +47,7 @@ def evaluate(encode: Encode, queries: Sequence[EvalQuery], pools: dict[str, dict
     `hybrid_ndcg_at_10`, `fusion_weight`, `fusion_queries` and the score at each weight
     (fusion_metrics)."""
     rankings: list[tuple[list[str], frozenset[str]]] = []
-    fused: list[tuple[ScoreParts, frozenset[str]]] = []
+    fused: list[Fused] = []
     for tenant, pool in sorted(pools.items()):
         mine = [q for q in queries if q.tenant == tenant]
         if not mine or not pool:
@@ -56,7 +58,7 @@ def evaluate(encode: Encode, queries: Sequence[EvalQuery], pools: dict[str, dict
         for ranked, q in zip(rank_pool(query_vectors, pool_vectors, ids, FUSION_DEPTH), mine, strict=True):
             rankings.append(([item for item, _ in ranked[:K]], q.relevant))
             if q.keyword:
-                fused.append((score_parts(ranked, list(q.keyword)), q.relevant))
+                fused.append((score_parts(ranked, list(q.keyword)), q.relevant, q.judged))
     metrics = mean_metrics(rankings, K)
     metrics["queries"] = float(len(rankings))
     if fused:
@@ -64,16 +66,22 @@ def evaluate(encode: Encode, queries: Sequence[EvalQuery], pools: dict[str, dict
     return metrics
 
 
-def fusion_metrics(fused: Sequence[tuple[ScoreParts, frozenset[str]]], fusion: FusionChoice
-                   ) -> dict[str, float]:
+def condensed(ranking: Ranking, judged: frozenset[str] | None) -> list[str]:
+    """The top K of a ranking, keeping only the items whose relevance is known (all when
+    `judged` is None)."""
+    return [item for item, _ in ranking if judged is None or item in judged][:K]
+
+
+def fusion_metrics(fused: Sequence[Fused], fusion: FusionChoice) -> dict[str, float]:
     """Hybrid search's nDCG@10 at each weight of WEIGHT_GRID (`weight_metric`), as search fuses
-    (the pool's top FUSION_DEPTH with the query's BM25 top FUSION_DEPTH). The best weight
+    (the pool's top FUSION_DEPTH with the query's BM25 top FUSION_DEPTH), each fused ranking
+    condensed to the query's judged items (EvalQuery.judged). The best weight
     becomes the version's `fusion_weight` when at least `fusion.min_queries` queries chose it
     and it beats VECTOR_WEIGHT by `fusion.min_gain` (else VECTOR_WEIGHT); `hybrid_ndcg_at_10`
     is the score at that weight."""
     by_weight = {
-        weight: sum(ndcg_at_k([item for item, _ in fuse_parts(parts, weight)[:K]], relevant, K)
-                    for parts, relevant in fused) / len(fused)
+        weight: sum(ndcg_at_k(condensed(fuse_parts(parts, weight), judged), relevant, K)
+                    for parts, relevant, judged in fused) / len(fused)
         for weight in WEIGHT_GRID
     }
     weight = (choose_weight(by_weight, VECTOR_WEIGHT, fusion.min_gain) if len(fused) >= fusion.min_queries

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench.fusion_quality import bm25_scores, rrf, top
+from bench.fusion_quality import bm25_scores, rrf, session_labels, top
 from core.adapters.pgvector.bm25 import K1, B
 
 
@@ -30,3 +30,18 @@ def test_top_and_the_rrf_baseline() -> None:
     fused = rrf([("a", 0.9), ("b", 0.8)], [("b", 3.0), ("c", 1.0)])
     assert [item for item, _ in fused] == ["b", "a", "c"]
     assert fused[0][1] == 1 / 62 + 1 / 61
+
+
+def test_session_labels_score_weights_on_clicks_with_and_without_the_unshown_items() -> None:
+    """The session showed x and a (the vector top 2) and clicked a; u is relevant but was never
+    shown, so no click says so. BM25 ranks u, a, x: on clicks alone u counts as a miss above a;
+    condensed to what was shown, BM25 puts a first. A query whose relevant item was not shown
+    has no click and no score."""
+    vector = [("x", 0.9), ("a", 0.8), ("y", 0.1)]
+    keyword = [("u", 9.0), ("a", 8.0), ("x", 1.0)]
+    labels = session_labels([vector, vector], [keyword, keyword], {"q1": {"a": 1, "u": 1}, "q2": {"y": 1}},
+                            shown_k=2)
+    assert labels["queries_with_clicks"] == 1
+    second = round(1 / math.log2(3), 4)  # the clicked item at rank 2
+    assert labels["clicks"][0.0] == second == labels["clicks"][1.0]
+    assert labels["clicks_condensed"][0.0] == 1.0 and labels["clicks_condensed"][1.0] == second

@@ -4,14 +4,13 @@ from core.fusion import (
     VECTOR_WEIGHT,
     WEIGHT_GRID,
     FusionChoice,
-    ScoreParts,
     choose_weight,
     convex_fusion,
     min_max,
     score_parts,
     weight_metric,
 )
-from core.training.evaluation import fusion_metrics
+from core.training.evaluation import Fused, fusion_metrics
 
 
 def test_scores_are_rescaled_over_each_ranking() -> None:
@@ -62,12 +61,25 @@ def test_the_default_weight_stays_unless_the_best_beats_it_by_the_minimum_gain()
     assert choose_weight({0.4: 0.80, 0.5: 0.70, 0.6: 0.805}, min_gain=0.01) == 0.6
 
 
-def relevant_first_in(ranking_of: str, n: int) -> list[tuple[ScoreParts, frozenset[str]]]:
+def relevant_first_in(ranking_of: str, n: int) -> list[Fused]:
     """n queries whose relevant item `r` tops one ranking and is last in the other."""
     good = [("r", 0.9), ("x", 0.5), ("y", 0.1)]
     bad = [("x", 9.0), ("y", 5.0), ("r", 1.0)]
     vector, keyword = (good, bad) if ranking_of == "vector" else (bad, good)
-    return [(score_parts(vector, keyword), frozenset({"r"})) for _ in range(n)]
+    return [(score_parts(vector, keyword), frozenset({"r"}), None) for _ in range(n)]
+
+
+def test_items_no_session_showed_do_not_count_against_a_weight() -> None:
+    """BM25 puts `u`, never shown, first and the clicked `r` second; the vectors put `x`, shown
+    and passed over, above `r`. Counted as irrelevant, `u` makes BM25 look as bad as the vectors;
+    condensed to what was shown, BM25 ranks `r` first among the judged items."""
+    vector = [("x", 0.9), ("r", 0.8), ("y", 0.1)]
+    keyword = [("u", 9.0), ("r", 8.0), ("x", 1.0)]
+    parts = score_parts(vector, keyword)
+    unknown = fusion_metrics([(parts, frozenset({"r"}), None)] * 20, FusionChoice())
+    judged = fusion_metrics([(parts, frozenset({"r"}), frozenset({"r", "x", "y"}))] * 20, FusionChoice())
+    assert unknown[weight_metric(0.0)] == unknown[weight_metric(1.0)] < 1.0
+    assert judged[weight_metric(0.0)] == 1.0 and judged[weight_metric(1.0)] < 1.0
 
 
 def test_the_held_out_queries_choose_the_weight_once_there_are_enough() -> None:

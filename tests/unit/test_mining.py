@@ -94,7 +94,7 @@ async def test_judged_pairs_graded_zero_negatives_and_a_held_out_dataset() -> No
     assert s.judged_pairs == 1 and s.judged_negatives == 1 and s.judged_missing_items == 1
     assert ("wanted", "text of c", "text of d") in {(e.anchor, e.positive, e.negative) for e in data.triples}
     # Evaluated on the uploaded queries with a relevant item; the pool adds the ranker's top 2.
-    assert [(q.query, q.relevant) for q in data.eval_queries] == [("test", frozenset({"f"}))]
+    assert [(q.query, q.relevant, q.judged) for q in data.eval_queries] == [("test", frozenset({"f"}), None)]
     assert s.judged_eval_queries == 1 and set(data.pools["default"]) == {"f", "h", "e", "a"}
 
 

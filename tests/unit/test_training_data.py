@@ -175,6 +175,8 @@ async def test_held_out_queries_carry_their_bm25_ranking_and_its_items_join_the_
     assert by_query["q"].keyword == (("h", 7.5), ("c", 2.0)) and by_query["r"].keyword == ()
     assert sorted(keyword.asked) == [("default", "q", 100), ("default", "r", 100)]
     assert data.pools["default"]["h"] == "text of h"  # ranked by BM25 only: now in the pool
+    # ... but its relevance is unknown: the judged items are what the sessions showed.
+    assert by_query["q"].judged == frozenset({"a", "b", "c"}) and by_query["r"].judged == frozenset({"d"})
     assert data.stats.keyword_eval_queries == 1 and data.stats.keyword_pool_items == 1
     # Without a keyword search the pool is what the sessions showed.
     plain = await DatasetBuilder(await repo_with(sessions), FakeItemTexts(TEXTS), config).build()
