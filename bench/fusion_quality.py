@@ -2,8 +2,8 @@
 folder: reciprocal rank fusion against a convex combination of min-max normalised scores
 (core.fusion.convex_fusion) over a grid of weights, on the train and test judgements.
 
-`python -m bench.fusion_quality ../shared/data/scifact-dev [--model DIR] [--vectors FILE.npy]` (a running stack's
-PostgreSQL analyses the texts: `flywheel up postgres`). BM25 is the platform's formula
+`python -m bench.fusion_quality ../shared/data/scifact-dev [--model DIR] [--vectors FILE.npy]`
+(a running stack's PostgreSQL analyses the texts: `flywheel up postgres`). BM25 is the platform's formula
 (core.adapters.pgvector.bm25) over the lexemes PostgreSQL's `english` configuration makes of
 each title and text, as items.tsv does; the vector ranking is exact search over the platform's
 chunks (bench.chunk_quality), scored by each item's best chunk; each ranking is cut to the
