@@ -78,14 +78,18 @@ def convex_fusion(vector: Ranking, keyword: Ranking, weight: float = VECTOR_WEIG
     return fuse_parts(score_parts(vector, keyword), weight)
 
 
+WEIGHT_METRIC_PREFIX = "hybrid_ndcg_at_10_at_"
+
+
 def weight_metric(weight: float) -> str:
     """The name of hybrid nDCG@10 at one weight of WEIGHT_GRID, e.g. `hybrid_ndcg_at_10_at_0_6`
     for 0.6 (no dot: the name is a key of the task's details, and MongoDB keys hold none)."""
-    return f"hybrid_ndcg_at_10_at_{weight:g}".replace(".", "_")
+    return f"{WEIGHT_METRIC_PREFIX}{weight:g}".replace(".", "_")
 
 
 def is_weight_metric(name: str) -> bool:
-    return "hybrid_ndcg_at_10_at_" in name
+    """True of weight_metric's names, with or without a `base_`/`candidate_` prefix."""
+    return WEIGHT_METRIC_PREFIX in name
 
 
 def choose_weight(scores: dict[float, float], default: float = VECTOR_WEIGHT, min_gain: float = 0.0) -> float:
