@@ -149,8 +149,8 @@ async def test_a_50_percent_split_routes_sessions_deterministically_and_models_r
 
         async def folded() -> bool:
             docs = await session_store.get_many([f"{TENANT}/{sid}" for sid in sessions])
-            return len(docs) == len(sessions) and sum(
-                len(s["clicks"]) for d in docs.values() for s in d["searches"]) == len(clicked)
+            return (len(docs) == len(sessions) and all(len(d["searches"]) == 2 for d in docs.values())
+                    and sum(len(s["clicks"]) for d in docs.values() for s in d["searches"]) == len(clicked))
         await wait_for(folded)
 
         models = (await client.get("/v1/models", headers=AUTH)).json()

@@ -146,8 +146,10 @@ async def training_data(
     await publisher.publish_many("clicks", click_events(count, who, "train"))
 
     async def ready() -> bool:
-        return (await store.count_items(who) == len(ITEMS)
-                and len(await sessions_of(session_store, who)) == count)
+        # Each session's click folded too, not only its search: the split reads clicked sessions.
+        docs = await sessions_of(session_store, who)
+        return (await store.count_items(who) == len(ITEMS) and len(docs) == count
+                and all(s["clicks"] for d in docs.values() for s in d["searches"]))
     await wait_for(ready, 120)
     return since
 
