@@ -104,7 +104,8 @@ def mean(per_query: dict[str, float]) -> float | None:
 
 def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
         progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = (),
-        mined_negatives: int = 1, shown_k: int = 0, base_cache: Path | None = None) -> dict[str, Any]:
+        mined_negatives: int = 1, shown_k: int = 0, base_cache: Path | None = None,
+        batch_size: int = FineTuneConfig.batch_size) -> dict[str, Any]:
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
@@ -143,7 +144,8 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     triples, pairs, skipped = mined_examples(trained_ids, trained, data.queries, scores, doc_ids, text_of,
                                              MiningConfig(per_pair=mined_negatives), shown_k)
     steps = progress.add_task("fine-tuning", total=None)
-    tune = FineTuneConfig(epochs=epochs, learning_rate=learning_rate, frozen_layers=frozen_layers)
+    tune = FineTuneConfig(epochs=epochs, learning_rate=learning_rate, frozen_layers=frozen_layers,
+                          batch_size=batch_size)
     result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs), tune,
                        lambda done, total: progress.update(steps, completed=done, total=total))
     _, encode = cpu_encoder(out)
@@ -160,6 +162,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     return {
         "dataset": data.name, "epochs": epochs, "positives": positives, "learning_rate": learning_rate,
         "frozen_layers": frozen_layers, "mined_negatives": mined_negatives, "shown_k": shown_k,
+        "batch_size": batch_size,
         "steps": result.steps, "triples": len(triples), "pairs": len(pairs), "mined_skipped": skipped,
         "splits": {name: {"queries": len(qrels), "base": mean(base_ndcg[name]),
                           "fine_tuned": mean(tuned_ndcg[name]),
@@ -189,6 +192,8 @@ def main() -> None:
     parser.add_argument("--shown-k", type=int, default=0, metavar="K",
                         help="train only the pairs whose item the base model ranks in its top K, as "
                              "sessions showing K results would click (0: every pair)")
+    parser.add_argument("--batch-size", type=int, default=FineTuneConfig.batch_size, metavar="N",
+                        help="examples per optimiser step; each is an in-batch negative for the others")
     parser.add_argument("--base-vectors", type=Path, default=None, metavar="FILE.npy",
                         help="reuse the base model's chunk vectors from FILE (written on the first run)")
     args = parser.parse_args()
@@ -197,7 +202,7 @@ def main() -> None:
         out = args.save_model or Path(scratch)
         report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress,
                      args.frozen_layers, args.interpolate, args.mined_negatives, args.shown_k,
-                     args.base_vectors)
+                     args.base_vectors, args.batch_size)
     print(json.dumps(report, indent=2))
 
 
