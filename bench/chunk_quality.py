@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.beir import Qrels, judged_metrics, read_dataset
+from bench.beir import Qrels, ndcg, read_dataset
 from bench.corpus import Doc
 from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
@@ -84,10 +84,16 @@ def chunk_corpus(chunker: Chunker, docs: Sequence[Doc]) -> tuple[list[str], np.n
     return chunks, np.array(owner)
 
 
+def ndcg_by_query(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels: Qrels) -> dict[str, float]:
+    """Each query's nDCG@10, ranking the documents by its row of scores."""
+    return {q: ndcg([doc_ids[j] for j in np.argsort(-row)[:10]], qrels[q], 10)
+            for row, q in zip(scores, qids, strict=True)}
+
+
 def ndcg_at_10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels: Qrels) -> float:
-    """nDCG@10 over the queries, each ranking the documents by its row of scores."""
-    rankings = {q: [doc_ids[j] for j in np.argsort(-row)[:10]] for row, q in zip(scores, qids, strict=True)}
-    return round(judged_metrics(rankings, qrels)["ndcg@10"], 4)
+    """nDCG@10 averaged over the queries."""
+    per_query = ndcg_by_query(scores, doc_ids, qids, qrels)
+    return round(sum(per_query.values()) / len(per_query), 4) if per_query else 0.0
 
 
 def run(dataset: Path, max_docs: int | None, max_queries: int | None, batch_size: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from bench.beir import Qrels, ndcg, paired_change, read_dataset, split_held_out
+from bench.beir import Qrels, paired_change, read_dataset, split_held_out
 from bench.chunk_quality import (
     Encode,
     best_chunk_scores,
@@ -36,6 +36,7 @@ from bench.chunk_quality import (
     chunk_corpus,
     cpu_encoder,
     fold_to_documents,
+    ndcg_by_query,
 )
 from bench.quality import QualityConfig
 from core.base_model import base_model_dir
@@ -120,8 +121,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
             return {}
         query_vectors = encode([data.queries[q] for q in qrels])
         scores = best_chunk_scores(query_vectors, chunk_vectors, chunk_owner, len(doc_ids))
-        return {q: ndcg([doc_ids[j] for j in np.argsort(-row)[:10]], qrels[q], 10)
-                for row, q in zip(scores, qrels, strict=True)}
+        return ndcg_by_query(scores, doc_ids, list(qrels), qrels)
 
     trained_docs = {item for judged in trained.values() for item in judged}
     test_seen = {q: j for q, j in data.test.items() if any(item in trained_docs for item in j)}

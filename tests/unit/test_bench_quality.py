@@ -24,7 +24,7 @@ from bench.beir import (
     recall,
     split_held_out,
 )
-from bench.chunk_quality import best_chunk_scores
+from bench.chunk_quality import best_chunk_scores, ndcg_at_10, ndcg_by_query
 from bench.finetune_split import mined_examples
 from bench.quality import Api, QualityConfig, QualityError, QualityRun, changes
 from core.datasets import parse
@@ -209,6 +209,15 @@ def test_an_item_scores_its_best_chunk() -> None:
     scores = best_chunk_scores(queries, chunks, np.array([0, 0, 1]), 3)
     assert scores[:, :2].tolist() == [[1.0, 0.0], [0.800000011920929, 1.0]]
     assert np.isneginf(scores[:, 2]).all()  # a document without chunks never ranks
+
+
+def test_each_query_is_scored_on_its_own_row() -> None:
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8]], dtype=np.float32)
+    qrels = {"a": {"d0": 1}, "b": {"d1": 1}}
+    per_query = ndcg_by_query(scores, ["d0", "d1", "d2"], ["a", "b"], qrels)
+    # a ranks d0 first; b ranks d2, d1, d0: its one relevant item second.
+    assert per_query == {"a": 1.0, "b": pytest.approx(1 / math.log2(3))}
+    assert ndcg_at_10(scores, ["d0", "d1", "d2"], ["a", "b"], qrels) == round((1 + 1 / math.log2(3)) / 2, 4)
 
 
 def test_each_judged_pair_gets_the_negative_the_platform_would_mine() -> None:
