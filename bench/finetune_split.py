@@ -124,9 +124,11 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
         return ndcg_by_query(scores, doc_ids, list(qrels), qrels)
 
     trained_docs = {item for judged in trained.values() for item in judged}
-    test_seen = {q: j for q, j in data.test.items() if any(item in trained_docs for item in j)}
-    splits = {"held_out_train": held_out, "test": data.test, "test_doc_trained": test_seen,
-              "test_doc_unseen": {q: j for q, j in data.test.items() if q not in test_seen}}
+    splits: dict[str, Qrels] = {"held_out_train": held_out, "test": data.test}
+    for name, qrels in (("held_out", held_out), ("test", data.test)):  # a relevant item trained on or not
+        seen = {q: j for q, j in qrels.items() if any(item in trained_docs for item in j)}
+        splits[f"{name}_doc_trained"] = seen
+        splits[f"{name}_doc_unseen"] = {q: j for q, j in qrels.items() if q not in seen}
 
     _, encode = cpu_encoder(base)
     base_chunks = cached_vectors(encode, chunks, base_cache)
