@@ -188,6 +188,10 @@ class ItemTexts(Protocol):
         """The text to embed for each item that exists (title and body, as indexed)."""
         ...
 
+    async def sample(self, tenant: str, limit: int) -> dict[str, str]:
+        """Up to `limit` of the tenant's items with their texts, the same ones each time."""
+        ...
+
 
 class CandidateRanker(Protocol):
     async def rank(self, tenant: str, query: str, depth: int, positives: dict[str, str]

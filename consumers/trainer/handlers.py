@@ -67,6 +67,7 @@ class TrainerConfig:
     warmup_fraction: float = 0.1
     seed: int = 42
     progress_interval_s: float = 1.0
+    recipe: str = "fine-tune"
 
 
 @dataclass
@@ -189,7 +190,7 @@ class _Run:
         url = await asyncio.to_thread(deps.registry.run_url, self.mlflow_run)
         tune = FineTuneConfig(
             request.epochs, cfg.batch_size, cfg.learning_rate, cfg.warmup_fraction, cfg.seed,
-            cfg.mini_batch_size)
+            cfg.mini_batch_size, recipe=cfg.recipe)
         await asyncio.to_thread(deps.registry.log, self.mlflow_run, {
             **asdict(tune), "base_version": base_version, "gate_margin": request.gate_margin,
             "min_sessions": request.min_sessions, "since": request.since, "until": request.until,

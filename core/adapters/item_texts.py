@@ -24,3 +24,11 @@ class PgItemTexts:
                 )).fetchall()
                 found.update({row[0]: item_text(row[1], row[2]) for row in rows})
         return found
+
+    async def sample(self, tenant: str, limit: int) -> dict[str, str]:
+        async with self.store.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT id, title, text FROM items WHERE tenant = %s ORDER BY md5(id) LIMIT %s",
+                (tenant, limit),
+            )).fetchall()
+        return {row[0]: item_text(row[1], row[2]) for row in rows}

@@ -39,6 +39,8 @@ class DatasetConfig:
     max_eval_queries: int = 5_000
     max_pool_items: int = 50_000
     session_batch: int = 256
+    # Items of the tenant read as the corpus a linear map is contrasted against (0: none).
+    corpus_items: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class DatasetStats:
     mined_skipped_close_to_positive: int = 0  # candidates the false-negative filter dropped
     keyword_eval_queries: int = 0  # held-out queries with a BM25 ranking (choose the fusion weight)
     keyword_pool_items: int = 0  # pool items added because BM25 ranks them for a held-out query
+    corpus_items: int = 0  # the tenant's items read as the linear map's negatives
     truncated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,6 +110,7 @@ class TrainingDataset:
     pairs: list[Example] = field(default_factory=list)  # positives that have no hard negative
     eval_queries: list[EvalQuery] = field(default_factory=list)
     pools: dict[str, dict[str, str]] = field(default_factory=dict)  # tenant -> id -> text
+    corpus: dict[str, dict[str, str]] = field(default_factory=dict)  # tenant -> id -> text
     stats: DatasetStats = field(default_factory=DatasetStats)
 
     @property
@@ -183,6 +187,10 @@ class DatasetBuilder:
             await self._held_out(tenant, held_out, acc)
         if self.keyword is not None:
             await self._keyword_rankings(self.keyword, acc)
+        if self.config.corpus_items > 0:
+            corpus = await self.items.sample(tenant, self.config.corpus_items)
+            data.corpus[tenant] = corpus
+            data.stats.corpus_items = len(corpus)
         acc.finish()
         return data
 

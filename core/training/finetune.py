@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import numpy as np
 from core.fusion import DEFAULT_FUSION_CHOICE, FusionChoice
 from core.training.dataset import Example, TrainingDataset
 from core.training.evaluation import evaluate
+from core.training.linear_map import LinearMapConfig, train_linear_map
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -50,6 +51,9 @@ class FineTuneConfig:
     # The token embeddings and this many of the lowest transformer layers are not trained:
     # what the base model knows of words it never sees in training stays as it was.
     frozen_layers: int = 0
+    # "fine-tune" trains the transformer (this module); "linear-map" trains a map after it
+    # against the tenant's corpus (core.training.linear_map).
+    recipe: str = "fine-tune"
 
 
 @dataclass(frozen=True)
@@ -209,11 +213,16 @@ def evaluate_model(model_dir: Path, data: TrainingDataset, batch_size: int = 64,
 class SentenceTransformersTrainer:
     """The real `ModelTrainer`: fine-tunes and evaluates with sentence-transformers."""
 
-    def __init__(self, fusion: FusionChoice = DEFAULT_FUSION_CHOICE) -> None:
+    def __init__(self, fusion: FusionChoice = DEFAULT_FUSION_CHOICE,
+                 linear_map: LinearMapConfig | None = None) -> None:
         self.fusion = fusion
+        self.linear_map = linear_map or LinearMapConfig()
 
     def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
                   progress: Progress | None = None) -> FineTuneResult:
+        if config.recipe == "linear-map":
+            recipe = replace(self.linear_map, seed=config.seed)
+            return train_linear_map(base_dir, out_dir, data, recipe, progress)
         return fine_tune(base_dir, out_dir, data, config, progress)
 
     def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]:

@@ -68,6 +68,9 @@ class FakeItemTexts:
         self.calls.append(list(ids))
         return {i: self.items[(tenant, i)] for i in ids if (tenant, i) in self.items}
 
+    async def sample(self, tenant: str, limit: int) -> dict[str, str]:
+        return dict(sorted((i, text) for (t, i), text in self.items.items() if t == tenant)[:limit])
+
 
 class FakeTasks:
     def __init__(self) -> None:
