@@ -98,3 +98,22 @@ def test_a_named_onnx_form_is_served_with_its_format_and_size(version: Any, st_m
     assert decision["size_bytes_by_form"]["fp32"] > 1_000_000
     assert decision["quality"]["onnx"]["min_cosine_to_fp32"] >= 0.99999
     assert set(decision["texts_per_s"]) == {"fp32", "onnx"}
+
+
+def test_a_model_with_a_linear_map_has_an_onnx_form_that_applies_the_map(version: Any, st_model: Any) -> None:
+    from core.training.linear_map import attach_map
+
+    onnx_form = version.onnx_form
+    rng = np.random.default_rng(3)
+    weight = np.eye(384, dtype=np.float32) + 0.1 * rng.normal(size=(384, 384)).astype(np.float32)
+    mapped = attach_map(st_model, weight)
+    assert onnx_form.pooling_mode(mapped) == "mean" and onnx_form.unsupported(mapped) is None
+    np.testing.assert_allclose(onnx_form.linear_map(mapped), weight, atol=1e-6)
+    assert onnx_form.linear_map(st_model) is None
+    texts = _check_texts()
+    expected = mapped.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    # The transformer is the base's: the ONNX file built above serves it, the map after it.
+    served = onnx_form.OnnxEncoder(mapped, version.WORK, "onnx", 2).encode(texts, 16)
+    assert float(np.min(np.sum(served * expected, axis=1))) > 0.99999
+    plain = st_model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert float(np.min(np.sum(plain * expected, axis=1))) < 0.99  # the map is not the identity

@@ -49,13 +49,32 @@ def _modules(model: Any) -> list[Any]:
     return [model[i] for i in range(len(model))]
 
 
+def linear_map(model: Any) -> np.ndarray | None:
+    """The matrix `W` of a model ending Normalize -> Dense (no bias, identity) -> Normalize (the
+    trainer's linear-map recipe), applied as `x @ W`; None for any other model."""
+    try:
+        modules = _modules(model)
+    except (TypeError, IndexError, KeyError):
+        return None
+    if [type(m).__name__ for m in modules[-3:]] != ["Normalize", "Dense", "Normalize"]:
+        return None
+    linear = getattr(modules[-2], "linear", None)
+    activation = getattr(modules[-2], "activation_function", None)
+    if linear is None or linear.bias is not None or type(activation).__name__ != "Identity":
+        return None
+    return np.ascontiguousarray(linear.weight.detach().cpu().numpy().T, dtype=np.float32)
+
+
 def pooling_mode(model: Any) -> str | None:
-    """`mean` or `cls` when the model is Transformer -> Pooling (that mode) [-> Normalize]."""
+    """`mean` or `cls` when the model is Transformer -> Pooling (that mode) [-> Normalize]
+    [-> a linear map -> Normalize]."""
     try:
         modules = _modules(model)
     except (TypeError, IndexError, KeyError):  # not a SentenceTransformer's module list
         return None
     names = [type(m).__name__ for m in modules]
+    if names[3:] and linear_map(model) is not None:
+        names = names[:3]
     if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
         return None
     pooling = modules[1]
@@ -70,7 +89,8 @@ def unsupported(model: Any) -> str | None:
     if not available():
         return "onnxruntime is not installed where Triton runs"
     if pooling_mode(model) is None:
-        return (f"{type(model).__name__} is not Transformer -> Pooling (mean or cls) [-> Normalize], "
+        return (f"{type(model).__name__} is not Transformer -> Pooling (mean or cls) [-> Normalize] "
+                "[-> Dense (no bias) -> Normalize], "
                 "the modules an ONNX form reproduces")
     return None
 
@@ -149,7 +169,8 @@ def build(model: Any, work_dir: Path) -> dict[str, Any]:
 
 
 class OnnxEncoder:
-    """One ONNX form of the model: tokenizer -> ONNX Runtime session -> pooling -> L2 norm."""
+    """One ONNX form of the model: tokenizer -> ONNX Runtime session -> pooling -> L2 norm
+    [-> its linear map -> L2 norm]."""
 
     def __init__(self, model: Any, work_dir: Path, form: str, threads: int) -> None:
         import onnxruntime as ort
@@ -165,6 +186,7 @@ class OnnxEncoder:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.model = model
         self.pooling = pooling_mode(model)
+        self.linear_map = linear_map(model)
         self.form = form
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
@@ -188,5 +210,8 @@ class OnnxEncoder:
             return np.zeros((0, width if isinstance(width, int) else 0), dtype=np.float32)
         vectors = np.vstack(out)
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        if self.linear_map is not None:
+            vectors = vectors @ self.linear_map
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         vectors[order] = vectors.copy()
         return np.ascontiguousarray(vectors, dtype=np.float32)
