@@ -39,11 +39,13 @@ from bench.chunk_quality import (
     ndcg_by_query,
 )
 from bench.quality import QualityConfig
+from core.adapters.triton_model.onnx_form import linear_map
 from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.config import get_settings
 from core.training.dataset import Example, TrainingDataset, item_text
 from core.training.finetune import FineTuneConfig, fine_tune, load_model
+from core.training.linear_map import LinearMapConfig, train_linear_map
 from core.training.mining import MiningConfig, select_negatives
 
 # (query position, document position) -> the text trained on
@@ -99,6 +101,10 @@ def interpolate(base_dir: Path, tuned_dir: Path, out_dir: Path, ratio: float) ->
     tuned.save(str(out_dir))
 
 
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def mean(per_query: dict[str, float]) -> float | None:
     return round(sum(per_query.values()) / len(per_query), 4) if per_query else None
 
@@ -106,7 +112,7 @@ def mean(per_query: dict[str, float]) -> float | None:
 def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
         progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = (),
         mined_negatives: int = 1, shown_k: int = 0, base_cache: Path | None = None,
-        batch_size: int = FineTuneConfig.batch_size) -> dict[str, Any]:
+        batch_size: int = FineTuneConfig.batch_size, recipe: str = "fine-tune") -> dict[str, Any]:
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
@@ -148,10 +154,21 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     steps = progress.add_task("fine-tuning", total=None)
     tune = FineTuneConfig(epochs=epochs, learning_rate=learning_rate, frozen_layers=frozen_layers,
                           batch_size=batch_size)
-    result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs), tune,
-                       lambda done, total: progress.update(steps, completed=done, total=total))
-    _, encode = cpu_encoder(out)
-    tuned_chunks = encode(chunks)
+
+    def report_step(done: int, total: int) -> None:
+        progress.update(steps, completed=done, total=total)
+
+    if recipe == "linear-map":  # contrasted against every item, as the trainer reads the tenant's
+        corpus = {d.id: item_text(d.title, d.text) for d in data.docs}
+        examples = TrainingDataset(triples=triples, pairs=pairs, corpus={"": corpus})
+        result = train_linear_map(base, out, examples, LinearMapConfig(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate), report_step)
+    else:
+        result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs), tune, report_step)
+    tuned_model, encode = cpu_encoder(out)
+    weight = linear_map(tuned_model)
+    # A map leaves the transformer as it was: the base's chunk vectors, mapped, are the new ones.
+    tuned_chunks = encode(chunks) if weight is None else normalized(base_chunks @ weight)
     tuned_ndcg = {name: per_query(encode, tuned_chunks, qrels) for name, qrels in splits.items()}
     interpolated: dict[str, dict[str, float | None]] = {}
     for ratio in ratios:  # each: the corpus embedded again by the merged model
@@ -164,7 +181,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     return {
         "dataset": data.name, "epochs": epochs, "positives": positives, "learning_rate": learning_rate,
         "frozen_layers": frozen_layers, "mined_negatives": mined_negatives, "shown_k": shown_k,
-        "batch_size": batch_size,
+        "batch_size": batch_size, "recipe": recipe,
         "steps": result.steps, "triples": len(triples), "pairs": len(pairs), "mined_skipped": skipped,
         "splits": {name: {"queries": len(qrels), "base": mean(base_ndcg[name]),
                           "fine_tuned": mean(tuned_ndcg[name]),
@@ -196,6 +213,9 @@ def main() -> None:
                              "sessions showing K results would click (0: every pair)")
     parser.add_argument("--batch-size", type=int, default=FineTuneConfig.batch_size, metavar="N",
                         help="examples per optimiser step; each is an in-batch negative for the others")
+    parser.add_argument("--recipe", choices=["fine-tune", "linear-map"], default="fine-tune",
+                        help="train the transformer, or a linear map after it against every item "
+                             "(--learning-rate: give the map's, e.g. 1e-3)")
     parser.add_argument("--base-vectors", type=Path, default=None, metavar="FILE.npy",
                         help="reuse the base model's chunk vectors from FILE (written on the first run)")
     args = parser.parse_args()
@@ -204,7 +224,7 @@ def main() -> None:
         out = args.save_model or Path(scratch)
         report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress,
                      args.frozen_layers, args.interpolate, args.mined_negatives, args.shown_k,
-                     args.base_vectors, args.batch_size)
+                     args.base_vectors, args.batch_size, args.recipe)
     print(json.dumps(report, indent=2))
 
 
