@@ -84,8 +84,10 @@ def map_examples(data: TrainingDataset) -> MapExamples:
 
 
 def train_map(query_vectors: np.ndarray, text_vectors: np.ndarray, examples: MapExamples,
-              config: LinearMapConfig, progress: Progress | None = None) -> tuple[np.ndarray, list[float]]:
-    """The square map (identity at the start) and each step's loss."""
+              config: LinearMapConfig, progress: Progress | None = None,
+              done_before: int = 0, total_work: int | None = None) -> tuple[np.ndarray, list[float]]:
+    """The square map (identity at the start) and each step's loss. `progress` is called
+    after each step with (`done_before` + steps, `total_work`, by default the steps)."""
     import torch
 
     generator = torch.Generator().manual_seed(config.seed)
@@ -116,7 +118,7 @@ def train_map(query_vectors: np.ndarray, text_vectors: np.ndarray, examples: Map
             optimizer.step()
             losses.append(float(loss.detach()))
             if progress is not None:
-                progress(len(losses), total)
+                progress(done_before + len(losses), total_work or total)
     return weight.detach().numpy(), losses
 
 
@@ -158,12 +160,27 @@ def train_linear_map(base_dir: Path, out_dir: Path, data: TrainingDataset, confi
     if not examples.pairs:
         raise ValueError("no training pairs: the dataset has no usable examples")
 
-    def encode(texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(model.encode(list(texts), batch_size=config.encode_batch_size,
-                                       normalize_embeddings=True, convert_to_numpy=True,
-                                       show_progress_bar=False), dtype=np.float32)
+    # Progress counts the embedding batches, then the optimiser steps: embedding the corpus is
+    # most of a run's time on a CPU.
+    size = config.encode_batch_size
+    batches = -(-len(examples.queries) // size) + -(-len(examples.texts) // size)
+    work = batches + -(-len(examples.pairs) // config.batch_size) * config.epochs
+    embedded = 0
 
-    weight, losses = train_map(encode(examples.queries), encode(examples.texts), examples, config, progress)
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        nonlocal embedded
+        parts = []
+        for start in range(0, len(texts), size):
+            parts.append(model.encode(list(texts[start : start + size]), batch_size=size,
+                                      normalize_embeddings=True, convert_to_numpy=True,
+                                      show_progress_bar=False))
+            embedded += 1
+            if progress is not None:
+                progress(embedded, work)
+        return np.asarray(np.vstack(parts), dtype=np.float32)
+
+    weight, losses = train_map(encode(examples.queries), encode(examples.texts), examples, config, progress,
+                               batches, work)
     mapped = attach_map(model, weight)
     out_dir.mkdir(parents=True, exist_ok=True)
     mapped.save(str(out_dir))

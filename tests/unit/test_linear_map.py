@@ -84,10 +84,14 @@ def test_a_run_saves_a_model_that_ranks_its_positive_first(tmp_path: Path) -> No
     corpus = {f"d{i}": f"a note about topic number {i}" for i in range(30)}
     data = TrainingDataset(pairs=[Example("zorblat", corpus["d7"]), Example("quindle", corpus["d3"])],
                            corpus={"t": corpus})
+    calls: list[tuple[int, int]] = []
     result = train_linear_map(base_model_dir(Settings()), tmp_path, data,
-                              LinearMapConfig(epochs=40, learning_rate=1e-2))
+                              LinearMapConfig(epochs=40, learning_rate=1e-2, encode_batch_size=8),
+                              lambda done, total: calls.append((done, total)))
     model = load_model(tmp_path, "cpu")
     items = model.encode(list(corpus.values()))
     for query, item in (("zorblat", 7), ("quindle", 3)):
         assert int(np.argmax(items @ model.encode(query))) == item
     assert result.steps == 40 and result.last_loss < result.mean_loss
+    # Progress: 1 batch of queries and 4 of the 32 texts embedded, then 40 steps.
+    assert calls == [(n, 45) for n in range(1, 46)]
