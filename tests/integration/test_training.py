@@ -200,6 +200,8 @@ async def test_training_publishes_a_better_model_once(
     assert details["dataset"]["sessions_with_clicks"] == 24 and details["dataset"]["eval_sessions"] > 0
     # Negatives mined from the tenant's index by the active (base) model, beside the shown ones.
     assert details["dataset"]["mined_queries"] > 0 and details["dataset"]["mined_negatives"] > 0, details
+    # The default recipe, the linear map, read every item of the tenant as its corpus.
+    assert details["dataset"]["corpus_items"] == len(ITEMS), details
     # BM25 ranks nothing for a made-up word: no fusion weight is chosen (search keeps 0.5).
     assert details["dataset"]["keyword_eval_queries"] == 0 and "fusion_weight" not in metrics["candidate"]
     assert task["stage"] == "published" and task["progress"] == 1.0
@@ -215,8 +217,10 @@ async def test_training_publishes_a_better_model_once(
     assert "base_mrr_at_10" in run.data.metrics and "dataset_triples" in run.data.metrics
     assert run.data.metrics["dataset_mined_negatives"] == details["dataset"]["mined_negatives"]
     assert run.data.params["epochs"] == "1" and run.data.tags["gate"] == "passed"
+    assert run.data.params["recipe"] == "linear-map"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert "model/modules.json" in artifacts and "model/model.safetensors" in artifacts
+    assert "model/3_Dense" in artifacts  # the map, after Transformer, Pooling and Normalize
 
     records = await read_from(test_settings.bootstrap_servers, "model-published")
     published = [json.loads(r.value) for r in records if r.value and json.loads(r.value)["run_id"] == run_id]
