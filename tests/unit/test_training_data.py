@@ -93,6 +93,18 @@ async def test_the_example_cap_truncates() -> None:
     assert data.train_size <= 6 and data.stats.truncated and data.stats.sessions < 50
 
 
+async def test_a_corpus_is_read_for_the_linear_map_only_when_asked() -> None:
+    sessions: dict[str, list[SessionEventModel]] = {"s": [search("s", "q", ["a", "b"]), click("s", "b", 2)]}
+    repo = await repo_with(sessions)
+    plain = await DatasetBuilder(repo, FakeItemTexts(TEXTS), DatasetConfig(eval_fraction=0.0)).build()
+    assert plain.corpus == {} and plain.stats.corpus_items == 0
+    config = DatasetConfig(eval_fraction=0.0, corpus_items=2)
+    data = await DatasetBuilder(repo, FakeItemTexts(TEXTS), config).build()
+    assert list(data.corpus) == ["default"] and len(data.corpus["default"]) == 2
+    assert all(TEXTS[("default", i)] == text for i, text in data.corpus["default"].items())
+    assert data.stats.corpus_items == 2
+
+
 def test_metrics_known_values() -> None:
     assert ndcg_at_k(["r"], {"r"}) == 1.0
     assert ndcg_at_k(["x", "r"], {"r"}) == pytest.approx(1 / math.log2(3))
