@@ -160,16 +160,21 @@ async def test_the_linear_maps_corpus_is_the_same_sample_of_the_tenants_items_ea
     from core.adapters.item_texts import PgItemTexts
 
     who = tenant()
-    await publish_items(publisher, who)
-
-    async def indexed() -> bool:
-        return await store.count_items(who) == len(ITEMS)
-    await wait_for(indexed, 120)
+    await indexed_items(publisher, store, who)
     items = PgItemTexts(store)
     first = await items.sample(who, 5)
     assert len(first) == 5 and first == await items.sample(who, 5)
     assert first == await items.texts(who, list(first))  # the texts the indexer embeds
     assert len(await items.sample(who, 10_000)) == len(ITEMS) and await items.sample("nobody", 5) == {}
+
+
+async def indexed_items(publisher: Publisher, store: PgVectorStore, who: str) -> None:
+    """ITEMS published for tenant `who` and waited for until all are indexed."""
+    await publish_items(publisher, who)
+
+    async def indexed() -> bool:
+        return await store.count_items(who) == len(ITEMS)
+    await wait_for(indexed, 120)
 
 
 async def finished(tasks: TaskStore, run_id: str, timeout_s: float = 420) -> dict[str, Any]:
@@ -327,11 +332,7 @@ async def test_training_on_uploaded_judgments_judged_on_a_held_out_set(
     task_store: TaskStore, test_settings: Settings,
 ) -> None:
     who = tenant()
-    await publish_items(publisher, who)
-
-    async def indexed() -> bool:
-        return await store.count_items(who) == len(ITEMS)
-    await wait_for(indexed, 120)
+    await indexed_items(publisher, store, who)
     words = sorted(CODEWORDS)
     train = [{"query": w, "item_id": CODEWORDS[w], "grade": 2} for w in words[:4]]
     train += [{"query": words[0], "item_id": "rocket", "grade": 0}]  # an explicit negative
