@@ -45,6 +45,7 @@ from bench.beir import (
 from bench.runtime import StackUnavailable, machine_info, run_bounded
 from core.rollout import reindex_task_id
 from schemas.topics import CLICKS
+from schemas.training import Recipe
 
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
 PUBLISH_BATCH = 200
@@ -59,13 +60,14 @@ class QualityError(RuntimeError):
 @dataclass(frozen=True)
 class QualityConfig:
     shown_k: int = 10  # results shown per training search; a relevant one among them is clicked
-    epochs: int = 1
+    epochs: int | None = None  # the recipe's default
     gate_margin: float = 0.0
     concurrency: int = 4
     timeout_s: float = 7200.0  # for each wait (indexing, training, rollout)
     poll_s: float = 1.0
     source: Source = "sessions"
     held_out_fraction: float = 1 / 7  # of the train judgements, uploaded apart for the gate
+    recipe: Recipe | None = None  # the trainer's default
 
     @property
     def uses_sessions(self) -> bool:
@@ -296,8 +298,8 @@ class QualityRun:
         began = time.monotonic()
         request: dict[str, Any] = {
             "since": since.isoformat(), "min_sessions": max(1, sessions_with_clicks),
-            "epochs": self.config.epochs, "gate_margin": self.config.gate_margin,
-            "use_sessions": self.config.uses_sessions}
+            "gate_margin": self.config.gate_margin, "use_sessions": self.config.uses_sessions}
+        request |= {k: v for k, v in (("recipe", self.config.recipe), ("epochs", self.config.epochs)) if v}
         if uploaded:
             request |= {"datasets": [uploaded["train"]["name"]], "eval_dataset": uploaded["eval"]["name"]}
         accepted = await self.api.json("POST", "/v1/training-runs", ok=(202,), json=request)
@@ -325,6 +327,7 @@ def _training_summary(task: dict[str, Any]) -> dict[str, Any]:
     details = task.get("details") or {}
     return {"task_id": task["id"], "status": task["status"], "error": task.get("error"),
             "mlflow_run": (task.get("links") or {}).get("mlflow_run"),
+            "recipe": details.get("recipe"), "epochs": details.get("epochs"),
             "dataset": details.get("dataset"), "training": details.get("training"),
             "held_out": details.get("metrics")}
 
@@ -354,7 +357,8 @@ async def run_quality(
         run = QualityRun(api, data, tenant, config, progress)
         report: dict[str, Any] = {
             "dataset": {"name": data.name, **data.summary()}, "tenant": tenant,
-            "settings": {"source": config.source, "shown_k": config.shown_k, "epochs": config.epochs,
+            "settings": {"source": config.source, "shown_k": config.shown_k, "recipe": config.recipe,
+                         "epochs": config.epochs,
                          "gate_margin": config.gate_margin},
         }
         with progress:

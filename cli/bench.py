@@ -32,6 +32,7 @@ from cli.common import fail, out
 from core.api_keys import SCOPES, create_key
 from core.config import Settings, get_settings
 from core.search import NoActiveModel
+from schemas.training import Recipe
 
 app = typer.Typer(help="Benchmarks of the running stack (see docs/benchmarks.md).", no_args_is_help=True)
 
@@ -425,7 +426,10 @@ def quality(
     shown_k: Annotated[
         int, typer.Option("--shown-k", min=1, max=100, help="Results shown per training search.")
     ] = 10,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, max=100, help="Training epochs.")] = 1,
+    recipe: Annotated[Recipe | None, typer.Option(
+        "--recipe", help="How the run trains; default: the trainer's FLYWHEEL_TRAINING_RECIPE.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", min=1, max=100, help="Training epochs; default: the recipe's.")] = None,
     source: Annotated[
         Source, typer.Option("--source", help="What the run learns from: click sessions simulated from "
                              "the train judgements, the train judgements uploaded as a dataset, or both."),
@@ -450,7 +454,7 @@ def quality(
     if api_key is None:
         api_key = create_key(settings.api_key_store, "bench-quality", tenant, list(SCOPES),
                              rate_per_s=1000, burst=1000)
-    config = QualityConfig(shown_k, epochs, gate_margin, concurrency, timeout_s, source=source)
+    config = QualityConfig(shown_k, epochs, gate_margin, concurrency, timeout_s, source=source, recipe=recipe)
     report = _run(run_quality(settings.gateway_url, api_key, tenant, data, config, make_progress(progress)))
     if as_json:
         print(json.dumps(report, indent=2))

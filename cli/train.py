@@ -19,7 +19,7 @@ from core.fusion import WEIGHT_GRID, weight_metric
 from producers.publisher import Publisher, PublisherError
 from schemas.envelope import INT64_MAX
 from schemas.topics import TRAINING_REQUESTED
-from schemas.training import TrainingRequested
+from schemas.training import Recipe, TrainingRequested
 
 FINAL = ("succeeded", "failed", "rejected", "cancelled")
 
@@ -27,9 +27,7 @@ FINAL = ("succeeded", "failed", "rejected", "cancelled")
 async def _request(bootstrap: str, event: TrainingRequested) -> None:
     tasks = await build_task_store(get_settings())
     try:
-        details = event.model_dump(mode="json", include={
-            "base_version", "min_sessions", "epochs", "gate_margin", "since", "until"})
-        await tasks.create(event.run_id, "training", event.tenant, {"request": details})
+        await tasks.create(event.run_id, "training", event.tenant, {"request": event.request_details()})
     finally:
         await tasks.close()
     async with Publisher(bootstrap, source="flywheel-cli") as publisher:
@@ -63,7 +61,12 @@ def wait_for_task(task_id: str, timeout_s: float, show_progress: bool) -> dict[s
 
 
 def train(
-    epochs: Annotated[int, typer.Option("--epochs", min=1, max=100, help="Passes over the pairs.")] = 1,
+    recipe: Annotated[Recipe | None, typer.Option(
+        "--recipe", help="fine-tune (the transformer) or linear-map (a map after it); default: the trainer's "
+                         "FLYWHEEL_TRAINING_RECIPE.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", min=1, max=100, help="Passes over the pairs; default: the recipe's (fine-tune 1, "
+                                         "linear-map FLYWHEEL_TRAINING_MAP_EPOCHS).")] = None,
     min_sessions: Annotated[
         int, typer.Option("--min-sessions", min=1, max=INT64_MAX,
                           help="Do not train with fewer sessions with clicks.")
@@ -94,7 +97,7 @@ def train(
     try:
         event = TrainingRequested(
             run_id=f"run-{uuid.uuid4().hex}", base_version=base_version, min_sessions=min_sessions,
-            epochs=epochs, gate_margin=gate_margin, tenant=tenant, source="flywheel-cli",
+            recipe=recipe, epochs=epochs, gate_margin=gate_margin, tenant=tenant, source="flywheel-cli",
             use_sessions=use_sessions, datasets=datasets or [], eval_dataset=eval_dataset,
         )
     except ValidationError as error:

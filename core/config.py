@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.training import Recipe
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -188,11 +190,12 @@ class Settings(BaseSettings):
     training_mining_depth: int = Field(default=30, ge=1, le=200)
     training_mining_max_ratio: float = Field(default=0.95, gt=0, le=1)
     training_mining_max_queries: int = Field(default=5_000, ge=0)
-    # What a run trains: "fine-tune", the transformer itself on in-batch and mined negatives
-    # (core.training.finetune, for the request's epochs), or "linear-map", a map after the model
-    # contrasted against up to `corpus_items` of the tenant's items (core.training.linear_map,
-    # for `map_epochs`; on scifact-dev it gained three times what the fine-tune did).
-    training_recipe: Literal["fine-tune", "linear-map"] = "fine-tune"
+    # What a run trains when its request names no recipe: "linear-map", a map after the model
+    # contrasted against up to `corpus_items` of the tenant's items (core.training.linear_map;
+    # on scifact-dev it gained three times what the fine-tune did), or "fine-tune", the
+    # transformer itself on in-batch and mined negatives (core.training.finetune). A request
+    # without epochs trains a map for `map_epochs`, a fine-tune for 1.
+    training_recipe: Recipe = "linear-map"
     training_corpus_items: int = Field(default=20_000, ge=1)
     training_map_epochs: int = Field(default=3, ge=1, le=100)
     training_map_learning_rate: float = Field(default=1e-3, gt=0)

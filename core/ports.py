@@ -150,7 +150,7 @@ class PolicyRepository(SessionRepository, PolicyState, Protocol):
 class Datasets(Protocol):
     async def build(
         self, since: Any = None, until: Any = None, *, tenant: str = "default", use_sessions: bool = True,
-        judged: Sequence[Judged] = (), held_out: Sequence[Judged] | None = None,
+        judged: Sequence[Judged] = (), held_out: Sequence[Judged] | None = None, corpus: bool = False,
     ) -> TrainingDataset: ...
 
 

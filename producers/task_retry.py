@@ -22,9 +22,7 @@ from producers.publisher import Publisher, PublisherError
 from schemas.model_published import ModelPublished
 from schemas.reindex import ReindexRequested
 from schemas.topics import MODEL_PUBLISHED, REINDEX_REQUESTED, TRAINING_REQUESTED
-from schemas.training import TrainingRequested
-
-TRAINING_FIELDS = ("base_version", "since", "until", "min_sessions", "epochs", "gate_margin")
+from schemas.training import REQUEST_FIELDS, TrainingRequested
 
 
 class NoSuchTask(LookupError):
@@ -69,16 +67,16 @@ async def _retry_training(
     task: dict[str, Any], tasks: TaskStore, publisher: Publisher, source: str
 ) -> dict[str, Any]:
     details = task.get("details") or {}
-    request = details.get("request") or {k: details[k] for k in TRAINING_FIELDS if k in details}
+    request = details.get("request") or {k: details[k] for k in REQUEST_FIELDS if k in details}
     run_id = f"run-{uuid.uuid4().hex}"
     event = TrainingRequested(run_id=run_id, tenant=task["tenant"], source=source,
-                              **{k: v for k, v in request.items() if k in TRAINING_FIELDS})
+                              **{k: v for k, v in request.items() if k in REQUEST_FIELDS})
     holder = await tasks.take_turn("training", event.tenant, run_id)
     if holder is not None:
         raise TaskConflict(f"tenant {event.tenant!r} has a training run that is not finished: "
                            f"{holder['id']} ({holder['status']}); one at a time")
     new, _ = await tasks.create(run_id, "training", event.tenant, {
-        **event.model_dump(mode="json", include=set(TRAINING_FIELDS)), "retry_of": task["id"]})
+        "request": event.request_details(), "retry_of": task["id"]})
     await tasks.link(task["id"], "retried_by", run_id)
     await _publish(tasks, run_id, publisher, TRAINING_REQUESTED, event)
     return new

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
@@ -10,6 +10,14 @@ from schemas.envelope import INT64_MAX, Envelope
 
 # The name of an uploaded dataset (POST /v1/datasets), matched whole.
 DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+# How a run trains (core.training): "fine-tune" trains the transformer; "linear-map" trains a
+# linear map after it, contrasted against the tenant's corpus.
+Recipe = Literal["fine-tune", "linear-map"]
+
+# The request's fields a training task records, and a retry sends again.
+REQUEST_FIELDS = ("base_version", "since", "until", "min_sessions", "recipe", "epochs", "gate_margin",
+                  "use_sessions", "datasets", "eval_dataset")
 
 
 class TrainingRequested(Envelope):
@@ -24,7 +32,13 @@ class TrainingRequested(Envelope):
     until: AwareDatetime | None = Field(default=None, description="Use sessions before this time.")
     min_sessions: int = Field(default=100, ge=1, le=INT64_MAX,
                               description="Do not train with fewer sessions.")
-    epochs: int = Field(default=1, ge=1, le=100)
+    recipe: Recipe | None = Field(
+        default=None, description="fine-tune (the transformer) or linear-map (a map after it); default: "
+                                  "the trainer's FLYWHEEL_TRAINING_RECIPE.")
+    epochs: int | None = Field(
+        default=None, ge=1, le=100,
+        description="Passes over the training pairs; default: the recipe's (1 for fine-tune, "
+                    "FLYWHEEL_TRAINING_MAP_EPOCHS for linear-map).")
     gate_margin: float = Field(
         default=0.0, ge=0.0, le=1.0,
         description="Publish only if the candidate beats the base by this much on held-out sessions.",
@@ -45,6 +59,10 @@ class TrainingRequested(Envelope):
             raise ValueError("since must be before until")
         check_sources(self.use_sessions, self.datasets, self.eval_dataset)
         return self
+
+    def request_details(self) -> dict[str, Any]:
+        """The request as its task records it (JSON), to be shown and sent again by a retry."""
+        return self.model_dump(mode="json", include=set(REQUEST_FIELDS))
 
 
 def check_sources(use_sessions: bool, datasets: list[str], eval_dataset: str | None) -> None:

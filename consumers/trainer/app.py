@@ -61,7 +61,7 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
             eval_fraction=settings.training_eval_fraction, max_negatives=settings.training_max_negatives,
             max_examples=settings.training_max_examples, max_eval_queries=settings.training_max_eval_queries,
             session_batch=settings.training_session_batch,
-            corpus_items=settings.training_corpus_items if settings.training_recipe == "linear-map" else 0,
+            corpus_items=settings.training_corpus_items,
         ), IndexRanker(store.for_tenant(tenant), embedder, version_of), MiningConfig(
             per_pair=settings.training_mined_negatives, depth=settings.training_mining_depth,
             max_ratio=settings.training_mining_max_ratio, max_queries=settings.training_mining_max_queries,
@@ -72,7 +72,7 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
         batch_size=settings.training_batch_size, mini_batch_size=settings.training_mini_batch_size,
         learning_rate=settings.training_learning_rate,
         warmup_fraction=settings.training_warmup_fraction, seed=settings.training_seed,
-        recipe=settings.training_recipe,
+        recipe=settings.training_recipe, map_epochs=settings.training_map_epochs,
     )
 
     async def publish_model(event: ModelPublished) -> None:
@@ -82,8 +82,7 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
     return Trainer(TrainerDeps(
         tasks, datasets_of(DEFAULT_TENANT), SentenceTransformersTrainer(
             FusionChoice(settings.training_fusion_min_queries, settings.training_fusion_min_gain),
-            LinearMapConfig(epochs=settings.training_map_epochs,
-                            learning_rate=settings.training_map_learning_rate)),
+            LinearMapConfig(learning_rate=settings.training_map_learning_rate)),
         build_model_registry(settings),
         lineage.active_version, publish_model, config, is_transient=service.policy.is_transient,
         judgments=uploaded),

@@ -43,7 +43,7 @@ from core.training.finetune import FineTuneConfig, FineTuneResult
 from core.training.gate import decide
 from core.training.metrics import prefixed
 from schemas.model_published import ModelPublished
-from schemas.training import TrainingRequested
+from schemas.training import Recipe, TrainingRequested
 
 log = logging.getLogger("flywheel.trainer")
 
@@ -67,7 +67,8 @@ class TrainerConfig:
     warmup_fraction: float = 0.1
     seed: int = 42
     progress_interval_s: float = 1.0
-    recipe: str = "fine-tune"
+    recipe: Recipe = "fine-tune"  # for a request that names none
+    map_epochs: int = 3  # a linear-map run's epochs when the request names none
 
 
 @dataclass
@@ -89,16 +90,10 @@ class Rejected(Exception):
     """The run ends without a candidate: not enough data."""
 
 
-def request_details(request: TrainingRequested) -> dict[str, Any]:
-    return request.model_dump(mode="json", include={
-        "base_version", "since", "until", "min_sessions", "epochs", "gate_margin", "use_sessions", "datasets",
-        "eval_dataset"})
-
-
 async def handle_training_request(request: TrainingRequested, deps: TrainerDeps) -> dict[str, Any]:
     """Carry out one training request; returns the task as it ends (or as found, if final)."""
     run_id = request.run_id
-    details = {"request": request_details(request)}
+    details = {"request": request.request_details()}
     task, _ = await deps.tasks.create(run_id, "training", request.tenant, details)
     if task["status"] in FINAL_STATUSES:
         log.info("training run %s is already %s: nothing to do", run_id, task["status"])
@@ -177,8 +172,10 @@ class _Run:
         base_version = request.base_version or await deps.active_version() or BASE_SERVING_VERSION
         judged = [j for name in request.datasets for j in await self._judged(name)]
         held_out = await self._judged(request.eval_dataset) if request.eval_dataset else None
+        recipe = request.recipe or cfg.recipe
         data = await deps.datasets.build(request.since, request.until, tenant=request.tenant,
-                                         use_sessions=request.use_sessions, judged=judged, held_out=held_out)
+                                         use_sessions=request.use_sessions, judged=judged, held_out=held_out,
+                                         corpus=recipe == "linear-map")
         stats = data.stats
         await self.set_stage("building-dataset", PROGRESS["building-dataset"], **{
             "details.dataset": stats.as_dict(), "details.base_version": base_version})
@@ -188,9 +185,10 @@ class _Run:
         self.mlflow_run = await asyncio.to_thread(deps.registry.start_run, f"train-{request.run_id}", {
             "flywheel.run_id": request.run_id, "flywheel.base_version": base_version})
         url = await asyncio.to_thread(deps.registry.run_url, self.mlflow_run)
+        epochs = request.epochs or (cfg.map_epochs if recipe == "linear-map" else 1)
         tune = FineTuneConfig(
-            request.epochs, cfg.batch_size, cfg.learning_rate, cfg.warmup_fraction, cfg.seed,
-            cfg.mini_batch_size, recipe=cfg.recipe)
+            epochs, cfg.batch_size, cfg.learning_rate, cfg.warmup_fraction, cfg.seed, cfg.mini_batch_size,
+            recipe=recipe)
         await asyncio.to_thread(deps.registry.log, self.mlflow_run, {
             **asdict(tune), "base_version": base_version, "gate_margin": request.gate_margin,
             "min_sessions": request.min_sessions, "since": request.since, "until": request.until,
@@ -198,7 +196,8 @@ class _Run:
         await asyncio.to_thread(
             deps.registry.log_dict, self.mlflow_run, stats.as_dict(), "dataset_stats.json")
 
-        await self.set_stage("training", PROGRESS["building-dataset"], **{"links.mlflow_run": url})
+        await self.set_stage("training", PROGRESS["building-dataset"], **{
+            "links.mlflow_run": url, "details.recipe": recipe, "details.epochs": epochs})
         result = await self._train(base_dir, data, tune)
         await asyncio.to_thread(deps.registry.log, self.mlflow_run, None, {
             "train_steps": result.steps, "train_seconds": result.seconds, "train_mean_loss": result.mean_loss,

@@ -171,9 +171,11 @@ class DatasetBuilder:
     async def build(
         self, since: datetime | None = None, until: datetime | None = None, *, tenant: str = "default",
         use_sessions: bool = True, judged: Sequence[Judged] = (), held_out: Sequence[Judged] | None = None,
+        corpus: bool = False,
     ) -> TrainingDataset:
         """Sessions of the window (unless `use_sessions` is false) and the tenant's `judged`
-        pairs; evaluation on held-out sessions, or on the `held_out` judgments when given."""
+        pairs; evaluation on held-out sessions, or on the `held_out` judgments when given; with
+        `corpus`, a sample of the tenant's items (up to `corpus_items`) for a linear map."""
         data = TrainingDataset()
         config = self.config if held_out is None else replace(self.config, eval_fraction=0.0)
         acc = _Accumulator(data, config)
@@ -187,10 +189,10 @@ class DatasetBuilder:
             await self._held_out(tenant, held_out, acc)
         if self.keyword is not None:
             await self._keyword_rankings(self.keyword, acc)
-        if self.config.corpus_items > 0:
-            corpus = await self.items.sample(tenant, self.config.corpus_items)
-            data.corpus[tenant] = corpus
-            data.stats.corpus_items = len(corpus)
+        if corpus and self.config.corpus_items > 0:
+            sampled = await self.items.sample(tenant, self.config.corpus_items)
+            data.corpus[tenant] = sampled
+            data.stats.corpus_items = len(sampled)
         acc.finish()
         return data
 

@@ -25,6 +25,7 @@ from core.fusion import DEFAULT_FUSION_CHOICE, FusionChoice
 from core.training.dataset import Example, TrainingDataset
 from core.training.evaluation import evaluate
 from core.training.linear_map import LinearMapConfig, train_linear_map
+from schemas.training import Recipe
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -52,8 +53,8 @@ class FineTuneConfig:
     # what the base model knows of words it never sees in training stays as it was.
     frozen_layers: int = 0
     # "fine-tune" trains the transformer (this module); "linear-map" trains a map after it
-    # against the tenant's corpus (core.training.linear_map).
-    recipe: str = "fine-tune"
+    # against the tenant's corpus (core.training.linear_map), for `epochs` too.
+    recipe: Recipe = "fine-tune"
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ class SentenceTransformersTrainer:
     def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
                   progress: Progress | None = None) -> FineTuneResult:
         if config.recipe == "linear-map":
-            recipe = replace(self.linear_map, seed=config.seed)
+            recipe = replace(self.linear_map, seed=config.seed, epochs=config.epochs)
             return train_linear_map(base_dir, out_dir, data, recipe, progress)
         return fine_tune(base_dir, out_dir, data, config, progress)
 

@@ -58,9 +58,7 @@ async def publish_event(
         # The run id names a task: another tenant's is not the caller's to continue, and a
         # tenant has one unfinished training run at a time (409 otherwise).
         await check_base_version(validated.base_version, who.tenant, request)
-        fields = {"base_version", "since", "until", "min_sessions", "epochs", "gate_margin"}
-        details = {"request": validated.model_dump(mode="json", include=fields)}
-        delivery = await start_training(validated, details, await resources(request).tasks(), publisher)
+        delivery = await start_training(validated, await resources(request).tasks(), publisher)
     else:
         delivery = await publisher.publish(topic, validated)
     return Published(event_id=str(validated.event_id), topic=topic,

@@ -8,7 +8,6 @@ reindex builds a version's index of the caller's tenant's items: one per version
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Request, status
 
@@ -35,7 +34,7 @@ async def request_training(
     await check_base_version(body.base_version, who.tenant, request)
     run_id = f"run-{uuid.uuid4().hex}"
     event = TrainingRequested(run_id=run_id, tenant=who.tenant, source="gateway", **body.model_dump())
-    await start_training(event, body.model_dump(mode="json"), tasks, publisher)
+    await start_training(event, tasks, publisher)
     return TaskAccepted(task_id=run_id, status_url=f"/v1/tasks/{run_id}")
 
 
@@ -76,8 +75,7 @@ async def check_base_version(version: str | None, tenant: str, request: Request)
 
 
 async def start_training(
-    event: TrainingRequested, details: dict[str, Any], tasks: TaskStore, publisher: Publisher
-) -> Delivery:
+    event: TrainingRequested, tasks: TaskStore, publisher: Publisher) -> Delivery:
     """Create the run's task and publish the request, if the run id is free (or the tenant's
     own) and the tenant has no other training run unfinished; else 409."""
     existing = await tasks.get(event.run_id)
@@ -89,7 +87,7 @@ async def start_training(
         raise Problem(409, f"tenant {event.tenant!r} has a training run that is not finished: {pending} "
                            f"({state}); one at a time, see /v1/tasks/{pending}",
                       errors=[{"field": "tenant", "reason": f"training run {pending} is {state}"}])
-    await tasks.create(event.run_id, "training", event.tenant, details)
+    await tasks.create(event.run_id, "training", event.tenant, {"request": event.request_details()})
     try:
         return await publisher.publish(TRAINING_REQUESTED, event)
     except PublisherError as error:

@@ -75,9 +75,9 @@ async def test_cancel_a_running_and_a_pending_training_run_then_retry(
     await training_data(publisher, store, session_store, TB, 24)
     window = {"since": since.isoformat(), "until": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
-        # A long run (many epochs) for A, and B's run queued behind it.
+        # A long run (the transformer fine-tuned for many epochs) for A, and B's run queued behind it.
         long = await client.post("/v1/training-runs", headers=auth(TA),
-                                 json={"min_sessions": 10, "epochs": 100, **window})
+                                 json={"min_sessions": 10, "recipe": "fine-tune", "epochs": 100, **window})
         assert long.status_code == 202, long.text
         running_id = long.json()["task_id"]
         def training(task: dict[str, Any]) -> bool:
@@ -113,6 +113,7 @@ async def test_cancel_a_running_and_a_pending_training_run_then_retry(
         done = await until(client, TB, new_id, lambda t: t["status"] in FINAL_STATUSES, 600)
         assert done["status"] in ("succeeded", "rejected"), done
         assert done["details"]["retry_of"] == pending_id and "dataset" in done["details"]
+        assert done["details"]["request"]["epochs"] == 1 and done["details"]["recipe"] == "linear-map"
         assert (await task_of(client, TB, pending_id))["links"]["retried_by"] == new_id
 
 

@@ -33,7 +33,7 @@ async def test_training_waits_out_an_mlflow_outage_and_finishes_when_it_returns(
     await asyncio.to_thread(mlflow_server.stop)
     try:
         await publisher.publish("training-requested", {
-            "run_id": run_id, "tenant": who, "min_sessions": 10, "epochs": 1, "gate_margin": 0.0,
+            "run_id": run_id, "tenant": who, "min_sessions": 10, "gate_margin": 0.0,
             "since": since.isoformat(), "until": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()})
         deadline = time.monotonic() + 120
         waiting: dict | None = None

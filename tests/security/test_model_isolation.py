@@ -123,7 +123,7 @@ async def test_fabricated_clicks_and_training_in_a_leave_the_model_b_is_served_u
 
         # Training in A, on A's sessions only, rolled out into A's lineage.
         accepted = await client.post("/v1/training-runs", headers=auth("admin-a"), json={
-            "min_sessions": 10, "epochs": 1, "gate_margin": 0.0, "since": since.isoformat(),
+            "min_sessions": 10, "gate_margin": 0.0, "since": since.isoformat(),
             "until": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()})
         assert accepted.status_code == 202, accepted.text
         trained = await finished(tasks, accepted.json()["task_id"], timeout_s=900)

@@ -93,7 +93,7 @@ async def test_the_tenants_admin_cancels_and_retries_its_own_tasks(
         assert new_id != pending["id"] and retried.json()["status_url"] == f"/v1/tasks/{new_id}"
         new = (await client.get(f"/v1/tasks/{new_id}", headers=auth("admin-a"))).json()
         assert new["status"] == "pending" and new["details"]["retry_of"] == pending["id"]
-        assert new["details"]["min_sessions"] == 5
+        assert new["details"]["request"]["min_sessions"] == 5
         old = (await client.get(f"/v1/tasks/{pending['id']}", headers=auth("admin-a"))).json()
         assert old["links"]["retried_by"] == new_id and old["status"] == "cancelled"
         # A second retry of the same task while the new run is unfinished: one run at a time.

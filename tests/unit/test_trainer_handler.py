@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,30 @@ async def test_a_better_candidate_is_registered_and_published(tmp_path: Path) ->
                       "published"]
     assert task["details"]["metrics"]["base"]["ndcg_at_10"] == 0.4
     assert not (tmp_path / "work" / "runs" / "run-1").exists()  # candidate files cleaned up
+
+
+@pytest.mark.parametrize(("asked", "trained"), [
+    ({}, ("linear-map", 5, True)),  # the trainer's recipe, for its map epochs, with the corpus
+    ({"recipe": "fine-tune"}, ("fine-tune", 1, False)),
+    ({"recipe": "linear-map", "epochs": 2}, ("linear-map", 2, True)),
+    ({"epochs": 7}, ("linear-map", 7, True)),
+])
+async def test_a_request_names_its_recipe_and_epochs_or_takes_the_trainers(
+    tmp_path: Path, asked: dict[str, object], trained: tuple[str, int, bool],
+) -> None:
+    trainer = FakeTrainer(0.4, 0.6)
+    deps, _, registry, _ = make_deps(tmp_path, trainer)
+    deps.config = replace(deps.config, recipe="linear-map", map_epochs=5)
+    task = await handle_training_request(request(**asked), deps)
+    recipe, epochs, corpus = trained
+    [config] = trainer.configs
+    assert (config.recipe, config.epochs) == (recipe, epochs)
+    assert deps.datasets.calls[-1]["corpus"] is corpus  # type: ignore[attr-defined]
+    assert (task["details"]["recipe"], task["details"]["epochs"]) == (recipe, epochs)
+    # The task records what was asked (None: the trainer's default), and a retry sends that again.
+    assert task["details"]["request"]["recipe"] == asked.get("recipe")
+    [run] = registry.runs.values()
+    assert (run["params"]["recipe"], run["params"]["epochs"]) == (recipe, epochs)
 
 
 async def test_a_redelivered_request_does_not_train_twice(tmp_path: Path) -> None:

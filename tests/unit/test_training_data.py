@@ -96,10 +96,10 @@ async def test_the_example_cap_truncates() -> None:
 async def test_a_corpus_is_read_for_the_linear_map_only_when_asked() -> None:
     sessions: dict[str, list[SessionEventModel]] = {"s": [search("s", "q", ["a", "b"]), click("s", "b", 2)]}
     repo = await repo_with(sessions)
-    plain = await DatasetBuilder(repo, FakeItemTexts(TEXTS), DatasetConfig(eval_fraction=0.0)).build()
+    builder = DatasetBuilder(repo, FakeItemTexts(TEXTS), DatasetConfig(eval_fraction=0.0, corpus_items=2))
+    plain = await builder.build()
     assert plain.corpus == {} and plain.stats.corpus_items == 0
-    config = DatasetConfig(eval_fraction=0.0, corpus_items=2)
-    data = await DatasetBuilder(repo, FakeItemTexts(TEXTS), config).build()
+    data = await builder.build(corpus=True)
     assert list(data.corpus) == ["default"] and len(data.corpus["default"]) == 2
     assert all(TEXTS[("default", i)] == text for i, text in data.corpus["default"].items())
     assert data.stats.corpus_items == 2

@@ -120,9 +120,11 @@ class FakeTrainer:
         self.scores = {"base": base_score, "candidate": candidate_score}
         self.fail = fail
         self.trained = 0
+        self.configs: list[FineTuneConfig] = []
 
     def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
                   progress: Progress | None = None) -> FineTuneResult:
+        self.configs.append(config)
         if self.fail is not None:
             raise self.fail
         self.trained += 1

@@ -615,8 +615,13 @@ function modelsPage(root) {
   const reindexVersion = h("select", { id: "reindex-version", name: "model_version", required: true });
   const trainForm = h("form", { id: "train-form", onsubmit: requestTraining },
     h("div", { class: "row" },
+      h("div", { class: "field" }, h("label", { for: "recipe" }, "Recipe"),
+        h("select", { id: "recipe" },
+          h("option", { value: "" }, "the trainer's default"),
+          h("option", { value: "linear-map" }, "linear map after the model"),
+          h("option", { value: "fine-tune" }, "fine-tune the model"))),
       h("div", { class: "field" }, h("label", { for: "epochs" }, "Epochs"),
-        h("input", { id: "epochs", type: "number", min: 1, max: 100, value: 1, required: true })),
+        h("input", { id: "epochs", type: "number", min: 1, max: 100, placeholder: "recipe's default" })),
       h("div", { class: "field" }, h("label", { for: "min-sessions" }, "Min sessions"),
         h("input", { id: "min-sessions", type: "number", min: 1, value: 100, required: true })),
       h("div", { class: "field" }, h("label", { for: "gate-margin" }, "Gate margin"),
@@ -729,10 +734,12 @@ function modelsPage(root) {
 
   async function requestTraining(event) {
     event.preventDefault();
-    const body = { epochs: Number($("#epochs").value), min_sessions: Number($("#min-sessions").value),
-      gate_margin: Number($("#gate-margin").value) };
+    const body = { min_sessions: Number($("#min-sessions").value), gate_margin: Number($("#gate-margin").value) };
+    if ($("#recipe").value) body.recipe = $("#recipe").value;
+    if ($("#epochs").value) body.epochs = Number($("#epochs").value);
+    const how = `${body.recipe ?? "the trainer's default recipe"}, ${body.epochs ?? "its default"} epoch(s)`;
     const ok = await confirmAction("Request a training run?",
-      `This tenant's model is fine-tuned from its sessions (${body.epochs} epoch(s), at least ${body.min_sessions} sessions); `
+      `This tenant's model learns from its sessions (${how}, at least ${body.min_sessions} sessions); `
       + `if the candidate passes the gate (margin ${body.gate_margin}), it is rolled out and the corpus re-embedded.`,
       "Start training");
     if (!ok) return;
