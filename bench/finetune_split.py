@@ -21,6 +21,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from core.bootstrap import build_chunker
 from core.config import get_settings
 from core.training.dataset import Example, TrainingDataset, item_text
 from core.training.finetune import FineTuneConfig, fine_tune, load_model
-from core.training.linear_map import LinearMapConfig, train_linear_map
+from core.training.linear_map import LinearMapConfig, map_examples, train_linear_map, train_map
 from core.training.mining import MiningConfig, select_negatives
 
 # (query position, document position) -> the text trained on
@@ -109,10 +110,32 @@ def mean(per_query: dict[str, float]) -> float | None:
     return round(sum(per_query.values()) / len(per_query), 4) if per_query else None
 
 
+# (an encoder, the corpus's chunk vectors) -> per split, each query's nDCG@10
+Score = Callable[[Encode, np.ndarray], dict[str, dict[str, float]]]
+
+
+def sweep_map_epochs(encode: Encode, base_chunks: np.ndarray, data: TrainingDataset, config: LinearMapConfig,
+                     counts: Sequence[int], score: Score) -> dict[str, dict[str, dict[str, float]]]:
+    """A linear map trained for each of `counts` epochs on one embedding of `data` (the map
+    leaves the transformer as it is, so the base's vectors, mapped, are the new ones):
+    per count, `score`'s per-query nDCG@10 by split."""
+    examples = map_examples(data)
+    query_vectors, text_vectors = encode(examples.queries), encode(examples.texts)
+    found = {}
+    for count in counts:
+        weight, _ = train_map(query_vectors, text_vectors, examples, replace(config, epochs=count))
+
+        def mapped(texts: list[str], w: np.ndarray = weight) -> np.ndarray:
+            return normalized(encode(texts) @ w)
+        found[str(count)] = score(mapped, normalized(base_chunks @ weight))
+    return found
+
+
 def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
         progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = (),
         mined_negatives: int = 1, shown_k: int = 0, base_cache: Path | None = None,
-        batch_size: int = FineTuneConfig.batch_size, recipe: str = "fine-tune") -> dict[str, Any]:
+        batch_size: int = FineTuneConfig.batch_size, recipe: str = "fine-tune",
+        map_epochs: Sequence[int] = ()) -> dict[str, Any]:
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
@@ -158,18 +181,24 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     def report_step(done: int, total: int) -> None:
         progress.update(steps, completed=done, total=total)
 
+    def scored(encode: Encode, chunk_vectors: np.ndarray) -> dict[str, dict[str, float]]:
+        return {name: per_query(encode, chunk_vectors, qrels) for name, qrels in splits.items()}
+
+    swept: dict[str, dict[str, dict[str, float]]] = {}
     if recipe == "linear-map":  # contrasted against every item, as the trainer reads the tenant's
         corpus = {d.id: item_text(d.title, d.text) for d in data.docs}
         examples = TrainingDataset(triples=triples, pairs=pairs, corpus={"": corpus})
-        result = train_linear_map(base, out, examples, LinearMapConfig(
-            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate), report_step)
+        map_config = LinearMapConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+        if map_epochs:
+            swept = sweep_map_epochs(encode, base_chunks, examples, map_config, map_epochs, scored)
+        result = train_linear_map(base, out, examples, map_config, report_step)
     else:
         result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs), tune, report_step)
     tuned_model, encode = cpu_encoder(out)
     weight = linear_map(tuned_model)
     # A map leaves the transformer as it was: the base's chunk vectors, mapped, are the new ones.
     tuned_chunks = encode(chunks) if weight is None else normalized(base_chunks @ weight)
-    tuned_ndcg = {name: per_query(encode, tuned_chunks, qrels) for name, qrels in splits.items()}
+    tuned_ndcg = scored(encode, tuned_chunks)
     interpolated: dict[str, dict[str, float | None]] = {}
     for ratio in ratios:  # each: the corpus embedded again by the merged model
         with tempfile.TemporaryDirectory(prefix="finetune-split-merged-") as merged:
@@ -188,6 +217,8 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
                           **paired_change(base_ndcg[name], tuned_ndcg[name])}
                    for name, qrels in splits.items()},
         "interpolated": interpolated,
+        "map_epochs": {count: {name: {"fine_tuned": mean(ndcg), **paired_change(base_ndcg[name], ndcg)}
+                               for name, ndcg in by_split.items()} for count, by_split in swept.items()},
         "seconds": round(time.perf_counter() - began, 1),
     }
 
@@ -216,6 +247,9 @@ def main() -> None:
     parser.add_argument("--recipe", choices=["fine-tune", "linear-map"], default="fine-tune",
                         help="train the transformer, or a linear map after it against every item "
                              "(--learning-rate: give the map's, e.g. 1e-3)")
+    parser.add_argument("--map-epochs", type=int, nargs="*", default=[], metavar="N",
+                        help="with --recipe linear-map: also train and score a map for each N epochs "
+                             "(the texts embedded once)")
     parser.add_argument("--base-vectors", type=Path, default=None, metavar="FILE.npy",
                         help="reuse the base model's chunk vectors from FILE (written on the first run)")
     args = parser.parse_args()
@@ -224,7 +258,7 @@ def main() -> None:
         out = args.save_model or Path(scratch)
         report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress,
                      args.frozen_layers, args.interpolate, args.mined_negatives, args.shown_k,
-                     args.base_vectors, args.batch_size, args.recipe)
+                     args.base_vectors, args.batch_size, args.recipe, args.map_epochs)
     print(json.dumps(report, indent=2))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ from bench.beir import (
     split_held_out,
 )
 from bench.chunk_quality import best_chunk_scores, ndcg_at_10, ndcg_by_query
-from bench.finetune_split import mined_examples
+from bench.finetune_split import mined_examples, sweep_map_epochs
 from bench.quality import Api, QualityConfig, QualityError, QualityRun, changes
 from core.datasets import parse
-from core.training.dataset import Example
+from core.training.dataset import Example, TrainingDataset
+from core.training.linear_map import LinearMapConfig
 from core.training.mining import MiningConfig
 from gateway.bodies import TrainingRunRequest
 
@@ -249,3 +251,35 @@ def test_a_change_is_reported_with_its_paired_standard_error() -> None:
     after = {"a": 1.0, "b": 0.5, "c": 0.5, "d": 1.0}  # per query: +0.5, 0, +0.5, 0
     assert paired_change(before, after) == {"change": 0.25, "standard_error": 0.1443}  # sqrt(1/12) / 2
     assert paired_change(before, before) == {"change": 0.0, "standard_error": 0.0}
+
+
+def test_a_map_epochs_sweep_trains_one_map_per_count_on_one_embedding() -> None:
+    rng = np.random.default_rng(0)
+    table: dict[str, np.ndarray] = {}
+    embedded: list[int] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        embedded.append(len(texts))
+        rows = [table.setdefault(t, rng.normal(size=8).astype(np.float32)) for t in texts]
+        return np.array([r / np.linalg.norm(r) for r in rows], dtype=np.float32)
+
+    data = TrainingDataset(pairs=[Example(f"q{i}", f"p{i}") for i in range(6)],
+                           corpus={"": {f"c{i}": f"c{i}" for i in range(10)}})
+    chunks = encode([f"c{i}" for i in range(10)])
+    embedded.clear()
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def score(mapped: Callable[[list[str]], np.ndarray], chunk_vectors: np.ndarray
+              ) -> dict[str, dict[str, float]]:
+        seen.append((mapped(["q0"]), chunk_vectors))
+        return {"split": {"q0": float(np.argmax(mapped(["q0"]) @ mapped(["p0", "c0", "c1"]).T) == 0)}}
+
+    found = sweep_map_epochs(encode, chunks, data, LinearMapConfig(batch_size=3, learning_rate=0.05), [1, 4],
+                             score)
+    assert list(found) == ["1", "4"] and set(found["4"]) == {"split"}
+    # The queries, then the positives and the corpus, embedded once for both counts.
+    assert embedded[:2] == [6, 16] and embedded.count(16) == 1
+    for _, chunk_vectors in seen:
+        assert np.allclose(np.linalg.norm(chunk_vectors, axis=1), 1.0, atol=1e-5)
+        assert not np.allclose(chunk_vectors, chunks)  # the map moved them
+    assert not np.allclose(seen[0][0], seen[1][0])  # four epochs are not one
