@@ -114,20 +114,21 @@ def mean(per_query: dict[str, float]) -> float | None:
 Score = Callable[[Encode, np.ndarray], dict[str, dict[str, float]]]
 
 
-def sweep_map_epochs(encode: Encode, base_chunks: np.ndarray, data: TrainingDataset, config: LinearMapConfig,
-                     counts: Sequence[int], score: Score) -> dict[str, dict[str, dict[str, float]]]:
-    """A linear map trained for each of `counts` epochs on one embedding of `data` (the map
-    leaves the transformer as it is, so the base's vectors, mapped, are the new ones):
-    per count, `score`'s per-query nDCG@10 by split."""
+def sweep_maps(encode: Encode, base_chunks: np.ndarray, data: TrainingDataset,
+               variants: Sequence[LinearMapConfig], score: Score) -> dict[str, dict[str, dict[str, float]]]:
+    """A linear map trained with each of `variants` on one embedding of `data` (the map
+    leaves the transformer as it is, so the base's vectors, mapped, are the new ones): per
+    variant ("E epochs, identity W"), `score`'s per-query nDCG@10 by split."""
     examples = map_examples(data)
     query_vectors, text_vectors = encode(examples.queries), encode(examples.texts)
     found = {}
-    for count in counts:
-        weight, _ = train_map(query_vectors, text_vectors, examples, replace(config, epochs=count))
+    for config in variants:
+        weight, _ = train_map(query_vectors, text_vectors, examples, config)
 
         def mapped(texts: list[str], w: np.ndarray = weight) -> np.ndarray:
             return normalized(encode(texts) @ w)
-        found[str(count)] = score(mapped, normalized(base_chunks @ weight))
+        found[f"{config.epochs} epochs, identity {config.identity_weight:g}"] = score(
+            mapped, normalized(base_chunks @ weight))
     return found
 
 
@@ -135,7 +136,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
         progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = (),
         mined_negatives: int = 1, shown_k: int = 0, base_cache: Path | None = None,
         batch_size: int = FineTuneConfig.batch_size, recipe: str = "fine-tune",
-        map_epochs: Sequence[int] = ()) -> dict[str, Any]:
+        map_epochs: Sequence[int] = (), identity_weights: Sequence[float] = ()) -> dict[str, Any]:
     began = time.perf_counter()
     settings = get_settings()
     data = read_dataset(dataset)
@@ -188,9 +189,12 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
     if recipe == "linear-map":  # contrasted against every item, as the trainer reads the tenant's
         corpus = {d.id: item_text(d.title, d.text) for d in data.docs}
         examples = TrainingDataset(triples=triples, pairs=pairs, corpus={"": corpus})
-        map_config = LinearMapConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-        if map_epochs:
-            swept = sweep_map_epochs(encode, base_chunks, examples, map_config, map_epochs, scored)
+        map_config = LinearMapConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                     identity_weight=identity_weights[0] if identity_weights else 0.0)
+        variants = [replace(map_config, epochs=e, identity_weight=w)
+                    for e in map_epochs or [epochs] for w in identity_weights or [0.0]]
+        if len(variants) > 1 or map_epochs:
+            swept = sweep_maps(encode, base_chunks, examples, variants, scored)
         result = train_linear_map(base, out, examples, map_config, report_step)
     else:
         result = fine_tune(base, out, TrainingDataset(triples=triples, pairs=pairs), tune, report_step)
@@ -217,7 +221,8 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
                           **paired_change(base_ndcg[name], tuned_ndcg[name])}
                    for name, qrels in splits.items()},
         "interpolated": interpolated,
-        "map_epochs": {count: {name: {"fine_tuned": mean(ndcg), **paired_change(base_ndcg[name], ndcg)}
+        "identity_weight": identity_weights[0] if identity_weights else 0.0,
+        "maps": {count: {name: {"fine_tuned": mean(ndcg), **paired_change(base_ndcg[name], ndcg)}
                                for name, ndcg in by_split.items()} for count, by_split in swept.items()},
         "seconds": round(time.perf_counter() - began, 1),
     }
@@ -249,7 +254,10 @@ def main() -> None:
                              "(--learning-rate: give the map's, e.g. 1e-3)")
     parser.add_argument("--map-epochs", type=int, nargs="*", default=[], metavar="N",
                         help="with --recipe linear-map: also train and score a map for each N epochs "
-                             "(the texts embedded once)")
+                             "(and each --identity-weight; the texts embedded once)")
+    parser.add_argument("--identity-weight", type=float, nargs="*", default=[], metavar="W",
+                        help="with --recipe linear-map: the map's ||W - I||² weight (the first one "
+                             "for the saved model; each one scored with --map-epochs)")
     parser.add_argument("--base-vectors", type=Path, default=None, metavar="FILE.npy",
                         help="reuse the base model's chunk vectors from FILE (written on the first run)")
     args = parser.parse_args()
@@ -258,7 +266,8 @@ def main() -> None:
         out = args.save_model or Path(scratch)
         report = run(args.dataset, args.epochs, args.positives, args.learning_rate, out, progress,
                      args.frozen_layers, args.interpolate, args.mined_negatives, args.shown_k,
-                     args.base_vectors, args.batch_size, args.recipe, args.map_epochs)
+                     args.base_vectors, args.batch_size, args.recipe, args.map_epochs,
+                     args.identity_weight)
     print(json.dumps(report, indent=2))
 
 

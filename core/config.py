@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     training_corpus_items: int = Field(default=20_000, ge=1)
     training_map_epochs: int = Field(default=3, ge=1, le=100)
     training_map_learning_rate: float = Field(default=1e-3, gt=0)
+    # How hard the map is held near the identity (||W - I||² in its loss): what the sessions
+    # never showed keeps more of the model's own ranking.
+    training_map_identity_weight: float = Field(default=0.0, ge=0)
     # Held-out queries with a BM25 ranking a run needs before it records the hybrid fusion
     # weight that scored best on them; with fewer it records the default (core.fusion).
     training_fusion_min_queries: int = Field(default=20, ge=1)  # core.fusion.FUSION_MIN_QUERIES

@@ -82,7 +82,8 @@ async def open_resources(ctx: ServiceContext) -> Trainer:
     return Trainer(TrainerDeps(
         tasks, datasets_of(DEFAULT_TENANT), SentenceTransformersTrainer(
             FusionChoice(settings.training_fusion_min_queries, settings.training_fusion_min_gain),
-            LinearMapConfig(learning_rate=settings.training_map_learning_rate)),
+            LinearMapConfig(learning_rate=settings.training_map_learning_rate,
+                            identity_weight=settings.training_map_identity_weight)),
         build_model_registry(settings),
         lineage.active_version, publish_model, config, is_transient=service.policy.is_transient,
         judgments=uploaded),

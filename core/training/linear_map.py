@@ -47,6 +47,9 @@ class LinearMapConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     scale: float = 20.0  # the softmax's inverse temperature over cosines
+    # Weight of ||W - I||² in the loss: how hard the map is held near the identity, so that
+    # what the pairs never showed (new items, other topics) keeps the model's own geometry.
+    identity_weight: float = 0.0
     seed: int = 42
     encode_batch_size: int = 64
 
@@ -95,7 +98,8 @@ def train_map(query_vectors: np.ndarray, text_vectors: np.ndarray, examples: Map
     texts = torch.from_numpy(np.ascontiguousarray(text_vectors, dtype=np.float32))
     pairs = torch.tensor(examples.pairs, dtype=torch.long)
     dim = queries.shape[1]
-    weight = torch.nn.Parameter(torch.eye(dim))
+    identity = torch.eye(dim)
+    weight = torch.nn.Parameter(identity.clone())
     optimizer = torch.optim.Adam([weight], lr=config.learning_rate)
     per_epoch = -(-len(pairs) // config.batch_size)
     total = per_epoch * config.epochs
@@ -113,6 +117,8 @@ def train_map(query_vectors: np.ndarray, text_vectors: np.ndarray, examples: Map
                 if others:
                     mask[row, others] = True
             loss = torch.nn.functional.cross_entropy(logits.masked_fill(mask, float("-inf")), batch[:, 1])
+            if config.identity_weight > 0:
+                loss = loss + config.identity_weight * (weight - identity).square().sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

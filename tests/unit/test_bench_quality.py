@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from bench.beir import (
     split_held_out,
 )
 from bench.chunk_quality import best_chunk_scores, ndcg_at_10, ndcg_by_query
-from bench.finetune_split import mined_examples, sweep_map_epochs
+from bench.finetune_split import mined_examples, sweep_maps
 from bench.quality import Api, QualityConfig, QualityError, QualityRun, changes
 from core.datasets import parse
 from core.training.dataset import Example, TrainingDataset
@@ -253,7 +254,7 @@ def test_a_change_is_reported_with_its_paired_standard_error() -> None:
     assert paired_change(before, before) == {"change": 0.0, "standard_error": 0.0}
 
 
-def test_a_map_epochs_sweep_trains_one_map_per_count_on_one_embedding() -> None:
+def test_a_map_sweep_trains_one_map_per_variant_on_one_embedding() -> None:
     rng = np.random.default_rng(0)
     table: dict[str, np.ndarray] = {}
     embedded: list[int] = []
@@ -274,12 +275,17 @@ def test_a_map_epochs_sweep_trains_one_map_per_count_on_one_embedding() -> None:
         seen.append((mapped(["q0"]), chunk_vectors))
         return {"split": {"q0": float(np.argmax(mapped(["q0"]) @ mapped(["p0", "c0", "c1"]).T) == 0)}}
 
-    found = sweep_map_epochs(encode, chunks, data, LinearMapConfig(batch_size=3, learning_rate=0.05), [1, 4],
-                             score)
-    assert list(found) == ["1", "4"] and set(found["4"]) == {"split"}
-    # The queries, then the positives and the corpus, embedded once for both counts.
+    config = LinearMapConfig(batch_size=3, learning_rate=0.05)
+    variants = [replace(config, epochs=1), replace(config, epochs=4),
+                replace(config, epochs=4, identity_weight=10.0)]
+    found = sweep_maps(encode, chunks, data, variants, score)
+    assert list(found) == ["1 epochs, identity 0", "4 epochs, identity 0", "4 epochs, identity 10"]
+    assert set(found["4 epochs, identity 0"]) == {"split"}
+    # The queries, then the positives and the corpus, embedded once for every variant.
     assert embedded[:2] == [6, 16] and embedded.count(16) == 1
     for _, chunk_vectors in seen:
         assert np.allclose(np.linalg.norm(chunk_vectors, axis=1), 1.0, atol=1e-5)
         assert not np.allclose(chunk_vectors, chunks)  # the map moved them
     assert not np.allclose(seen[0][0], seen[1][0])  # four epochs are not one
+    # Held near the identity, the map moves the vectors less.
+    assert np.abs(seen[2][1] - chunks).max() < np.abs(seen[1][1] - chunks).max()

@@ -57,6 +57,11 @@ def test_the_map_ranks_each_positive_above_the_corpus() -> None:
     weight, losses = train_map(queries, texts, examples, LinearMapConfig(epochs=60, learning_rate=1e-2))
     assert top1(np.eye(16, dtype=np.float32)) == 0.0
     assert top1(weight) > 0.5 and losses[-1] < losses[0]
+    # Held near the identity, the same training moves the map less.
+    held, _ = train_map(queries, texts, examples, LinearMapConfig(epochs=60, learning_rate=1e-2,
+                                                                   identity_weight=1.0))
+    eye = np.eye(16, dtype=np.float32)
+    assert np.linalg.norm(held - eye) < 0.5 * np.linalg.norm(weight - eye)
 
 
 def test_the_saved_model_maps_queries_and_items_and_a_second_map_folds_into_the_first(tmp_path: Path) -> None:
