@@ -127,7 +127,7 @@ class TrainingRunRequest(Strict):
         "fine-tune (the transformer) or linear-map (a map after it); default: the trainer's."))
     epochs: int | None = Field(default=None, ge=1, le=100, description=(
         "Passes over the pairs; default: the recipe's (1 for fine-tune, the trainer's "
-        "FLYWHEEL_TRAINING_MAP_EPOCHS, 3, for linear-map)."))
+        "FLYWHEEL_TRAINING_MAP_EPOCHS, 5, for linear-map)."))
     gate_margin: float = Field(default=0.0, ge=0.0, le=1.0)
     use_sessions: bool = Field(default=True, description="Learn from the tenant's click sessions.")
     datasets: list[DatasetName] = Field(default_factory=list, max_length=20, description=(

@@ -68,7 +68,7 @@ class TrainerConfig:
     seed: int = 42
     progress_interval_s: float = 1.0
     recipe: Recipe = "fine-tune"  # for a request that names none
-    map_epochs: int = 3  # a linear-map run's epochs when the request names none
+    map_epochs: int = 5  # a linear-map run's epochs when the request names none
 
 
 @dataclass

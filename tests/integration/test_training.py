@@ -210,7 +210,7 @@ async def test_training_publishes_a_better_model_once(
     training_window.update(since=since, until=datetime.now(UTC) + timedelta(seconds=1), tenant=who)
     run_id = f"run-{uuid.uuid4().hex}"
     # Training reads the requesting tenant's sessions only (its own model lineage).
-    # No recipe or epochs: the trainer's default recipe (linear-map) for its default epochs (3).
+    # No recipe or epochs: the trainer's default recipe (linear-map) for its default epochs.
     request = {"run_id": run_id, "tenant": who, "min_sessions": 10, "gate_margin": 0.05,
                "since": training_window["since"].isoformat(), "until": training_window["until"].isoformat()}
     started = time.monotonic()
@@ -223,7 +223,8 @@ async def test_training_publishes_a_better_model_once(
     assert metrics["candidate"]["ndcg_at_10"] > metrics["base"]["ndcg_at_10"] + 0.05
     assert details["dataset"]["sessions_with_clicks"] == 24 and details["dataset"]["eval_sessions"] > 0
     # The default recipe, the linear map, read every item of the tenant as its corpus.
-    assert details["recipe"] == "linear-map" and details["epochs"] == 3, details
+    epochs = test_settings.training_map_epochs
+    assert details["recipe"] == "linear-map" and details["epochs"] == epochs, details
     assert details["dataset"]["corpus_items"] == len(ITEMS) and details["training"]["steps"] > 0, details
     # Negatives mined from the tenant's index by the active (base) model, beside the shown ones.
     assert details["dataset"]["mined_queries"] > 0 and details["dataset"]["mined_negatives"] > 0, details
@@ -241,7 +242,7 @@ async def test_training_publishes_a_better_model_once(
     assert run.data.metrics["candidate_ndcg_at_10"] == pytest.approx(metrics["candidate"]["ndcg_at_10"])
     assert "base_mrr_at_10" in run.data.metrics and "dataset_triples" in run.data.metrics
     assert run.data.metrics["dataset_mined_negatives"] == details["dataset"]["mined_negatives"]
-    assert run.data.params["recipe"] == "linear-map" and run.data.params["epochs"] == "3"
+    assert run.data.params["recipe"] == "linear-map" and run.data.params["epochs"] == str(epochs)
     assert run.data.tags["gate"] == "passed"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert "model/modules.json" in artifacts and "model/model.safetensors" in artifacts
