@@ -145,7 +145,8 @@ try {
   await page.locator("#active-version").waitFor();
   await page.waitForFunction(() => /^\d+$/.test(document.querySelector("#active-version")?.textContent ?? ""));
   const activeBefore = (await page.locator("#active-version").textContent()).trim();
-  await page.getByLabel("Recipe").selectOption("");  // the trainer's default, for its default epochs
+  // Recipe and epochs left empty: the trainer's default recipe, for its default epochs.
+  if ((await page.getByLabel("Recipe").inputValue()) !== "") throw new Error("the recipe is not the trainer's default");
   await page.getByLabel("Epochs").fill("");
   await page.getByLabel("Min sessions").fill(String(options.minSessions));
   await page.getByLabel("Gate margin").fill("0");
