@@ -26,7 +26,7 @@ from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.chunking import Chunker
 from core.config import get_settings
-from core.training.finetune import load_model
+from core.training.runtime import load_model
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -45,9 +45,10 @@ from core.base_model import base_model_dir
 from core.bootstrap import build_chunker
 from core.config import get_settings
 from core.training.dataset import Example, TrainingDataset, item_text
-from core.training.finetune import FineTuneConfig, fine_tune, load_model
+from core.training.finetune import FineTuneConfig, fine_tune
 from core.training.linear_map import LinearMapConfig, map_examples, train_linear_map, train_map
 from core.training.mining import MiningConfig, select_negatives
+from core.training.runtime import load_model
 
 # (query position, document position) -> the text trained on
 TextOf = Callable[[int, int], str]

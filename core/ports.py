@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from core.sessions import SessionDoc
     from core.sources import SourceSpec
     from core.training.dataset import Judged, TrainingDataset
-    from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
+    from core.training.finetune import FineTuneConfig
+    from core.training.runtime import Progress, TrainingResult
 
 
 class DependencyUnavailable(RuntimeError):
@@ -163,7 +164,7 @@ class Judgments(Protocol):
 
 class ModelTrainer(Protocol):
     def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
-                  progress: Progress | None = None) -> FineTuneResult: ...
+                  progress: Progress | None = None) -> TrainingResult: ...
 
     def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]: ...
 

@@ -35,9 +35,9 @@ from core.bootstrap import (
 )
 from core.fusion import FusionChoice
 from core.training.dataset import DatasetBuilder, DatasetConfig
-from core.training.finetune import SentenceTransformersTrainer
 from core.training.linear_map import LinearMapConfig
 from core.training.mining import MiningConfig
+from core.training.trainer import SentenceTransformersTrainer
 from schemas.envelope import DEFAULT_TENANT
 from schemas.model_published import ModelPublished
 from schemas.topics import MODEL_PUBLISHED, TRAINING_REQUESTED

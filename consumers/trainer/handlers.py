@@ -39,9 +39,10 @@ from core.ports import Datasets, DependencyUnavailable, Judgments, ModelRegistry
 from core.serving import BASE_SERVING_VERSION, serving_version
 from core.task_control import FINAL_STATUSES, TaskCancelled, cancel_requested, stop_if_cancelled
 from core.training.dataset import DatasetStats, Judged, TrainingDataset
-from core.training.finetune import FineTuneConfig, FineTuneResult
+from core.training.finetune import FineTuneConfig
 from core.training.gate import decide
 from core.training.metrics import prefixed
+from core.training.runtime import TrainingResult
 from schemas.model_published import ModelPublished
 from schemas.training import Recipe, TrainingRequested
 
@@ -264,7 +265,7 @@ class _Run:
         return await self._record_and_publish(event, f"registered before a restart as version "
                                                      f"{registered.version}")
 
-    async def _train(self, base_dir: Path, data: TrainingDataset, tune: FineTuneConfig) -> FineTuneResult:
+    async def _train(self, base_dir: Path, data: TrainingDataset, tune: FineTuneConfig) -> TrainingResult:
         latest = {"done": 0, "total": 1}
         stop = threading.Event()
 

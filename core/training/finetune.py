@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from core.fusion import DEFAULT_FUSION_CHOICE, FusionChoice
 from core.training.dataset import Example, TrainingDataset
-from core.training.evaluation import evaluate
-from core.training.linear_map import LinearMapConfig, train_linear_map
+from core.training.runtime import Progress, TrainingResult, load_model, seed_everything, select_device
 from schemas.training import Recipe
 
 if TYPE_CHECKING:
@@ -32,8 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Called with (steps done, steps in all) after each optimiser step.
-Progress = Callable[[int, int], None]
 OPEN_BATCHES = 8
 
 
@@ -55,38 +48,6 @@ class FineTuneConfig:
     # "fine-tune" trains the transformer (this module); "linear-map" trains a map after it
     # against the tenant's corpus (core.training.linear_map), for `epochs` too.
     recipe: Recipe = "fine-tune"
-
-
-@dataclass(frozen=True)
-class FineTuneResult:
-    steps: int
-    seconds: float
-    device: str
-    mean_loss: float
-    last_loss: float
-
-
-def select_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def load_model(model_dir: Path, device: str | None = None) -> SentenceTransformer:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(model_dir), device=device or select_device(), local_files_only=True)
 
 
 def _texts(example: Example) -> set[str]:
@@ -149,7 +110,7 @@ def freeze_lower_layers(model: SentenceTransformer, layers: int) -> list[Any]:
 def fine_tune(
     base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
     progress: Progress | None = None,
-) -> FineTuneResult:
+) -> TrainingResult:
     """Train a copy of the model in `base_dir` on `data`; save it to `out_dir`."""
     import torch
     from sentence_transformers.sentence_transformer.losses import (
@@ -197,34 +158,4 @@ def fine_tune(
     seconds = time.monotonic() - started
     log.info("fine-tuned %d steps on %s in %.1fs, mean loss %.4f", len(batches), device, seconds,
              sum(losses) / len(losses))
-    return FineTuneResult(len(batches), seconds, device, sum(losses) / len(losses), losses[-1])
-
-
-def evaluate_model(model_dir: Path, data: TrainingDataset, batch_size: int = 64,
-                   fusion: FusionChoice = DEFAULT_FUSION_CHOICE) -> dict[str, float]:
-    model = load_model(model_dir)
-
-    def encode(texts: list[str]) -> Any:
-        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                            convert_to_numpy=True, show_progress_bar=False)
-
-    return evaluate(encode, data.eval_queries, data.pools, fusion)
-
-
-class SentenceTransformersTrainer:
-    """The real `ModelTrainer`: fine-tunes and evaluates with sentence-transformers."""
-
-    def __init__(self, fusion: FusionChoice = DEFAULT_FUSION_CHOICE,
-                 linear_map: LinearMapConfig | None = None) -> None:
-        self.fusion = fusion
-        self.linear_map = linear_map or LinearMapConfig()
-
-    def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
-                  progress: Progress | None = None) -> FineTuneResult:
-        if config.recipe == "linear-map":
-            recipe = replace(self.linear_map, seed=config.seed, epochs=config.epochs)
-            return train_linear_map(base_dir, out_dir, data, recipe, progress)
-        return fine_tune(base_dir, out_dir, data, config, progress)
-
-    def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]:
-        return evaluate_model(model_dir, data, fusion=self.fusion)
+    return TrainingResult(len(batches), seconds, device, sum(losses) / len(losses), losses[-1])

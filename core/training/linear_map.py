@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,15 +30,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.training.dataset import TrainingDataset
+from core.training.runtime import Progress, TrainingResult, load_model, seed_everything, select_device
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from core.training.finetune import FineTuneResult
-
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -154,10 +152,8 @@ def attach_map(model: SentenceTransformer, weight: np.ndarray) -> SentenceTransf
 
 
 def train_linear_map(base_dir: Path, out_dir: Path, data: TrainingDataset, config: LinearMapConfig,
-                     progress: Progress | None = None) -> FineTuneResult:
+                     progress: Progress | None = None) -> TrainingResult:
     """Train the map on the model in `base_dir` and save the mapped model to `out_dir`."""
-    from core.training.finetune import FineTuneResult, load_model, seed_everything, select_device
-
     started = time.monotonic()
     seed_everything(config.seed)
     device = select_device()
@@ -193,4 +189,4 @@ def train_linear_map(base_dir: Path, out_dir: Path, data: TrainingDataset, confi
     seconds = time.monotonic() - started
     log.info("trained a linear map on %d pairs against %d texts in %.1fs, mean loss %.4f",
              len(examples.pairs), len(examples.texts), seconds, sum(losses) / len(losses))
-    return FineTuneResult(len(losses), seconds, device, sum(losses) / len(losses), losses[-1])
+    return TrainingResult(len(losses), seconds, device, sum(losses) / len(losses), losses[-1])

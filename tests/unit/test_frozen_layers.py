@@ -6,7 +6,8 @@ import pytest
 
 from core.base_model import base_model_dir
 from core.config import Settings
-from core.training.finetune import freeze_lower_layers, load_model
+from core.training.finetune import freeze_lower_layers
+from core.training.runtime import load_model
 
 
 def test_the_embeddings_and_the_lowest_layers_stop_training() -> None:

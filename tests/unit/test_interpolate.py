@@ -10,7 +10,7 @@ import torch
 from bench.finetune_split import interpolate
 from core.base_model import base_model_dir
 from core.config import Settings
-from core.training.finetune import load_model
+from core.training.runtime import load_model
 
 
 def test_each_weight_is_the_given_share_of_the_fine_tuned_model(tmp_path: Path) -> None:

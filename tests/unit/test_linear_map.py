@@ -9,7 +9,6 @@ import numpy as np
 from core.base_model import base_model_dir
 from core.config import Settings
 from core.training.dataset import Example, TrainingDataset
-from core.training.finetune import load_model
 from core.training.linear_map import (
     LinearMapConfig,
     MapExamples,
@@ -18,6 +17,7 @@ from core.training.linear_map import (
     train_linear_map,
     train_map,
 )
+from core.training.runtime import load_model
 
 
 def test_examples_share_texts_and_the_corpus_joins_them() -> None:

@@ -20,7 +20,8 @@ from core.task_control import (
     stop_if_cancelled,
 )
 from core.training.dataset import TrainingDataset
-from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
+from core.training.finetune import FineTuneConfig
+from core.training.runtime import Progress, TrainingResult
 from schemas.reindex import ReindexRequested
 from tests.unit.test_rollout_handlers import DeployRig, ReindexRig, published
 from tests.unit.test_trainer_handler import make_deps, request
@@ -64,7 +65,7 @@ class CancelledMidway(FakeTrainer):
         self.done = 0
 
     def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
-                  progress: Progress | None = None) -> FineTuneResult:
+                  progress: Progress | None = None) -> TrainingResult:
         import time
 
         assert progress is not None

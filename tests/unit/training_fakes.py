@@ -12,7 +12,8 @@ from typing import Any
 from core.domain import RegisteredModel
 from core.sessions import SessionDoc
 from core.training.dataset import TrainingDataset
-from core.training.finetune import FineTuneConfig, FineTuneResult, Progress
+from core.training.finetune import FineTuneConfig
+from core.training.runtime import Progress, TrainingResult
 from schemas.model_published import ModelPublished
 
 
@@ -123,7 +124,7 @@ class FakeTrainer:
         self.configs: list[FineTuneConfig] = []
 
     def fine_tune(self, base_dir: Path, out_dir: Path, data: TrainingDataset, config: FineTuneConfig,
-                  progress: Progress | None = None) -> FineTuneResult:
+                  progress: Progress | None = None) -> TrainingResult:
         self.configs.append(config)
         if self.fail is not None:
             raise self.fail
@@ -133,7 +134,7 @@ class FakeTrainer:
         for step in range(1, 4):
             if progress:
                 progress(step, 3)
-        return FineTuneResult(3, 0.01, "cpu", 1.0, 0.5)
+        return TrainingResult(3, 0.01, "cpu", 1.0, 0.5)
 
     def evaluate(self, model_dir: Path, data: TrainingDataset) -> dict[str, float]:
         which = "base" if model_dir.name == "base" else "candidate"
