@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from rich.console import Console
@@ -49,6 +49,7 @@ from core.training.finetune import FineTuneConfig, fine_tune
 from core.training.linear_map import LinearMapConfig, map_examples, train_linear_map, train_map
 from core.training.mining import MiningConfig, select_negatives
 from core.training.runtime import load_model
+from schemas.training import Recipe
 
 # (query position, document position) -> the text trained on
 TextOf = Callable[[int, int], str]
@@ -122,12 +123,22 @@ def sweep_maps(encode: Encode, base_chunks: np.ndarray, data: TrainingDataset,
     variant ("E epochs, identity W"), `score`'s per-query nDCG@10 by split."""
     examples = map_examples(data)
     query_vectors, text_vectors = encode(examples.queries), encode(examples.texts)
+    # The base model's vectors of the scored queries, embedded on first use only: every
+    # variant scores the same queries.
+    known: dict[str, np.ndarray] = {}
+
+    def base_vectors(texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in known]
+        if new:
+            known.update(zip(new, encode(new), strict=True))
+        return np.stack([known[t] for t in texts])
+
     found = {}
     for config in variants:
         weight, _ = train_map(query_vectors, text_vectors, examples, config)
 
         def mapped(texts: list[str], w: np.ndarray = weight) -> np.ndarray:
-            return normalized(encode(texts) @ w)
+            return normalized(base_vectors(texts) @ w)
         found[f"{config.epochs} epochs, identity {config.identity_weight:g}"] = score(
             mapped, normalized(base_chunks @ weight))
     return found
@@ -136,9 +147,10 @@ def sweep_maps(encode: Encode, base_chunks: np.ndarray, data: TrainingDataset,
 def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: Path,
         progress: Progress, frozen_layers: int = 0, ratios: Sequence[float] = (),
         mined_negatives: int = 1, shown_k: int = 0, base_cache: Path | None = None,
-        batch_size: int = FineTuneConfig.batch_size, recipe: str = "fine-tune",
+        batch_size: int = FineTuneConfig.batch_size, recipe: Recipe = "fine-tune",
         map_epochs: Sequence[int] = (), identity_weights: Sequence[float] = ()) -> dict[str, Any]:
     began = time.perf_counter()
+    identity_weight = identity_weights[0] if identity_weights else 0.0
     settings = get_settings()
     data = read_dataset(dataset)
     doc_ids = [d.id for d in data.docs]
@@ -191,7 +203,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
         corpus = {d.id: item_text(d.title, d.text) for d in data.docs}
         examples = TrainingDataset(triples=triples, pairs=pairs, corpus={"": corpus})
         map_config = LinearMapConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                     identity_weight=identity_weights[0] if identity_weights else 0.0)
+                                     identity_weight=identity_weight)
         variants = [replace(map_config, epochs=e, identity_weight=w)
                     for e in map_epochs or [epochs] for w in identity_weights or [0.0]]
         if len(variants) > 1 or map_epochs:
@@ -222,7 +234,7 @@ def run(dataset: Path, epochs: int, positives: str, learning_rate: float, out: P
                           **paired_change(base_ndcg[name], tuned_ndcg[name])}
                    for name, qrels in splits.items()},
         "interpolated": interpolated,
-        "identity_weight": identity_weights[0] if identity_weights else 0.0,
+        "identity_weight": identity_weight,
         "maps": {count: {name: {"fine_tuned": mean(ndcg), **paired_change(base_ndcg[name], ndcg)}
                                for name, ndcg in by_split.items()} for count, by_split in swept.items()},
         "seconds": round(time.perf_counter() - began, 1),
@@ -250,7 +262,7 @@ def main() -> None:
                              "sessions showing K results would click (0: every pair)")
     parser.add_argument("--batch-size", type=int, default=FineTuneConfig.batch_size, metavar="N",
                         help="examples per optimiser step; each is an in-batch negative for the others")
-    parser.add_argument("--recipe", choices=["fine-tune", "linear-map"], default="fine-tune",
+    parser.add_argument("--recipe", choices=get_args(Recipe), default="fine-tune",
                         help="train the transformer, or a linear map after it against every item "
                              "(--learning-rate: give the map's, e.g. 1e-3)")
     parser.add_argument("--map-epochs", type=int, nargs="*", default=[], metavar="N",

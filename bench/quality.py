@@ -358,8 +358,7 @@ async def run_quality(
         report: dict[str, Any] = {
             "dataset": {"name": data.name, **data.summary()}, "tenant": tenant,
             "settings": {"source": config.source, "shown_k": config.shown_k, "recipe": config.recipe,
-                         "epochs": config.epochs,
-                         "gate_margin": config.gate_margin},
+                         "epochs": config.epochs, "gate_margin": config.gate_margin},
         }
         with progress:
             report["corpus"] = await run.load()

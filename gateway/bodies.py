@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from schemas.envelope import INT64_MAX, reject_nul
-from schemas.training import DatasetName, Recipe, check_sources
+from schemas.training import DatasetName, EpochsChoice, RecipeChoice, check_sources
 
 # A model version: a number PostgreSQL's bigint holds (the stores order versions as bigint).
 VERSION_PATTERN = r"^[0-9]{1,18}$"
@@ -123,11 +123,8 @@ class TrainingRunRequest(Strict):
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     min_sessions: int = Field(default=100, ge=1, le=INT64_MAX)
-    recipe: Recipe | None = Field(default=None, description=(
-        "fine-tune (the transformer) or linear-map (a map after it); default: the trainer's."))
-    epochs: int | None = Field(default=None, ge=1, le=100, description=(
-        "Passes over the pairs; default: the recipe's (1 for fine-tune, the trainer's "
-        "FLYWHEEL_TRAINING_MAP_EPOCHS, 5, for linear-map)."))
+    recipe: RecipeChoice = None
+    epochs: EpochsChoice = None
     gate_margin: float = Field(default=0.0, ge=0.0, le=1.0)
     use_sessions: bool = Field(default=True, description="Learn from the tenant's click sessions.")
     datasets: list[DatasetName] = Field(default_factory=list, max_length=20, description=(

@@ -15,6 +15,14 @@ DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 # linear map after it, contrasted against the tenant's corpus.
 Recipe = Literal["fine-tune", "linear-map"]
 
+# A request's recipe and epochs, both optional: the trainer fills in its own (core.config).
+RecipeChoice = Annotated[Recipe | None, Field(
+    description="fine-tune (the transformer) or linear-map (a map after it); default: the trainer's "
+                "FLYWHEEL_TRAINING_RECIPE.")]
+EpochsChoice = Annotated[int | None, Field(
+    ge=1, le=100, description="Passes over the training pairs; default: the recipe's (1 for fine-tune, "
+                              "FLYWHEEL_TRAINING_MAP_EPOCHS for linear-map).")]
+
 # The request's fields a training task records, and a retry sends again.
 REQUEST_FIELDS = ("base_version", "since", "until", "min_sessions", "recipe", "epochs", "gate_margin",
                   "use_sessions", "datasets", "eval_dataset")
@@ -32,13 +40,8 @@ class TrainingRequested(Envelope):
     until: AwareDatetime | None = Field(default=None, description="Use sessions before this time.")
     min_sessions: int = Field(default=100, ge=1, le=INT64_MAX,
                               description="Do not train with fewer sessions.")
-    recipe: Recipe | None = Field(
-        default=None, description="fine-tune (the transformer) or linear-map (a map after it); default: "
-                                  "the trainer's FLYWHEEL_TRAINING_RECIPE.")
-    epochs: int | None = Field(
-        default=None, ge=1, le=100,
-        description="Passes over the training pairs; default: the recipe's (1 for fine-tune, "
-                    "FLYWHEEL_TRAINING_MAP_EPOCHS for linear-map).")
+    recipe: RecipeChoice = None
+    epochs: EpochsChoice = None
     gate_margin: float = Field(
         default=0.0, ge=0.0, le=1.0,
         description="Publish only if the candidate beats the base by this much on held-out sessions.",

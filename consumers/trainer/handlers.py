@@ -41,6 +41,7 @@ from core.task_control import FINAL_STATUSES, TaskCancelled, cancel_requested, s
 from core.training.dataset import DatasetStats, Judged, TrainingDataset
 from core.training.finetune import FineTuneConfig
 from core.training.gate import decide
+from core.training.linear_map import LinearMapConfig
 from core.training.metrics import prefixed
 from core.training.runtime import TrainingResult
 from schemas.model_published import ModelPublished
@@ -69,7 +70,7 @@ class TrainerConfig:
     seed: int = 42
     progress_interval_s: float = 1.0
     recipe: Recipe = "fine-tune"  # for a request that names none
-    map_epochs: int = 5  # a linear-map run's epochs when the request names none
+    map_epochs: int = LinearMapConfig.epochs  # a linear-map run's epochs when the request names none
 
 
 @dataclass

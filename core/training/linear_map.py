@@ -38,10 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class LinearMapConfig:
-    epochs: int = 3
+    epochs: int = 5  # chosen on held-out queries (docs/benchmarks.md); FLYWHEEL_TRAINING_MAP_EPOCHS
     batch_size: int = 32
     learning_rate: float = 1e-3
     scale: float = 20.0  # the softmax's inverse temperature over cosines
